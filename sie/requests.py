@@ -1,0 +1,133 @@
+"""Validation of what callers pass in (queries, documents or Items, options) and the score result shape.
+
+The in-process API and the HTTP server share these rules, so a bad item fails the same way in both,
+with an ``InvalidInputError`` whose ``field`` names it (``items[3].text``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sie.errors import InvalidInputError
+
+SCORE_OPTIONS = ("top_k", "raw_scores", "max_length", "truncate")
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """Per-request options of the score API; ``max_length=None`` means the model's limit."""
+
+    top_k: int | None = None
+    raw_scores: bool = False
+    max_length: int | None = None
+    truncate: bool = True
+
+
+@dataclass(frozen=True)
+class Documents:
+    """Texts to score and the ids they answer to (``item-<i>`` where the caller gave none)."""
+
+    texts: list[str]
+    ids: list[str]
+
+
+def _positive_int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(field, f"must be a positive integer, got {value!r}")
+    return value
+
+
+def _bool(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputError(field, f"must be a boolean, got {value!r}")
+    return value
+
+
+def parse_options(options: Mapping[str, Any] | None, field: str = "options") -> ScoreOptions:
+    """Checks a score request's ``options`` map; unknown keys are an error that names them."""
+    if options is None:
+        return ScoreOptions()
+    if not isinstance(options, Mapping):
+        raise InvalidInputError(field, f"must be a map, got {type(options).__name__}")
+    unknown = sorted(str(key) for key in options if key not in SCORE_OPTIONS)
+    if unknown:
+        raise InvalidInputError(field, f"unknown option(s) {', '.join(unknown)}; supported: {', '.join(SCORE_OPTIONS)}")
+    top_k = options.get("top_k")
+    max_length = options.get("max_length")
+    return ScoreOptions(
+        top_k=None if top_k is None else _positive_int(top_k, f"{field}.top_k"),
+        raw_scores=_bool(options.get("raw_scores", False), f"{field}.raw_scores"),
+        max_length=None if max_length is None else _positive_int(max_length, f"{field}.max_length"),
+        truncate=_bool(options.get("truncate", True), f"{field}.truncate"),
+    )
+
+
+def _text(item: Any, field: str) -> tuple[str, str | None]:
+    """Returns (text, id) of a string or an Item map ``{"id"?, "text", "metadata"?, ...}``."""
+    if isinstance(item, str):
+        return item, None
+    if not isinstance(item, Mapping):
+        raise InvalidInputError(field, f"must be a string or an item with a text, got {type(item).__name__}")
+    if "text" not in item or item["text"] is None:
+        raise InvalidInputError(f"{field}.text", "is missing (only text items can be scored)")
+    text = item["text"]
+    if not isinstance(text, str):
+        raise InvalidInputError(f"{field}.text", f"must be a string, got {type(text).__name__}")
+    item_id = item.get("id")
+    if item_id is not None and not isinstance(item_id, str):
+        raise InvalidInputError(f"{field}.id", f"must be a string, got {type(item_id).__name__}")
+    return text, item_id
+
+
+def parse_query(query: Any, instruction: str | None = None, field: str = "query") -> tuple[str, str | None]:
+    """Returns (text to score, query id); ``instruction`` is prepended as ``"{instruction} {query}"``."""
+    text, query_id = _text(query, field)
+    if instruction is not None:
+        if not isinstance(instruction, str):
+            raise InvalidInputError("instruction", f"must be a string, got {type(instruction).__name__}")
+        text = f"{instruction} {text}"
+    return text, query_id
+
+
+def parse_documents(documents: Any, field: str = "items") -> Documents:
+    """Checks a list of strings or Items; ids default to ``item-<i>``, the item's position."""
+    if isinstance(documents, (str, bytes, Mapping)) or not isinstance(documents, Sequence):
+        raise InvalidInputError(field, f"must be a list of strings or items, got {type(documents).__name__}")
+    texts: list[str] = []
+    ids: list[str] = []
+    for index, item in enumerate(documents):
+        text, item_id = _text(item, f"{field}[{index}]")
+        texts.append(text)
+        ids.append(f"item-{index}" if item_id is None else item_id)
+    return Documents(texts=texts, ids=ids)
+
+
+def ranking(scores: np.ndarray, top_k: int | None = None) -> np.ndarray:
+    """Indices of ``scores`` (shape ``(n,)``) from most to least relevant; ties keep input order."""
+    order = np.argsort(-scores, kind="stable")
+    return order if top_k is None else order[:top_k]
+
+
+def score_result(
+    model: str, query_id: str | None, ids: list[str], scores: np.ndarray, top_k: int | None, input_tokens: int
+) -> dict[str, Any]:
+    """The score API's response body: every item (or the top ``top_k``) sorted by score, rank 0 first."""
+    order = ranking(scores, top_k)
+    return {
+        "model": model,
+        "query_id": query_id,
+        "scores": [
+            {"item_id": ids[index], "score": float(scores[index]), "rank": rank} for rank, index in enumerate(order)
+        ],
+        "usage": {"input_tokens": int(input_tokens)},
+    }
+
+
+def scores_from_logits(logits: np.ndarray, raw_scores: bool) -> np.ndarray:
+    """sigmoid(logit), sentence-transformers' activation for one-logit cross-encoders, or the logits."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return logits if raw_scores else 1.0 / (1.0 + np.exp(-logits))
