@@ -1,0 +1,87 @@
+"""Model resolution: a model id or path -> a local folder holding config.json and the weights.
+
+Places, in order: an explicit path; the sie models directory (``SIE_MODELS_DIR``, default
+``~/.cache/sie/models``, a model ``org/name`` at ``<dir>/org/name``); the Hugging Face cache; the Hub,
+unless ``HF_HUB_OFFLINE`` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from sie.errors import ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors",)
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "sentencepiece.bpe.model"]
+
+
+def models_dir() -> Path:
+    """The sie models directory: ``$SIE_MODELS_DIR`` or ``~/.cache/sie/models``."""
+    configured = os.environ.get("SIE_MODELS_DIR")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "sie" / "models"
+
+
+def is_model_dir(path: Path) -> bool:
+    """True when ``path`` holds a config and safetensors weights."""
+    return (path / "config.json").is_file() and any((path / name).is_file() for name in WEIGHT_FILES)
+
+
+def local_models() -> list[str]:
+    """Ids of the models in the sie models directory (``org/name`` or ``name``), sorted."""
+    root = models_dir()
+    if not root.is_dir():
+        return []
+    return sorted(config.parent.relative_to(root).as_posix() for config in root.glob("**/config.json")
+                  if is_model_dir(config.parent))
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _from_hf(model: str, local_only: bool) -> Path | None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = Path(snapshot_download(model, allow_patterns=HUB_PATTERNS, local_files_only=local_only))
+    except Exception as error:  # huggingface_hub raises many types for "not there" and "unreachable"
+        logger.debug("hugging face %s lookup of %s failed: %s", "cache" if local_only else "hub", model, error)
+        return None
+    return path if is_model_dir(path) else None
+
+
+def resolve_model(model: str | os.PathLike[str]) -> Path:
+    """Returns the local folder of ``model``; raises ModelNotFoundError naming every place looked at."""
+    searched: list[str] = []
+    explicit = Path(model).expanduser()
+    if explicit.is_absolute() or str(model).startswith("."):
+        searched.append(f"path {explicit}")
+        if is_model_dir(explicit):
+            return explicit
+        raise ModelNotFoundError(str(model), searched)
+    if is_model_dir(explicit):
+        return explicit
+    searched.append(f"path {explicit.resolve()}")
+
+    in_models_dir = models_dir() / str(model)
+    searched.append(f"sie models directory {in_models_dir} (SIE_MODELS_DIR)")
+    if is_model_dir(in_models_dir):
+        return in_models_dir
+
+    searched.append("Hugging Face cache")
+    cached = _from_hf(str(model), local_only=True)
+    if cached is not None:
+        return cached
+
+    if _hub_offline():
+        searched.append("Hugging Face Hub (skipped: HF_HUB_OFFLINE is set)")
+    else:
+        searched.append("Hugging Face Hub")
+        downloaded = _from_hf(str(model), local_only=False)
+        if downloaded is not None:
+            return downloaded
+    raise ModelNotFoundError(str(model), searched)
