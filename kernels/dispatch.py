@@ -1,0 +1,216 @@
+"""Backend choice for the three ops, and the public ops that route to the chosen implementation.
+
+Backends: ``flash`` (attention only; kernels/flash.py), ``triton`` (ours), ``torch`` (kernels/reference.py).
+A model resolves its backends once with :func:`resolve_backends` and passes the names to every call; ops called
+with ``backend="auto"`` resolve from the tensor's device (cached). Probing never raises and nothing here touches
+CUDA or imports Triton at import time: Triton modules load on first use.
+"""
+
+import functools
+import importlib
+import importlib.util
+import logging
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .flash import flash_implementation
+
+logger = logging.getLogger(__name__)
+
+ENV_ATTENTION_BACKEND = "SIE_ATTENTION_BACKEND"
+ATTENTION_BACKENDS = ("flash", "triton", "torch")
+NORM_BACKENDS = ("triton", "torch")  # layer_norm and gelu have no flash variant
+_REQUESTS = ("auto", *ATTENTION_BACKENDS)
+
+# (op, backend) -> (module in this package, function); imported on first use so Triton stays optional.
+_IMPLEMENTATIONS = {
+    ("attention", "torch"): ("reference", "varlen_attention_torch"),
+    ("attention", "triton"): ("attention", "varlen_attention_triton"),
+    ("attention", "flash"): ("flash", "varlen_attention_flash"),
+    ("layer_norm", "torch"): ("reference", "layer_norm_torch"),
+    ("layer_norm", "triton"): ("layer_norm", "layer_norm_triton"),
+    ("gelu", "torch"): ("reference", "bias_gelu_torch"),
+    ("gelu", "triton"): ("gelu", "bias_gelu_triton"),
+}
+
+
+@dataclass(frozen=True)
+class KernelBackends:
+    """The backend each op runs with on one device and dtype: "flash", "triton" or "torch"."""
+
+    attention: str
+    layer_norm: str
+    gelu: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def triton_runs_on(device: torch.device) -> bool:
+    """Whether our Triton kernels can run on ``device``: CUDA, or CPU through Triton's interpreter."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    if device.type == "cuda":
+        return True
+    # The interpreter flag is read when the @triton.jit modules are imported; tests set it first.
+    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def flash_runs_on(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether a flash varlen kernel serves ``device`` and ``dtype`` (CUDA, fp16/bf16, Ampere or newer)."""
+    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16) or flash_implementation() is None:
+        return False
+    try:
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+    except (RuntimeError, AssertionError, ValueError):
+        return False
+
+
+def available_backends(device: torch.device, dtype: torch.dtype) -> dict[str, tuple[str, ...]]:
+    """Backends that can run each op on ``device``/``dtype``, fastest first."""
+    device = torch.device(device)
+    if not triton_runs_on(device):
+        norm = ("torch",)
+    elif device.type == "cuda":
+        norm = ("triton", "torch")
+    else:
+        norm = ("torch", "triton")  # interpreted: correct but slow, so never the automatic choice
+    attention = tuple(b for b in ("flash",) if flash_runs_on(device, dtype)) + norm
+    return {"attention": attention, "layer_norm": norm, "gelu": norm}
+
+
+def resolve_backends(device: torch.device, dtype: torch.dtype, attention: str = "auto") -> KernelBackends:
+    """Pick the backends for a model on ``device`` with activations in ``dtype``.
+
+    ``attention="auto"`` takes ``$SIE_ATTENTION_BACKEND`` when set, else the fastest available backend for every
+    op (logged once). "triton" or "torch" requested explicitly applies to all three ops (a whole-engine switch,
+    e.g. to compare against the torch path); "flash" covers attention, the other ops resolve as with "auto".
+    A requested backend that cannot run raises ValueError naming those that can.
+    """
+    request = attention
+    if request == "auto":
+        request = os.environ.get(ENV_ATTENTION_BACKEND, "").strip().lower() or "auto"
+    return _resolve(torch.device(device), dtype, request)
+
+
+@functools.cache
+def _resolve(device: torch.device, dtype: torch.dtype, request: str) -> KernelBackends:
+    if request not in _REQUESTS:
+        raise ValueError(f"unknown attention backend {request!r}; expected one of {', '.join(_REQUESTS)}")
+    available = available_backends(device, dtype)
+    if request == "auto":
+        backends = KernelBackends(available["attention"][0], available["layer_norm"][0], available["gelu"][0])
+        logger.info("sie kernels on %s/%s: %s", device, str(dtype).removeprefix("torch."), backends.as_dict())
+        return backends
+    for op in ("attention", "layer_norm", "gelu"):
+        if request in _op_choices(op) and request not in available[op]:
+            raise ValueError(
+                f"{op} backend {request!r} is not available on {device} with {dtype}; "
+                f"available: {', '.join(available[op])}"
+            )
+    norm = request if request in NORM_BACKENDS else available["layer_norm"][0]
+    return KernelBackends(request, norm, norm)
+
+
+def _op_choices(op: str) -> tuple[str, ...]:
+    return ATTENTION_BACKENDS if op == "attention" else NORM_BACKENDS
+
+
+@functools.cache
+def _checked(op: str, backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    """Validate a per-call backend name once per (op, backend, device, dtype)."""
+    if backend not in _op_choices(op):
+        raise ValueError(f"unknown {op} backend {backend!r}; expected auto or one of {', '.join(_op_choices(op))}")
+    available = available_backends(device, dtype)[op]
+    if backend not in available:
+        raise ValueError(
+            f"{op} backend {backend!r} is not available on {device} with {dtype}; available: {', '.join(available)}"
+        )
+    return backend
+
+
+def _implementation(op: str, backend: str, device: torch.device, dtype: torch.dtype):
+    if backend == "auto":
+        backend = getattr(resolve_backends(device, dtype), op)
+    else:
+        backend = _checked(op, backend, device, dtype)
+    return _load(op, backend)
+
+
+@functools.cache
+def _load(op: str, backend: str):
+    module_name, function = _IMPLEMENTATIONS[(op, backend)]
+    return getattr(importlib.import_module(f".{module_name}", __package__), function)
+
+
+def varlen_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    *,
+    cu_seqlens_q: torch.Tensor | None = None,
+    max_seqlen_q: int | None = None,
+    causal: bool = False,
+    softmax_scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Multi-head attention over packed variable-length sequences, never padded.
+
+    q: [total_q, nheads, headdim]; k, v: [total_tokens, nheads, headdim]; cu_seqlens: int32 [batch + 1], the key
+    (and by default query) sequence bounds; max_seqlen: the longest key sequence. cu_seqlens_q/max_seqlen_q give
+    the query bounds when queries are a subset of rows: ``cu_seqlens_q = arange(batch + 1)`` with q the CLS rows
+    (one query per sequence) attends each CLS row over its whole sequence. max_seqlen_q defaults to max_seqlen
+    when cu_seqlens_q is None, else it is read from cu_seqlens_q (one device sync). Causal masks align to the
+    bottom right, as in flash-attn. softmax_scale defaults to headdim ** -0.5.
+    Returns [total_q, nheads, headdim] in q's dtype.
+    """
+    if q.ndim != 3 or k.shape != v.shape or k.ndim != 3 or q.shape[1:] != k.shape[1:]:
+        raise ValueError(
+            f"expected q [total_q, nheads, headdim] and k, v [total_tokens, nheads, headdim]; "
+            f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if cu_seqlens.dtype != torch.int32 or cu_seqlens.ndim != 1:
+        raise ValueError(f"cu_seqlens must be int32 [batch + 1], got {cu_seqlens.dtype} {tuple(cu_seqlens.shape)}")
+    if cu_seqlens_q is None:
+        cu_seqlens_q, max_seqlen_q = cu_seqlens, max_seqlen
+    elif cu_seqlens_q.shape != cu_seqlens.shape or cu_seqlens_q.dtype != torch.int32:
+        raise ValueError("cu_seqlens_q must be int32 with the same shape as cu_seqlens")
+    elif max_seqlen_q is None:
+        max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
+    scale = q.shape[-1] ** -0.5 if softmax_scale is None else softmax_scale
+    run = _implementation("attention", backend, q.device, q.dtype)
+    return run(q, k, v, cu_seqlens, max_seqlen, cu_seqlens_q, max_seqlen_q, causal=causal, softmax_scale=scale)
+
+
+def layer_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+    residual: torch.Tensor | None = None,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """LayerNorm(x + residual) with fp32 statistics.
+
+    x, residual: [total_tokens, hidden]; weight, bias: [hidden]. Returns [total_tokens, hidden] in x's dtype.
+    """
+    if x.ndim != 2 or weight.shape != (x.shape[1],) or bias.shape != weight.shape:
+        raise ValueError(
+            f"expected x [total_tokens, hidden] and weight, bias [hidden]; "
+            f"got {tuple(x.shape)}, {tuple(weight.shape)}, {tuple(bias.shape)}"
+        )
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(f"residual {tuple(residual.shape)} does not match x {tuple(x.shape)}")
+    return _implementation("layer_norm", backend, x.device, x.dtype)(x, weight, bias, eps, residual)
+
+
+def bias_gelu(x: torch.Tensor, bias: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """Exact (erf) GELU(x + bias). x: [total_tokens, n]; bias: [n]. Returns [total_tokens, n] in x's dtype."""
+    if x.ndim != 2 or bias.shape != (x.shape[1],):
+        raise ValueError(f"expected x [total_tokens, n] and bias [n]; got {tuple(x.shape)}, {tuple(bias.shape)}")
+    return _implementation("gelu", backend, x.device, x.dtype)(x, bias)

@@ -1,0 +1,58 @@
+"""The ``flash`` attention backend: the flash-attn package's varlen function, else PyTorch's own.
+
+Both are CUDA-only fp16/bf16 kernels. Probing imports nothing heavy and never touches CUDA; the device
+check runs when a model resolves its backends (kernels/dispatch.py).
+"""
+
+import importlib.util
+
+import torch
+
+
+def flash_attn_installed() -> bool:
+    """Whether the flash-attn package is importable (without importing it)."""
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def torch_flash_varlen_available() -> bool:
+    """Whether this torch build exposes its flash varlen forward (a stable aten op since torch 2.2)."""
+    return hasattr(torch.ops.aten, "_flash_attention_forward")
+
+
+def flash_implementation() -> str | None:
+    """Name of the implementation the flash backend calls: "flash_attn", "torch" or None."""
+    if flash_attn_installed():
+        return "flash_attn"
+    if torch_flash_varlen_available():
+        return "torch"
+    return None
+
+
+def varlen_attention_flash(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    cu_seqlens_q: torch.Tensor,
+    max_seqlen_q: int,
+    *,
+    causal: bool,
+    softmax_scale: float,
+) -> torch.Tensor:
+    """Flash varlen attention. Shapes as kernels.varlen_attention; CUDA, fp16/bf16 only.
+
+    Returns [total_q, nheads, headdim] in q's dtype.
+    """
+    if flash_attn_installed():
+        from flash_attn import flash_attn_varlen_func
+
+        return flash_attn_varlen_func(
+            q, k, v, cu_seqlens_q, cu_seqlens, max_seqlen_q, max_seqlen,
+            softmax_scale=softmax_scale, causal=causal,
+        )
+    # The public torch.nn.attention.varlen.varlen_attn changed its signature between 2.9 and 2.12
+    # (is_causal became window_size); the aten op underneath kept one schema.
+    return torch.ops.aten._flash_attention_forward(
+        q, k, v, cu_seqlens_q, cu_seqlens, max_seqlen_q, max_seqlen, 0.0, causal, False, scale=softmax_scale
+    )[0]

@@ -1,0 +1,78 @@
+"""The ``torch`` backend: plain PyTorch versions of every op, the CPU path and the kernels' reference.
+
+Kept free of Triton so that ``import sie`` and the CPU engine work where Triton is not installed.
+Each function computes in fp32 (or wider, for float64 inputs) and returns the input's dtype.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def varlen_attention_torch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    cu_seqlens_q: torch.Tensor,
+    max_seqlen_q: int,
+    *,
+    causal: bool,
+    softmax_scale: float,
+) -> torch.Tensor:
+    """Attention over packed sequences, one SDPA call per sequence.
+
+    q: [total_q, nheads, headdim]; k, v: [total_tokens, nheads, headdim]; cu_seqlens (keys) and cu_seqlens_q
+    (queries): int32 [batch + 1]; max_seqlen, max_seqlen_q: unused here (the kernels size their grids with
+    them). Returns [total_q, nheads, headdim] in q's dtype.
+
+    Measured on 2 CPU cores (100 sequences of 20-250 tokens, 12 heads, headdim 32), a loop of 4-D SDPA calls
+    with a batch of one beats padding to the longest sequence (1.5-3x), length-bucketed padding and nested
+    (jagged) tensors, and is exact per sequence. The 4-D form matters: 3-D inputs miss PyTorch's fused CPU
+    kernel and run about 2x slower. Causal masks align to the bottom right (flash-attn's convention).
+    """
+    out = torch.empty_like(q)
+    bounds_k = cu_seqlens.tolist()
+    bounds_q = bounds_k if cu_seqlens_q is cu_seqlens else cu_seqlens_q.tolist()
+    for b in range(len(bounds_k) - 1):
+        qs, qe, ks, ke = bounds_q[b], bounds_q[b + 1], bounds_k[b], bounds_k[b + 1]
+        if qe == qs:
+            continue
+        # [L, nheads, headdim] -> [1, nheads, L, headdim] as strided views, no copies.
+        qb, kb, vb = (t.transpose(0, 1).unsqueeze(0) for t in (q[qs:qe], k[ks:ke], v[ks:ke]))
+        mask = _bottom_right_causal_mask(qe - qs, ke - ks, q.device) if causal and qe - qs != ke - ks else None
+        ob = F.scaled_dot_product_attention(
+            qb, kb, vb, attn_mask=mask, is_causal=causal and mask is None, scale=softmax_scale
+        )
+        out[qs:qe] = ob[0].transpose(0, 1)
+    return out
+
+
+def _bottom_right_causal_mask(len_q: int, len_k: int, device: torch.device) -> torch.Tensor:
+    """bool [len_q, len_k]: query i sees key j when j <= i + len_k - len_q (SDPA's is_causal aligns top left)."""
+    rows = torch.arange(len_q, device=device)[:, None] + (len_k - len_q)
+    return torch.arange(len_k, device=device)[None, :] <= rows
+
+
+def layer_norm_torch(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """LayerNorm(x + residual) over the last dim with fp32 statistics.
+
+    x, residual: [total_tokens, hidden]; weight, bias: [hidden]. Returns [total_tokens, hidden] in x's dtype.
+    """
+    h = x if residual is None else x + residual
+    if h.dtype in (torch.float32, torch.float64):
+        return F.layer_norm(h, (h.shape[-1],), weight.to(h.dtype), bias.to(h.dtype), eps)
+    return F.layer_norm(h.float(), (h.shape[-1],), weight.float(), bias.float(), eps).to(x.dtype)
+
+
+def bias_gelu_torch(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU(x + bias), as BERT uses. x: [total_tokens, n]; bias: [n]. Returns x's dtype."""
+    if x.dtype in (torch.float32, torch.float64):
+        return F.gelu(x + bias.to(x.dtype))
+    return F.gelu(x.float() + bias.float()).to(x.dtype)
