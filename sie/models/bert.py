@@ -1,0 +1,189 @@
+"""BERT cross-encoder on packed variable-length batches.
+
+Attribute names mirror the Hugging Face checkpoint keys (``bert.encoder.layer.0.attention.output.dense``),
+so loading is a small rename table (``load_state_dict`` below). The one structural difference: query,
+key and value projections are fused into ``attention.qkv`` (one matmul instead of three).
+Every activation is ``(total_tokens, hidden)``; nothing is padded to ``(batch, max_len)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sie.kernels import KernelBackends, bias_gelu, layer_norm, varlen_attention
+from sie.packing import PackedBatch
+
+
+class BertEmbeddings(nn.Module):
+    """Word + position + token type embeddings, then LayerNorm."""
+
+    def __init__(self, config, backends: KernelBackends) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.backends = backends
+
+    def forward(self, batch: PackedBatch) -> torch.Tensor:
+        """Returns ``(total_tokens, hidden)``."""
+        embeddings = self.word_embeddings(batch.input_ids) + self.token_type_embeddings(batch.token_type_ids)
+        return layer_norm(
+            embeddings, self.LayerNorm.weight, self.LayerNorm.bias, self.LayerNorm.eps,
+            residual=self.position_embeddings(batch.position_ids), backend=self.backends.layer_norm,
+        )
+
+
+class BertProjection(nn.Module):
+    """Linear projection, then residual add + LayerNorm (BertSelfOutput and BertOutput in transformers)."""
+
+    def __init__(self, in_features: int, hidden: int, eps: float, backends: KernelBackends) -> None:
+        super().__init__()
+        self.dense = nn.Linear(in_features, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
+        self.backends = backends
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """x: ``(rows, in_features)``, residual: ``(rows, hidden)`` -> ``(rows, hidden)``."""
+        return layer_norm(
+            self.dense(x), self.LayerNorm.weight, self.LayerNorm.bias, self.LayerNorm.eps,
+            residual=residual, backend=self.backends.layer_norm,
+        )
+
+
+class BertAttention(nn.Module):
+    """Multi-head self-attention over packed sequences, with the output projection and its LayerNorm."""
+
+    def __init__(self, config, backends: KernelBackends) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.output = BertProjection(config.hidden_size, config.hidden_size, config.layer_norm_eps, backends)
+        self.backends = backends
+
+    def forward(self, x: torch.Tensor, batch: PackedBatch, cls_only: bool) -> torch.Tensor:
+        """x: ``(total_tokens, hidden)`` -> ``(total_tokens, hidden)``, or ``(batch, hidden)`` when ``cls_only``.
+
+        With ``cls_only`` the queries are the CLS rows alone while keys and values cover every token:
+        the last layer's other rows feed nothing downstream.
+        """
+        hidden = x.shape[1]
+        if cls_only:
+            residual = x[batch.cls_rows]
+            key_value = F.linear(x, self.qkv.weight[hidden:], self.qkv.bias[hidden:])
+            key, value = key_value.view(-1, 2, self.num_heads, self.head_dim).unbind(1)
+            query = F.linear(residual, self.qkv.weight[:hidden], self.qkv.bias[:hidden])
+            query = query.view(-1, self.num_heads, self.head_dim)
+            cu_seqlens_q = torch.arange(batch.batch_size + 1, dtype=torch.int32, device=x.device)
+            max_seqlen_q = 1
+        else:
+            residual = x
+            query, key, value = self.qkv(x).view(-1, 3, self.num_heads, self.head_dim).unbind(1)
+            cu_seqlens_q, max_seqlen_q = None, None
+        context = varlen_attention(
+            query, key, value, batch.cu_seqlens, batch.max_seqlen,
+            cu_seqlens_q=cu_seqlens_q, max_seqlen_q=max_seqlen_q, backend=self.backends.attention,
+        )
+        return self.output(context.reshape(-1, hidden), residual)
+
+
+class BertIntermediate(nn.Module):
+    """The FFN's first projection with bias + exact GELU fused after the matmul."""
+
+    def __init__(self, config, backends: KernelBackends) -> None:
+        super().__init__()
+        if config.hidden_act not in ("gelu", "gelu_python"):
+            raise ValueError(f"hidden_act {config.hidden_act!r} is not supported; sie runs exact (erf) 'gelu'")
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.backends = backends
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(rows, hidden)`` -> ``(rows, intermediate)``."""
+        return bias_gelu(F.linear(x, self.dense.weight), self.dense.bias, backend=self.backends.gelu)
+
+
+class BertLayer(nn.Module):
+    def __init__(self, config, backends: KernelBackends) -> None:
+        super().__init__()
+        self.attention = BertAttention(config, backends)
+        self.intermediate = BertIntermediate(config, backends)
+        self.output = BertProjection(config.intermediate_size, config.hidden_size, config.layer_norm_eps, backends)
+
+    def forward(self, x: torch.Tensor, batch: PackedBatch, cls_only: bool = False) -> torch.Tensor:
+        """``(total_tokens, hidden)`` -> same, or ``(batch, hidden)`` when ``cls_only``."""
+        attended = self.attention(x, batch, cls_only)
+        return self.output(self.intermediate(attended), attended)
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, config, backends: KernelBackends) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config, backends) for _ in range(config.num_hidden_layers))
+
+    def forward(self, x: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+        """``(total_tokens, hidden)`` -> the CLS rows of the last layer, ``(batch, hidden)``."""
+        *layers, last = self.layer
+        for layer in layers:
+            x = layer(x, batch)
+        return last(x, batch, cls_only=True)
+
+
+class BertPooler(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, cls_hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(cls_hidden))
+
+
+class BertModel(nn.Module):
+    def __init__(self, config, backends: KernelBackends, add_pooling_layer: bool = True) -> None:
+        super().__init__()
+        self.embeddings = BertEmbeddings(config, backends)
+        self.encoder = BertEncoder(config, backends)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+
+    def forward(self, batch: PackedBatch) -> torch.Tensor:
+        """Returns the last layer's CLS rows, ``(batch, hidden)``."""
+        return self.encoder(self.embeddings(batch), batch)
+
+
+class BertForSequenceClassification(nn.Module):
+    """BERT encoder, pooler (dense + tanh) and classifier: one logit per packed sequence."""
+
+    base_model_prefix = "bert"
+    position_offset = 0
+
+    def __init__(self, config, backends: KernelBackends) -> None:
+        super().__init__()
+        self.bert = BertModel(config, backends)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, batch: PackedBatch) -> torch.Tensor:
+        """Returns logits ``(batch, num_labels)``."""
+        return self.classifier(self.bert.pooler(self.bert(batch)))
+
+
+def fuse_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Renames a transformers BERT-family state dict to ours: ``attention.self.{query,key,value}`` -> ``attention.qkv``.
+
+    Also accepts the old ``LayerNorm.gamma``/``beta`` names. Keys it does not know are kept, so the
+    caller's strict load reports them.
+    """
+    renamed: dict[str, torch.Tensor] = {}
+    projections: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in state_dict.items():
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        prefix, marker, rest = key.partition(".attention.self.")
+        if marker:
+            projection, _, kind = rest.partition(".")
+            projections.setdefault(f"{prefix}.attention.qkv.{kind}", {})[projection] = tensor
+        else:
+            renamed[key] = tensor
+    for key, parts in projections.items():
+        renamed[key] = torch.cat([parts["query"], parts["key"], parts["value"]])
+    return renamed

@@ -1,0 +1,198 @@
+"""``Reranker``: a loaded cross-encoder that scores (query, document) pairs on packed batches."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sie import default_model
+from sie.errors import InvalidInputError, ModelNotFoundError
+from sie.hub import resolve_model
+from sie.kernels import resolve_backends
+from sie.loading import load_model, max_sequence_length
+from sie.packing import pack, plan_micro_batches
+from sie.requests import parse_documents, parse_options, parse_query, ranking, score_result, scores_from_logits
+from sie.tokenization import EncodedPairs, PairTokenizer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = default_model.MODEL_ID
+# Tokens per micro-batch: large enough that every matmul runs near peak, small enough that a
+# batch's activations stay in cache on CPU and its attention scores stay modest on GPU.
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 4096, "cuda": 32768}
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _tokenizer_limit(tokenizer) -> int | None:
+    """The tokenizer config's ``model_max_length``, unless it is transformers' "no limit" sentinel."""
+    limit = tokenizer.model_max_length
+    return limit if isinstance(limit, int) and limit < 1_000_000 else None
+
+
+def _resolve_path(model: str):
+    try:
+        return resolve_model(model)
+    except ModelNotFoundError:
+        if model != DEFAULT_MODEL:
+            raise
+        logger.info("default model %s is not installed yet: fetching it", model)
+        return default_model.fetch_default_model()
+
+
+class Reranker:
+    """A cross-encoder loaded for inference.
+
+    Args:
+        model: a model id (``org/name``) or a checkpoint folder; default ``cross-encoder/ms-marco-MiniLM-L-12-v2``.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        dtype: activation and weight dtype; default fp32 on CPU, fp16 on CUDA.
+        backend: attention backend, ``"auto"``, ``"flash"``, ``"triton"`` or ``"torch"`` (``SIE_ATTENTION_BACKEND``
+            overrides ``"auto"``).
+        max_length: longest pair in tokens; default the model's limit (512 for BERT).
+        max_batch_tokens: token budget of one packed micro-batch.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        device: str | torch.device = "auto",
+        dtype: torch.dtype | None = None,
+        backend: str = "auto",
+        max_length: int | None = None,
+        max_batch_tokens: int | None = None,
+    ) -> None:
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.model_id = str(model) if model is not None else DEFAULT_MODEL
+        self.path = _resolve_path(self.model_id)
+        self.device = _resolve_device(device)
+        self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
+        config = AutoConfig.from_pretrained(self.path)
+        self.kernel_backends = resolve_backends(self.device, self.dtype, backend)
+        self.model = load_model(self.path, config, self.kernel_backends, self.device, self.dtype)
+        self.architecture = type(self.model).__name__
+        hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.model_max_length = max_sequence_length(config, _tokenizer_limit(hf_tokenizer))
+        self.tokenizer = PairTokenizer(hf_tokenizer.backend_tokenizer)
+        self.max_length = self._check_max_length(max_length, "max_length") if max_length else self.model_max_length
+        self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self.device.type, 8192)
+        self._lock = threading.Lock()
+        logger.info("loaded %s (%s) on %s in %s, backends %s", self.model_id, self.architecture, self.device,
+                    self.dtype, self.backends)
+
+    @property
+    def backends(self) -> dict[str, str]:
+        """The kernels that run each op, e.g. ``{"attention": "triton", "layer_norm": "triton", "gelu": "triton"}``."""
+        return self.kernel_backends.as_dict()
+
+    def __repr__(self) -> str:
+        return (f"Reranker({self.model_id!r}, device={self.device}, dtype={self.dtype}, "
+                f"max_length={self.max_length}, backends={self.backends})")
+
+    def _check_max_length(self, max_length: int, field: str) -> int:
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 < max_length <= self.model_max_length:
+            raise InvalidInputError(field, f"must be an integer from 3 to {self.model_max_length}, got {max_length!r}")
+        return max_length
+
+    def encode(
+        self, query: str | Sequence[str], documents: Sequence[str], *, max_length: int | None = None,
+        truncate: bool = True,
+    ) -> EncodedPairs:
+        """Tokenizes ``query`` (one for all, or one per document) with each document, without padding."""
+        limit = self.max_length if max_length is None else self._check_max_length(max_length, "options.max_length")
+        queries = [query] * len(documents) if isinstance(query, str) else query
+        return self.tokenizer.encode(queries, documents, limit, truncate=truncate)
+
+    @torch.inference_mode()
+    def logits(
+        self, encoded: EncodedPairs, *, batch_size: int | None = None, show_progress_bar: bool = False
+    ) -> np.ndarray:
+        """Runs the model on every pair of ``encoded``; returns float32 logits ``(num_pairs,)`` in input order.
+
+        Pairs are packed into micro-batches of at most ``max_batch_tokens`` tokens (and ``batch_size``
+        pairs), longest first; calls from several threads are run one after another.
+        """
+        logits = np.empty(encoded.num_pairs, dtype=np.float32)
+        batches = plan_micro_batches(encoded.lengths, self.max_batch_tokens, batch_size)
+        with self._lock:
+            for indices in tqdm(batches, desc="Batches", disable=not show_progress_bar):
+                batch = pack(encoded, indices, self.model.position_offset, self.device)
+                logits[indices] = self.model(batch)[:, 0].float().cpu().numpy()
+        return logits
+
+    def score(
+        self, query: Any, items: Sequence[Any], *, instruction: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The score API in process: the same body the server returns for ``POST /v1/score/{model}``."""
+        parsed = parse_options(options)
+        query_text, query_id = parse_query(query, instruction)
+        documents = parse_documents(items)
+        encoded = self.encode(query_text, documents.texts, max_length=parsed.max_length, truncate=parsed.truncate)
+        scores = scores_from_logits(self.logits(encoded), parsed.raw_scores)
+        return score_result(self.model_id, query_id, documents.ids, scores, parsed.top_k, encoded.num_tokens)
+
+    def rerank(
+        self, query: Any, documents: Sequence[Any], *, top_k: int | None = None, return_documents: bool = False,
+        raw_scores: bool = False, instruction: str | None = None, max_length: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Documents (strings or Items) sorted by relevance: ``[{"index", "id", "score", "rank", "text"?}]``."""
+        parsed = parse_options({"top_k": top_k, "raw_scores": raw_scores, "max_length": max_length})
+        query_text, _ = parse_query(query, instruction)
+        docs = parse_documents(documents, field="documents")
+        encoded = self.encode(query_text, docs.texts, max_length=parsed.max_length)
+        scores = scores_from_logits(self.logits(encoded), parsed.raw_scores)
+        results = []
+        for rank, index in enumerate(ranking(scores, parsed.top_k)):
+            result = {"index": int(index), "id": docs.ids[index], "score": float(scores[index]), "rank": rank}
+            if return_documents:
+                result["text"] = docs.texts[index]
+            results.append(result)
+        return results
+
+    def predict(
+        self, pairs: Sequence[Sequence[str]], batch_size: int = 32, show_progress_bar: bool | None = None,
+        activation_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, convert_to_tensor: bool = False,
+    ) -> np.ndarray | torch.Tensor:
+        """sentence-transformers' ``CrossEncoder.predict``: scores of ``[(query, document), ...]`` in input order.
+
+        The default activation is the sigmoid; ``activation_fn=torch.nn.Identity()`` gives logits.
+        Returns a 1-D array (or tensor) of ``len(pairs)`` scores.
+        """
+        if len(pairs) == 2 and all(isinstance(text, str) for text in pairs):
+            pairs = [pairs]
+        for index, pair in enumerate(pairs):
+            if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(text, str) for text in pair):
+                raise InvalidInputError(f"pairs[{index}]", "must be a (query, document) pair of strings")
+        encoded = self.encode([pair[0] for pair in pairs], [pair[1] for pair in pairs])
+        logits = torch.from_numpy(self.logits(encoded, batch_size=batch_size, show_progress_bar=bool(show_progress_bar)))
+        scores = (activation_fn or torch.sigmoid)(logits)
+        return scores if convert_to_tensor else scores.numpy()
+
+    def rank(
+        self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
+        batch_size: int = 32, show_progress_bar: bool | None = None,
+    ) -> list[dict[str, Any]]:
+        """sentence-transformers' ``CrossEncoder.rank``: ``[{"corpus_id", "score", "text"?}]`` best first."""
+        scores = self.predict([(query, document) for document in documents], batch_size=batch_size,
+                              show_progress_bar=show_progress_bar)
+        results = []
+        for index in ranking(scores, top_k):
+            result = {"corpus_id": int(index), "score": float(scores[index])}
+            if return_documents:
+                result["text"] = documents[index]
+            results.append(result)
+        return results

@@ -1,0 +1,18 @@
+"""Random natural-looking text for engine tests: fresh each run, its seed printed on failure."""
+
+from __future__ import annotations
+
+import numpy as np
+
+VOCABULARY = (
+    "the a of and to in is was for on that with as by at from it an be are this or which python snake "
+    "language program code data model search query document rank score learn machine deep neural network "
+    "weather rain sun city river music history science water energy health food travel book film game "
+    "sport market price year time people world life work study system paris london capital created guido "
+    "van rossum reptiles what who where when how why café naïve 東京 😀 résumé"
+).split()
+
+
+def random_text(rng: np.random.Generator, num_words: int) -> str:
+    """``num_words`` words drawn from a mixed English/unicode vocabulary."""
+    return " ".join(rng.choice(VOCABULARY, size=num_words))
