@@ -8,6 +8,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
+from sie.errors import SieError
 from sie.reranker import DEFAULT_MODEL
 
 
@@ -85,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return args.run(args)
+    try:
+        return args.run(args)
+    except SieError as error:
+        print(f"sie: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""The ``sie`` command, run as a user would: a real subprocess of the installed entry point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SIE = [sys.executable, "-m", "sie.cli"]
+
+
+def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*SIE, *args], input=stdin, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_rerank_prints_a_ranked_table_from_stdin(default_model_path):
+    documents = "Snakes are reptiles.\nPython is a programming language.\n\nPython was created by Guido van Rossum.\n"
+    result = run("rerank", "--query", "What is Python?", "--top-k", "2", "-", stdin=documents)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.strip().splitlines()
+    assert header.split() == ["rank", "score", "line", "text"]
+    assert len(rows) == 2
+    assert "Snakes" not in result.stdout, "the snake sentence ranks last and top-k 2 drops it"
+    assert rows[0].split()[0] == "0"
+
+
+def test_rerank_reads_a_file(default_model_path, tmp_path: Path):
+    path = tmp_path / "docs.txt"
+    path.write_text("Paris is the capital of France.\nBananas are yellow.\n", encoding="utf-8")
+    result = run("rerank", "-q", "capital of France", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1].split()[2] == "1", "line 1 (Paris) ranks first"
+
+
+def test_models_list_shows_the_models_directory(default_model_path):
+    result = run("models", "list")
+    assert result.returncode == 0, result.stderr
+    assert "cross-encoder/ms-marco-MiniLM-L-12-v2  (default)" in result.stdout
+
+
+def test_an_unknown_model_fails_with_the_places_looked_at(tmp_path):
+    result = run("rerank", "-q", "x", "-m", "nobody/absent", "-", stdin="doc\n", env={"SIE_MODELS_DIR": str(tmp_path)})
+    assert result.returncode != 0
+    assert "nobody/absent" in result.stderr and str(tmp_path) in result.stderr
+    assert "Traceback" not in result.stderr, "a user error must not print a traceback"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["models", "--help"], ["serve", "--help"]])
+def test_help_works(args):
+    assert run(*args).returncode == 0

@@ -1,0 +1,133 @@
+"""The public API on the converted default model: the guide's examples and the behaviours users rely on."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import sie
+from sie import InputTooLongError, InvalidInputError
+
+GUIDE_DOCUMENTS = ["Python is a programming language.", "Snakes are reptiles.", "Python was created by Guido van Rossum."]
+
+
+@pytest.fixture(scope="module")
+def reranker(default_model_path) -> sie.Reranker:
+    return sie.load(device="cpu")
+
+
+def test_guide_example_ranks_the_snake_sentence_last(reranker):
+    results = sie.rerank("What is Python?", GUIDE_DOCUMENTS)
+    assert [result["index"] for result in results][-1] == 1
+    assert [result["rank"] for result in results] == [0, 1, 2]
+    assert all(0.0 < result["score"] < 1.0 for result in results)
+    assert sie.load() is sie.load(), "sie.load must cache the Reranker"
+
+
+def test_guide_id_example_returns_ids_in_item_id(reranker):
+    query = {"id": "q1", "text": "What is Python?"}
+    items = [{"id": f"doc-{i + 1}", "text": text} for i, text in enumerate(GUIDE_DOCUMENTS)]
+    result = sie.score(None, query, items)
+    assert result["model"] == sie.DEFAULT_MODEL
+    assert result["query_id"] == "q1"
+    assert [entry["item_id"] for entry in result["scores"]][-1] == "doc-2"
+    assert sorted(entry["item_id"] for entry in result["scores"]) == ["doc-1", "doc-2", "doc-3"]
+    assert [entry["rank"] for entry in result["scores"]] == [0, 1, 2]
+    scores = [entry["score"] for entry in result["scores"]]
+    assert scores == sorted(scores, reverse=True)
+    assert result["usage"]["input_tokens"] == reranker.encode("What is Python?", GUIDE_DOCUMENTS).num_tokens
+
+
+def test_items_without_ids_get_their_position(reranker):
+    result = reranker.score("What is Python?", [{"text": text} for text in GUIDE_DOCUMENTS])
+    assert sorted(entry["item_id"] for entry in result["scores"]) == ["item-0", "item-1", "item-2"]
+    assert result["query_id"] is None
+
+
+def test_results_follow_the_documents_in_any_input_order(reranker):
+    rng = np.random.default_rng()
+    order = rng.permutation(len(GUIDE_DOCUMENTS))
+    shuffled = [GUIDE_DOCUMENTS[i] for i in order]
+    baseline = {GUIDE_DOCUMENTS[r["index"]]: r["score"] for r in reranker.rerank("What is Python?", GUIDE_DOCUMENTS)}
+    for result in reranker.rerank("What is Python?", shuffled, return_documents=True):
+        assert result["text"] == shuffled[result["index"]]
+        assert result["score"] == pytest.approx(baseline[result["text"]], abs=1e-6)
+
+
+def test_duplicates_empty_strings_and_unicode(reranker):
+    documents = ["Python is a programming language.", "", "Python is a programming language.", "Pythön ist eine Sprache 🐍 東京"]
+    results = reranker.rerank("What is Python?", documents)
+    by_index = {result["index"]: result["score"] for result in results}
+    assert sorted(by_index) == [0, 1, 2, 3]
+    assert by_index[0] == pytest.approx(by_index[2], abs=1e-6)
+    assert all(np.isfinite(score) for score in by_index.values())
+
+
+def test_empty_documents_give_an_empty_list(reranker):
+    assert reranker.rerank("What is Python?", []) == []
+    assert reranker.score("What is Python?", [])["scores"] == []
+    assert reranker.predict([]).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("documents", "field"),
+    [
+        (["fine", 3], "documents[1]"),
+        (["fine", {"id": "x"}], "documents[1].text"),
+        (["fine", {"text": 7}], "documents[1].text"),
+        ([{"id": 5, "text": "fine"}], "documents[0].id"),
+    ],
+)
+def test_bad_documents_raise_value_error_naming_the_item(reranker, documents, field):
+    with pytest.raises(ValueError, match="^" + re.escape(field) + ":") as error:
+        reranker.rerank("What is Python?", documents)
+    assert error.value.field == field
+
+
+def test_raw_scores_are_the_logits_of_the_sigmoid_scores(reranker):
+    scores = {r["index"]: r["score"] for r in reranker.rerank("What is Python?", GUIDE_DOCUMENTS)}
+    logits = {r["index"]: r["score"] for r in reranker.rerank("What is Python?", GUIDE_DOCUMENTS, raw_scores=True)}
+    for index, logit in logits.items():
+        assert scores[index] == pytest.approx(1 / (1 + np.exp(-logit)), abs=1e-9)
+    assert max(logits.values()) > 1.0, "logits of a relevant pair should exceed 1"
+
+
+def test_top_k_and_instruction(reranker):
+    assert len(reranker.rerank("What is Python?", GUIDE_DOCUMENTS, top_k=2)) == 2
+    plain = reranker.rerank("Python?", GUIDE_DOCUMENTS, raw_scores=True)
+    with_instruction = reranker.rerank("Python?", GUIDE_DOCUMENTS, raw_scores=True, instruction="What is")
+    direct = reranker.rerank("What is Python?", GUIDE_DOCUMENTS, raw_scores=True)
+    assert [r["score"] for r in with_instruction] == pytest.approx([r["score"] for r in direct], abs=1e-6)
+    assert [r["score"] for r in with_instruction] != pytest.approx([r["score"] for r in plain], abs=1e-3)
+
+
+def test_predict_and_rank_follow_sentence_transformers(reranker):
+    pairs = [("What is Python?", text) for text in GUIDE_DOCUMENTS]
+    scores = reranker.predict(pairs, batch_size=2)
+    assert scores.shape == (3,) and scores.dtype == np.float32
+    logits = reranker.predict(pairs, activation_fn=torch.nn.Identity())
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(-logits)), rtol=1e-6)
+    ranked = reranker.rank("What is Python?", GUIDE_DOCUMENTS, top_k=2, return_documents=True)
+    assert [r["corpus_id"] for r in ranked] == list(np.argsort(-scores)[:2])
+    assert ranked[0]["text"] == GUIDE_DOCUMENTS[ranked[0]["corpus_id"]]
+
+
+def test_truncation_options(reranker):
+    long_document = "python " * 600
+    result = reranker.score("What is Python?", [long_document], options={"max_length": 16})
+    assert result["usage"]["input_tokens"] == 16
+    with pytest.raises(InputTooLongError) as error:
+        reranker.score("What is Python?", ["short", long_document], options={"truncate": False})
+    assert error.value.field == "items[1]" and error.value.limit == 512
+    with pytest.raises(InvalidInputError, match="options.max_length"):
+        reranker.score("What is Python?", ["short"], options={"max_length": 4096})
+    with pytest.raises(InvalidInputError, match="unknown option"):
+        reranker.score("What is Python?", ["short"], options={"temperature": 1})
+
+
+def test_a_query_longer_than_the_limit_is_cut_with_its_document(reranker):
+    results = reranker.rerank("python " * 40, ["a short document", "another"], max_length=16)
+    assert len(results) == 2

@@ -1,0 +1,50 @@
+"""Pair tokenization against transformers' tokenizer on the same files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from sie import InputTooLongError
+from sie.tokenization import PairTokenizer
+from tests.words import random_text
+
+
+@pytest.fixture(scope="module", params=["default_model_path", "random_xlm_roberta_path"])
+def tokenizers(request):
+    hf = AutoTokenizer.from_pretrained(request.getfixturevalue(request.param))
+    return hf, PairTokenizer(hf.backend_tokenizer)
+
+
+def test_ids_match_transformers_only_second_truncation(tokenizers):
+    hf, ours = tokenizers
+    rng = np.random.default_rng()
+    queries = [random_text(rng, int(n)) for n in rng.integers(1, 8, size=20)]
+    documents = [random_text(rng, int(n)) for n in rng.integers(0, 120, size=20)]
+    encoded = ours.encode(queries, documents, max_length=64)
+    expected = hf(queries, documents, truncation="only_second", max_length=64, return_token_type_ids=True)
+    assert encoded.lengths.tolist() == [len(ids) for ids in expected["input_ids"]]
+    assert encoded.input_ids.tolist() == [token for ids in expected["input_ids"] for token in ids]
+    assert encoded.token_type_ids.tolist() == [t for types in expected["token_type_ids"] for t in types]
+    assert encoded.lengths.max() == 64
+
+
+def test_a_long_query_falls_back_to_longest_first_for_its_pairs_only(tokenizers):
+    hf, ours = tokenizers
+    long_query, short_query = "python " * 50, "what is python"
+    document = "python is a language " * 20
+    encoded = ours.encode([long_query, short_query], [document, document], max_length=32)
+    expected = hf([long_query, short_query], [document, document], truncation="longest_first", max_length=32)
+    only_second = hf([short_query], [document], truncation="only_second", max_length=32)
+    assert encoded.lengths.tolist() == [32, 32]
+    assert encoded.input_ids[:32].tolist() == expected["input_ids"][0]
+    assert encoded.input_ids[32:].tolist() == only_second["input_ids"][0]
+
+
+def test_no_truncation_reports_the_first_pair_too_long(tokenizers):
+    _, ours = tokenizers
+    with pytest.raises(InputTooLongError) as error:
+        ours.encode(["q"] * 3, ["short", "long " * 100, "long " * 100], max_length=64, truncate=False)
+    assert error.value.field == "items[1]" and error.value.limit == 64 and error.value.length > 64
+    assert ours.encode(["q"], ["short"], max_length=64, truncate=False).num_pairs == 1
