@@ -1,0 +1,227 @@
+"""Dynamic batching across requests: one consumer thread per model runs the pairs of many requests at once.
+
+A request thread takes a ``Slot`` (admission against the bounded queue: ``QueueFullError`` past
+``max_queue``), tokenizes its pairs, and submits them. The consumer takes the oldest waiting request, adds
+the ones behind it while the token budget allows, waits up to ``max_wait_s`` only while other admitted
+requests are still tokenizing, runs one packed batch and hands each request the logits of exactly its own
+pairs. A batch that fails is rerun request by request, so a failure stays with the request that caused it.
+A request whose waiter has given up (deadline) is dropped before it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from sie.server.errors import QueueFullError, RequestTimeoutError
+from sie.tokenization import EncodedPairs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one consumer step ran: ``requests`` requests, ``pairs`` pairs, ``tokens`` tokens, in ``seconds``."""
+
+    requests: int
+    pairs: int
+    tokens: int
+    seconds: float
+
+
+@dataclass
+class Timings:
+    """Seconds one request spent waiting in the queue and in inference (its batch's run time)."""
+
+    queue_s: float = 0.0
+    inference_s: float = 0.0
+
+
+class _Job:
+    """One submitted request: its pairs, and the logits or error the consumer hands back."""
+
+    def __init__(self, encoded: EncodedPairs) -> None:
+        self.encoded = encoded
+        self.submitted = time.perf_counter()
+        self.timings = Timings()
+        self.done = threading.Event()
+        self.abandoned = False
+        self.logits = np.empty(0, dtype=np.float32)
+        self.error: BaseException | None = None
+
+    def finish(self, logits: np.ndarray, error: BaseException | None, started: float, ended: float) -> None:
+        self.timings = Timings(queue_s=started - self.submitted, inference_s=ended - started)
+        self.logits = logits
+        self.error = error
+        self.done.set()
+
+
+class Batcher:
+    """Coalesces the pairs of concurrent requests for one model.
+
+    Args:
+        run: scores a packed batch, ``EncodedPairs`` of ``num_pairs`` -> float32 ``(num_pairs,)`` in input
+            order (``Reranker.logits``).
+        max_batch_tokens: token budget of one batch; a single larger request still runs, alone.
+        max_wait_s: how long a batch may wait for admitted requests that are still tokenizing.
+        max_queue: requests admitted and not yet running; one more raises ``QueueFullError``.
+        on_batch: called after each batch (metrics).
+        name: names the consumer thread.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[EncodedPairs], np.ndarray],
+        *,
+        max_batch_tokens: int,
+        max_wait_s: float,
+        max_queue: int,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        name: str = "model",
+    ) -> None:
+        self._run = run
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self._on_batch = on_batch
+        self._cond = threading.Condition()
+        self._waiting: deque[_Job] = deque()
+        self._admitted = 0  # holders of a slot whose job has not started running
+        self._tokenizing = 0  # holders of a slot that have not submitted yet
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name=f"sie-batcher-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        """Requests admitted and not yet running (the bounded quantity)."""
+        return self._admitted
+
+    def slot(self) -> Slot:
+        """Admits one request; raises QueueFullError when ``max_queue`` requests are already waiting."""
+        with self._cond:
+            if self._stopped:
+                raise QueueFullError("the server is shutting down")
+            if self._admitted >= self.max_queue:
+                raise QueueFullError(f"the queue is full ({self.max_queue} requests waiting); retry shortly")
+            self._admitted += 1
+            self._tokenizing += 1
+        return Slot(self)
+
+    def _submit(self, encoded: EncodedPairs) -> _Job:
+        job = _Job(encoded)
+        with self._cond:
+            self._tokenizing -= 1
+            self._waiting.append(job)
+            self._cond.notify_all()
+        return job
+
+    def _release(self) -> None:
+        """A slot ends without submitting: its request failed while tokenizing."""
+        with self._cond:
+            self._tokenizing -= 1
+            self._admitted -= 1
+            self._cond.notify_all()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stops the consumer after the requests already waiting have run."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def _next_batch(self) -> list[_Job] | None:
+        """Blocks for the oldest job, then gathers more within the token budget and the wait."""
+        with self._cond:
+            while not self._waiting:
+                if self._stopped:
+                    return None
+                self._cond.wait()
+            batch = [self._waiting.popleft()]
+            tokens = batch[0].encoded.num_tokens
+            deadline = time.monotonic() + self.max_wait_s
+            while tokens < self.max_batch_tokens:
+                if self._waiting:
+                    if tokens + self._waiting[0].encoded.num_tokens > self.max_batch_tokens:
+                        break
+                    job = self._waiting.popleft()
+                    batch.append(job)
+                    tokens += job.encoded.num_tokens
+                    continue
+                remaining = deadline - time.monotonic()
+                # Wait only for requests that are already on their way: a lone request runs at once.
+                if self._tokenizing == 0 or remaining <= 0 or self._stopped:
+                    break
+                self._cond.wait(remaining)
+            live = [job for job in batch if not job.abandoned]
+            self._admitted -= len(batch) - len(live)
+            # Running jobs leave the bounded queue: admission counts waiting work only.
+            self._admitted -= len(live)
+            return live
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            if batch:
+                self._execute(batch)
+
+    def _execute(self, batch: list[_Job]) -> None:
+        started = time.perf_counter()
+        try:
+            encoded = batch[0].encoded if len(batch) == 1 else EncodedPairs.concat([job.encoded for job in batch])
+            logits = self._run(encoded)
+        except Exception as error:  # handed to the request threads, which map it to a response
+            if len(batch) > 1:
+                logger.warning("a batch of %d requests failed (%s); running them one by one", len(batch), error)
+                for job in batch:
+                    self._execute([job])
+                return
+            batch[0].finish(batch[0].logits, error, started, time.perf_counter())
+            return
+        ended = time.perf_counter()
+        offsets = np.cumsum([0] + [job.encoded.num_pairs for job in batch])
+        for job, start, stop in zip(batch, offsets[:-1], offsets[1:]):
+            job.finish(logits[start:stop], None, started, ended)
+        if self._on_batch is not None:
+            self._on_batch(BatchStats(requests=len(batch), pairs=int(offsets[-1]), tokens=encoded.num_tokens,
+                                      seconds=ended - started))
+
+
+class Slot:
+    """One admitted request's place in a batcher; use as a context manager around tokenize + ``run``."""
+
+    def __init__(self, batcher: Batcher) -> None:
+        self._batcher = batcher
+        self._submitted = False
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._submitted:
+            self._batcher._release()
+
+    def run(self, encoded: EncodedPairs, timeout_s: float) -> tuple[np.ndarray, Timings]:
+        """Submits ``encoded`` and waits for its logits, float32 ``(num_pairs,)``.
+
+        Raises the batch's error for this request, or RequestTimeoutError after ``timeout_s``.
+        """
+        job = self._batcher._submit(encoded)
+        self._submitted = True
+        if not job.done.wait(timeout_s):
+            with self._batcher._cond:
+                if not job.done.is_set():
+                    job.abandoned = True
+            if job.abandoned:
+                raise RequestTimeoutError(f"the request was not served within {timeout_s:g} s")
+        if job.error is not None:
+            raise job.error
+        return job.logits, job.timings

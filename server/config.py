@@ -1,0 +1,145 @@
+"""The server's settings: one table gives each its default, its ``SIE_*`` variable and its ``sie serve`` flag.
+
+Layers, later wins: the defaults below -> the environment -> an explicit override (``create_app(config=...)``
+in tests). ``sie serve`` writes the flags it was given into the environment, so the gunicorn arbiter and the
+workers it forks read one source.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean (1/0, true/false), got {value!r}")
+
+
+def _optional_int(value: str) -> int | None:
+    return int(value) if value.strip() else None
+
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _dtype(value: str) -> str | None:
+    value = value.strip()
+    if value and value not in DTYPES:
+        raise ValueError(f"expected one of {', '.join(DTYPES)}, got {value!r}")
+    return value or None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one setting is read from text (environment or command line) and documented."""
+
+    parse: Callable[[str], Any]
+    help: str
+    flag: str
+
+
+def env_name(name: str) -> str:
+    """The environment variable of setting ``name``: ``SIE_<NAME>``."""
+    return f"SIE_{name.upper()}"
+
+
+def _default_models() -> tuple[str, ...]:
+    from sie import DEFAULT_MODEL
+
+    return (DEFAULT_MODEL,)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Every setting of ``sie serve``; ``SETTINGS`` below documents each one."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    models: tuple[str, ...] = field(default_factory=_default_models)
+    workers: int = 1
+    threads: int = 64
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # never printed
+    device: str = "auto"
+    dtype: str | None = None
+    backend: str = "auto"
+    max_batch_tokens: int | None = None
+    max_batch_wait_ms: float = 2.0
+    max_queue: int = 256
+    max_items: int = 1000
+    max_body_bytes: int = 16 * 1024 * 1024
+    request_timeout_s: float = 60.0
+    load_on_demand: bool = True
+    graceful_timeout_s: int = 30
+    log_level: str = "info"
+    access_log: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
+        """Defaults overlaid with the ``SIE_*`` variables that are set (raises ValueError naming a bad one)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, setting in SETTINGS.items():
+            variable = env_name(name)
+            if variable in environ:
+                try:
+                    values[name] = setting.parse(environ[variable])
+                except ValueError as error:
+                    raise ValueError(f"{variable} ({setting.flag}): {error}") from None
+        return cls(**values)
+
+    def override(self, overrides: Mapping[str, Any] | None) -> ServerConfig:
+        """A copy with ``overrides`` applied; unknown names raise."""
+        if not overrides:
+            return self
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown server setting(s): {', '.join(unknown)}")
+        values = dict(overrides)
+        for name in ("models", "api_keys"):
+            if isinstance(values.get(name), str):
+                values[name] = _csv(values[name])
+            elif name in values:
+                values[name] = tuple(values[name])
+        return replace(self, **values)
+
+
+SETTINGS: dict[str, Setting] = {
+    "host": Setting(str, "address to listen on (0.0.0.0 for every interface)", "--host"),
+    "port": Setting(int, "port to listen on", "--port"),
+    "models": Setting(_csv, "models loaded at start-up (comma-separated ids or paths)", "--model"),
+    "workers": Setting(int, "worker processes: one per device (one on CPU); worker i uses cuda:i", "--workers"),
+    "threads": Setting(int, "request threads per worker", "--threads"),
+    "api_keys": Setting(_csv, "accepted API keys (comma-separated); none: no authentication", "--api-key"),
+    "device": Setting(str, "device: auto, cpu, cuda or cuda:N", "--device"),
+    "dtype": Setting(_dtype, "weights/activation dtype (float32, float16, bfloat16); default: the engine's",
+                     "--dtype"),
+    "backend": Setting(str, "attention backend: auto, flash, triton or torch", "--backend"),
+    "max_batch_tokens": Setting(_optional_int, "token budget of one batch; default: the engine's",
+                                "--max-batch-tokens"),
+    "max_batch_wait_ms": Setting(float, "how long a batch waits for requests still being tokenized",
+                                 "--max-batch-wait-ms"),
+    "max_queue": Setting(int, "requests admitted per model and not yet running; past it 503 QUEUE_FULL",
+                         "--max-queue"),
+    "max_items": Setting(int, "most items in one request; past it 413", "--max-items"),
+    "max_body_bytes": Setting(int, "largest request body in bytes; past it 413", "--max-body-bytes"),
+    "request_timeout_s": Setting(float, "a request still queued after this many seconds gets 504",
+                                 "--request-timeout"),
+    "load_on_demand": Setting(_bool, "load a locally available model at its first request (503 MODEL_LOADING "
+                                     "meanwhile) instead of answering 404", "--load-on-demand"),
+    "graceful_timeout_s": Setting(int, "seconds in-flight requests get to finish on shutdown",
+                                  "--graceful-timeout"),
+    "log_level": Setting(str, "log level: debug, info, warning, error", "--log-level"),
+    "access_log": Setting(_bool, "log every request (method, path, status; never headers)", "--access-log"),
+}

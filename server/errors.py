@@ -1,0 +1,131 @@
+"""One table maps every exception a request can raise to its HTTP status and error code (CONTRACT.md).
+
+The body is always JSON ``{"detail": {"code", "message", ...}}`` with the code repeated in the
+``X-SIE-Error-Code`` header; 503s carry ``Retry-After`` so sie-sdk retries them. Anything not in the table
+is a bug on our side: 500 with a generic message, the traceback in the log only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Response
+from werkzeug.exceptions import HTTPException
+
+from sie.errors import InputTooLongError, InvalidInputError, ModelNotFoundError, SieError, UnsupportedModelError
+
+logger = logging.getLogger(__name__)
+
+
+class ServerError(SieError):
+    """Base of the errors only the server raises."""
+
+
+class UnauthorizedError(ServerError):
+    """No API key, or one that is not configured."""
+
+
+class PayloadTooLargeError(ServerError):
+    """The request body is larger than ``max_body_bytes``."""
+
+
+class TooManyItemsError(ServerError):
+    """More items than ``max_items`` in one request."""
+
+
+class ModelNotServedError(ServerError, LookupError):
+    """The requested model is neither loaded nor loadable here; ``available`` lists what is."""
+
+    def __init__(self, model: str, available: list[str]) -> None:
+        self.model = model
+        self.available = available
+        listing = ", ".join(available) if available else "none"
+        super().__init__(f"model {model!r} is not available on this server; available: {listing}")
+
+
+class ModelLoadingError(ServerError):
+    """The model is still loading; the client retries after ``Retry-After``."""
+
+
+class ModelLoadFailedError(ServerError):
+    """Loading the model failed; retrying will not help until the server is fixed."""
+
+
+class QueueFullError(ServerError):
+    """The model's queue is at ``max_queue``; the client retries after ``Retry-After``."""
+
+
+class RequestTimeoutError(ServerError):
+    """The request was not answered within ``request_timeout_s``."""
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    """What an exception class is answered with."""
+
+    status: int
+    code: str
+    retry_after_s: int | None = None
+
+
+# Most specific classes first: the first entry the exception is an instance of wins.
+ERRORS: tuple[tuple[type[BaseException], ErrorKind], ...] = (
+    (InputTooLongError, ErrorKind(400, "INPUT_TOO_LONG")),
+    (InvalidInputError, ErrorKind(400, "INVALID_INPUT")),
+    (UnauthorizedError, ErrorKind(401, "UNAUTHORIZED")),
+    (ModelNotServedError, ErrorKind(404, "MODEL_NOT_FOUND")),
+    (ModelNotFoundError, ErrorKind(404, "MODEL_NOT_FOUND")),
+    (PayloadTooLargeError, ErrorKind(413, "PAYLOAD_TOO_LARGE")),
+    (TooManyItemsError, ErrorKind(413, "TOO_MANY_ITEMS")),
+    (ModelLoadFailedError, ErrorKind(502, "MODEL_LOAD_FAILED")),
+    (UnsupportedModelError, ErrorKind(502, "MODEL_LOAD_FAILED")),
+    (ModelLoadingError, ErrorKind(503, "MODEL_LOADING", retry_after_s=2)),
+    (QueueFullError, ErrorKind(503, "QUEUE_FULL", retry_after_s=1)),
+    (RequestTimeoutError, ErrorKind(504, "TIMEOUT", retry_after_s=1)),
+)
+INTERNAL = ErrorKind(500, "INTERNAL_ERROR")
+
+
+def kind_of(error: BaseException) -> ErrorKind:
+    """The table's entry for ``error``, or ``INTERNAL``."""
+    for error_class, kind in ERRORS:
+        if isinstance(error, error_class):
+            return kind
+    return INTERNAL
+
+
+def _detail(error: BaseException, kind: ErrorKind) -> dict[str, Any]:
+    if kind is INTERNAL:
+        return {"code": kind.code, "message": "internal server error; the server log has the details"}
+    if isinstance(error, InvalidInputError):
+        return {"code": kind.code, "message": str(error), "param": error.field}
+    if isinstance(error, ModelNotServedError):
+        return {"code": kind.code, "message": str(error), "available": error.available}
+    if isinstance(error, ModelNotFoundError):
+        # Its message lists local paths that were searched: not the client's business.
+        return {"code": kind.code, "message": f"model {error.model!r} was not found"}
+    return {"code": kind.code, "message": str(error)}
+
+
+def error_body(status: int, detail: dict[str, Any], retry_after_s: int | None = None) -> Response:
+    """A JSON error response ``{"detail": detail}``; ``detail`` has at least ``code`` and ``message``."""
+    response = Response(json.dumps({"detail": detail}), status=status, mimetype="application/json")
+    response.headers["X-SIE-Error-Code"] = detail["code"]
+    if retry_after_s is not None:
+        response.headers["Retry-After"] = str(retry_after_s)
+    return response
+
+
+def error_response(error: BaseException) -> Response:
+    """The response for an exception raised while handling a request."""
+    if isinstance(error, HTTPException):
+        # Routing errors (unknown path, wrong method) from Flask itself.
+        code = (error.name or "error").upper().replace(" ", "_")
+        return error_body(error.code or 500, {"code": code, "message": error.description or error.name})
+    kind = kind_of(error)
+    if kind is INTERNAL:
+        logger.exception("unhandled error while serving a request", exc_info=error)
+    return error_body(kind.status, _detail(error, kind), kind.retry_after_s)

@@ -1,0 +1,68 @@
+"""gunicorn settings for the score server, derived from the ``SIE_*`` environment (ServerConfig).
+
+``sie serve`` applies ``settings()``; running gunicorn by hand works too:
+``gunicorn -c python:sie.server.gunicorn_conf`` (the module-level names below are gunicorn's settings).
+
+gthread workers: one process per device (one on CPU), ``threads`` request threads each. No preload: each
+worker imports the application after fork and loads its models there.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sie.server.config import ServerConfig
+from sie.server.models import WORKER_SLOT_ENV
+
+# The access log line: client, request line, status, size, duration. Never headers (API keys travel there).
+ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """Gives the new worker the lowest slot no live worker holds (a replaced worker inherits its GPU)."""
+    taken = {getattr(other, "sie_slot", None) for other in server.WORKERS.values()}
+    worker.sie_slot = next(slot for slot in range(len(taken) + 1) if slot not in taken)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    os.environ[WORKER_SLOT_ENV] = str(worker.sie_slot)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """After the last in-flight request is answered: stop the batcher threads."""
+    app = getattr(worker, "wsgi", None)
+    if app is not None and "sie" in getattr(app, "extensions", {}):
+        app.extensions["sie"].registry.close()
+
+
+def settings(config: ServerConfig) -> dict[str, Any]:
+    """gunicorn's settings for ``config``."""
+    return {
+        "bind": [_bind(config.host, config.port)],
+        "worker_class": "gthread",
+        "workers": config.workers,
+        "threads": config.threads,
+        "preload_app": False,
+        # gthread workers heartbeat from their main thread, so a long batch never trips this.
+        "timeout": 120,
+        "graceful_timeout": config.graceful_timeout_s,
+        "keepalive": 5,
+        "loglevel": config.log_level,
+        "errorlog": "-",
+        "accesslog": "-" if config.access_log else None,
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "pre_fork": pre_fork,
+        "post_fork": post_fork,
+        "worker_exit": worker_exit,
+        # Several servers may run on one machine (tests, one per device group): no shared control socket.
+        "control_socket_disable": True,
+    }
+
+
+wsgi_app = "sie.server.app:create_app()"
+globals().update(settings(ServerConfig.from_env()))

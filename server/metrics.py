@@ -1,0 +1,60 @@
+"""Prometheus metrics of one worker (``GET /metrics``), in a registry of its own per application.
+
+With several workers each scrape reaches one of them; the ``worker`` label (its pid) tells them apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from sie.server.batcher import BatchStats
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+
+
+class Metrics:
+    """Requests by endpoint and status; latency by phase; pairs, tokens and requests per batch; queue depth."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        worker = ["worker"]
+        self.requests = Counter("sie_requests", "HTTP requests answered, by endpoint and status",
+                                ["endpoint", "status", *worker], registry=self.registry)
+        self.latency = Histogram("sie_request_phase_seconds", "Seconds per request phase: tokenize, queue, "
+                                 "inference, total", ["phase", *worker], buckets=_LATENCY_BUCKETS,
+                                 registry=self.registry)
+        self.batch_requests = Histogram("sie_batch_requests", "Requests coalesced into one batch",
+                                        ["model", *worker], buckets=_COUNT_BUCKETS, registry=self.registry)
+        self.batch_pairs = Histogram("sie_batch_pairs", "Pairs per batch", ["model", *worker],
+                                     buckets=_COUNT_BUCKETS, registry=self.registry)
+        self.batch_tokens = Histogram("sie_batch_tokens", "Tokens per batch", ["model", *worker],
+                                      buckets=_COUNT_BUCKETS, registry=self.registry)
+        self.batch_seconds = Histogram("sie_batch_seconds", "Seconds to run one batch", ["model", *worker],
+                                       buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.queue_depth = Gauge("sie_queue_depth", "Requests admitted and not yet running", ["model", *worker],
+                                 registry=self.registry)
+        self._worker = str(os.getpid())
+
+    def observe_request(self, endpoint: str, status: int) -> None:
+        self.requests.labels(endpoint, str(status), self._worker).inc()
+
+    def observe_phase(self, phase: str, seconds: float) -> None:
+        self.latency.labels(phase, self._worker).observe(seconds)
+
+    def observe_batch(self, model: str, stats: BatchStats) -> None:
+        self.batch_requests.labels(model, self._worker).observe(stats.requests)
+        self.batch_pairs.labels(model, self._worker).observe(stats.pairs)
+        self.batch_tokens.labels(model, self._worker).observe(stats.tokens)
+        self.batch_seconds.labels(model, self._worker).observe(stats.seconds)
+
+    def track_queue(self, model: str, depth: Callable[[], float]) -> None:
+        """Reports ``depth()`` as the model's queue depth at every scrape."""
+        self.queue_depth.labels(model, self._worker).set_function(depth)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

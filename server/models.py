@@ -1,0 +1,169 @@
+"""The models one worker serves: loaded after fork on a background thread, each with its own batcher.
+
+``/readyz`` answers 503 until every configured model is loaded. A request for a model that is installed
+in the sie models directory but not loaded starts loading it (``load_on_demand``) and gets 503
+``MODEL_LOADING`` meanwhile, which sie-sdk retries; any other model gets 404 listing what is available.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sie.hub import local_models
+from sie.reranker import Reranker
+from sie.server.batcher import Batcher
+from sie.server.config import ServerConfig
+from sie.server.errors import ModelLoadFailedError, ModelLoadingError, ModelNotServedError
+from sie.server.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+# Set by gunicorn_conf.post_fork: which of the ``workers`` processes this is, to pick its GPU.
+WORKER_SLOT_ENV = "SIE_WORKER_SLOT"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A loaded model and the batcher that feeds it."""
+
+    name: str
+    reranker: Reranker
+    batcher: Batcher
+
+
+def worker_device(configured: str) -> str:
+    """The device of this worker: ``cuda:<slot>`` when several GPUs share ``auto``/``cuda``, else as configured."""
+    slot = os.environ.get(WORKER_SLOT_ENV)
+    if slot is None or configured not in ("auto", "cuda") or not torch.cuda.is_available():
+        return configured
+    return f"cuda:{int(slot) % torch.cuda.device_count()}"
+
+
+class ModelRegistry:
+    """Loads, holds and looks up the models of one worker process."""
+
+    def __init__(self, config: ServerConfig, metrics: Metrics) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._device = worker_device(config.device)
+        self._dtype = getattr(torch, config.dtype) if config.dtype else None
+        self._lock = threading.Lock()
+        self._served: dict[str, ServedModel] = {}
+        self._loading: set[str] = set()
+        self._failed: dict[str, str] = {}
+
+    def start(self) -> None:
+        """Loads the configured models one after another on a background thread."""
+        with self._lock:
+            self._loading.update(self._config.models)
+        threading.Thread(target=self._load_all, args=(self._config.models,), name="sie-model-loader",
+                         daemon=True).start()
+
+    def _load_all(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            self._load(name)
+
+    def _load(self, name: str) -> None:
+        try:
+            reranker = Reranker(name, device=self._device, dtype=self._dtype, backend=self._config.backend,
+                                max_batch_tokens=self._config.max_batch_tokens)
+            # The first batch pays for lazy initialisation (kernels, allocator): not a client's request.
+            reranker.logits(reranker.encode("warm up", ["warm up"]))
+            batcher = Batcher(reranker.logits, max_batch_tokens=reranker.max_batch_tokens,
+                              max_wait_s=self._config.max_batch_wait_ms / 1000, max_queue=self._config.max_queue,
+                              on_batch=lambda stats: self._metrics.observe_batch(name, stats), name=name)
+        except Exception as error:  # any failure is reported per model, the worker keeps serving the others
+            logger.exception("loading model %s failed", name)
+            with self._lock:
+                self._loading.discard(name)
+                self._failed[name] = f"{type(error).__name__}: {error}"
+            return
+        self._metrics.track_queue(name, lambda: batcher.depth)
+        with self._lock:
+            self._served[name] = ServedModel(name, reranker, batcher)
+            self._loading.discard(name)
+        logger.info("serving %s on %s (%s), backends %s", name, reranker.device, reranker.dtype, reranker.backends)
+
+    @property
+    def ready(self) -> bool:
+        """True once every configured model is loaded."""
+        with self._lock:
+            return all(name in self._served for name in self._config.models)
+
+    def pending(self) -> dict[str, str]:
+        """Configured models that are not loaded, each with its state (``loading`` or the failure)."""
+        with self._lock:
+            return {name: self._failed.get(name, "loading") for name in self._config.models
+                    if name not in self._served}
+
+    @property
+    def default_model(self) -> str:
+        """The model of requests that name none (the TEI and Cohere endpoints): the first configured."""
+        return self._config.models[0]
+
+    def get(self, name: str) -> ServedModel:
+        """The served model ``name``; raises ModelLoadingError, ModelLoadFailedError or ModelNotServedError."""
+        with self._lock:
+            if name in self._served:
+                return self._served[name]
+            if name in self._loading:
+                raise ModelLoadingError(f"model {name!r} is loading; retry shortly")
+            if name in self._failed:
+                raise ModelLoadFailedError(f"model {name!r} failed to load: {self._failed[name]}")
+        installed = local_models()
+        if not self._config.load_on_demand or name not in installed:
+            raise ModelNotServedError(name, self.available(installed))
+        with self._lock:
+            if name not in self._served and name not in self._loading:
+                self._loading.add(name)
+                threading.Thread(target=self._load, args=(name,), name=f"sie-load-{name}", daemon=True).start()
+        raise ModelLoadingError(f"model {name!r} is loading; retry shortly")
+
+    def available(self, installed: list[str] | None = None) -> list[str]:
+        """Ids of the models that are loaded, or installed and loadable on demand."""
+        with self._lock:
+            names = set(self._served) | set(self._loading)
+        if self._config.load_on_demand:
+            names.update(local_models() if installed is None else installed)
+        return sorted(names)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """``GET /v1/models``: every loaded, loading, failed and installed model (sie-sdk's ModelInfo keys)."""
+        with self._lock:
+            served = dict(self._served)
+            loading = set(self._loading)
+            failed = dict(self._failed)
+        names = sorted(set(served) | loading | set(failed) | set(local_models()))
+        return [self._info(name, served.get(name), name in loading, failed.get(name)) for name in names]
+
+    @staticmethod
+    def _info(name: str, served: ServedModel | None, loading: bool, failure: str | None) -> dict[str, Any]:
+        state = "loaded" if served else "loading" if loading else "failed" if failure else "available"
+        info: dict[str, Any] = {
+            "name": name,
+            "loaded": served is not None,
+            "state": state,
+            "last_error": {"message": failure, "permanent": True} if failure else None,
+            "inputs": ["text"],
+            "outputs": ["score"],
+            "max_sequence_length": None,
+        }
+        if served is not None:
+            reranker = served.reranker
+            info.update(max_sequence_length=reranker.max_length, architecture=reranker.architecture,
+                        device=str(reranker.device), dtype=str(reranker.dtype).removeprefix("torch."),
+                        backends=reranker.backends, max_batch_tokens=reranker.max_batch_tokens)
+        return info
+
+    def close(self) -> None:
+        """Stops every batcher once the requests already queued have run."""
+        with self._lock:
+            served = list(self._served.values())
+        for model in served:
+            model.batcher.close(timeout=self._config.graceful_timeout_s)

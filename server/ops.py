@@ -1,0 +1,44 @@
+"""Operations endpoints: liveness, readiness, the model list and Prometheus metrics."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from sie.server.errors import error_body
+from sie.server.state import state
+from sie.server.wire import encode_response
+
+ops = Blueprint("ops", __name__)
+
+
+@ops.get("/healthz")
+def healthz() -> Response:
+    """Alive: the worker answers (models may still be loading)."""
+    return encode_response({"status": "ok"}, as_msgpack=False)
+
+
+@ops.get("/readyz")
+def readyz() -> Response:
+    """Ready once every configured model is loaded; 503 ``MODEL_LOADING`` (or ``MODEL_LOAD_FAILED``) before."""
+    pending = state().registry.pending()
+    if not pending:
+        return encode_response({"status": "ready"}, as_msgpack=False)
+    failed = {name: reason for name, reason in pending.items() if reason != "loading"}
+    if failed:
+        message = "; ".join(f"{name} failed to load: {reason}" for name, reason in failed.items())
+        return error_body(503, {"code": "MODEL_LOAD_FAILED", "message": message, "models": sorted(pending)})
+    return error_body(503, {"code": "MODEL_LOADING", "message": f"loading {', '.join(sorted(pending))}",
+                            "models": sorted(pending)}, retry_after_s=2)
+
+
+@ops.get("/v1/models")
+def models() -> Response:
+    """Loaded, loading, failed and installed models, with max length, dtype, device and backends when loaded."""
+    return encode_response({"models": state().registry.describe()}, as_msgpack=False)
+
+
+@ops.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text exposition of this worker's metrics."""
+    return Response(state().metrics.render(), content_type=CONTENT_TYPE_LATEST)

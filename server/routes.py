@@ -1,0 +1,136 @@
+"""The scoring endpoints: sie's ``/v1/score/{model}`` and the Cohere/Jina and text-embeddings-inference
+rerank shapes, all on the same models and batchers.
+
+Everything a request can get wrong is checked here, before any work is queued; the error table in
+``errors.py`` turns each exception into its status and code.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from sie.errors import InvalidInputError
+from sie.requests import ScoreOptions, parse_documents, parse_options, parse_query, ranking, score_result
+from sie.server.state import check_item_count, score_texts, state
+from sie.server.wire import decode_body, encode_response, read_body, wants_msgpack
+
+scoring = Blueprint("scoring", __name__)
+
+
+def _request_map() -> dict[str, Any]:
+    body = read_body(request.stream, request.content_length, state().config.max_body_bytes)
+    return decode_body(body, request.content_type)
+
+
+def _required(body: Mapping[str, Any], key: str) -> Any:
+    if body.get(key) is None:
+        raise InvalidInputError(key, "is required")
+    return body[key]
+
+
+def _documents(body: Mapping[str, Any], key: str) -> tuple[list[str], list[str]]:
+    """(texts, ids) of a non-empty list of strings or items under ``key``, at most ``max_items`` long."""
+    raw = _required(body, key)
+    if isinstance(raw, list):
+        check_item_count(len(raw))
+    documents = parse_documents(raw, field=key)
+    if not documents.texts:
+        raise InvalidInputError(key, "must not be empty")
+    return documents.texts, documents.ids
+
+
+def _optional(body: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
+    value = body.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidInputError(key, f"must be {'a boolean' if kind is bool else 'an integer'}, got {value!r}")
+    return value
+
+
+@scoring.post("/v1/score/<path:model>")
+def score(model: str) -> Response:
+    """sie's score API (CONTRACT.md): msgpack or JSON in by Content-Type, out by Accept (msgpack default)."""
+    body = _request_map()
+    options = parse_options(body.get("options"))
+    query, query_id = parse_query(_required(body, "query"), body.get("instruction"))
+    texts, ids = _documents(body, "items")
+    scores, tokens = score_texts(model, query, texts, options)
+    result = score_result(model, query_id, ids, scores, options.top_k, tokens)
+    return encode_response(result, wants_msgpack(request.headers.get("Accept"), default=True))
+
+
+def _rerank_options(body: Mapping[str, Any]) -> tuple[int | None, bool]:
+    """Cohere's ``top_n`` and ``return_documents``."""
+    top_n = _optional(body, "top_n", int, None)
+    if top_n is not None and top_n < 1:
+        raise InvalidInputError("top_n", f"must be a positive integer, got {top_n}")
+    return top_n, _optional(body, "return_documents", bool, False)
+
+
+def _cohere_rerank(api_version: str) -> Response:
+    body = _request_map()
+    model = body.get("model") or state().registry.default_model
+    if not isinstance(model, str):
+        raise InvalidInputError("model", f"must be a string, got {type(model).__name__}")
+    query, _ = parse_query(_required(body, "query"))
+    texts, _ = _documents(body, "documents")
+    top_n, return_documents = _rerank_options(body)
+    scores, tokens = score_texts(model, query, texts, ScoreOptions())
+    results = []
+    for index in ranking(scores, top_n):
+        result: dict[str, Any] = {"index": int(index), "relevance_score": float(scores[index])}
+        if return_documents:
+            result["document"] = {"text": texts[index]}
+        results.append(result)
+    payload = {
+        "id": str(uuid.uuid4()),
+        "model": model,
+        "results": results,
+        "meta": {"api_version": {"version": api_version}, "billed_units": {"search_units": 1},
+                 "tokens": {"input_tokens": tokens}},
+        "usage": {"total_tokens": tokens},
+    }
+    return encode_response(payload, wants_msgpack(request.headers.get("Accept"), default=False))
+
+
+@scoring.post("/v1/rerank")
+def rerank_v1() -> Response:
+    """Cohere v1 / Jina rerank: ``{model?, query, documents, top_n?, return_documents?}``."""
+    return _cohere_rerank("1")
+
+
+@scoring.post("/v2/rerank")
+def rerank_v2() -> Response:
+    """Cohere v2 rerank (ClientV2 with a custom base URL); the same shape as v1."""
+    return _cohere_rerank("2")
+
+
+@scoring.post("/rerank")
+def rerank_tei() -> Response:
+    """text-embeddings-inference rerank: ``{query, texts, raw_scores?, return_text?, truncate?}`` -> sorted list.
+
+    The default model answers. ``truncate`` defaults to true (TEI's ``--auto-truncate``); false makes a too
+    long pair a 400 ``INPUT_TOO_LONG``. Only right truncation exists (the document's end is cut).
+    """
+    body = _request_map()
+    query, _ = parse_query(_required(body, "query"))
+    texts, _ = _documents(body, "texts")
+    direction = body.get("truncation_direction") or "Right"
+    if not isinstance(direction, str) or direction.lower() != "right":
+        raise InvalidInputError("truncation_direction", f"only 'Right' is supported, got {direction!r}")
+    options = ScoreOptions(raw_scores=_optional(body, "raw_scores", bool, False),
+                           truncate=_optional(body, "truncate", bool, True))
+    return_text = _optional(body, "return_text", bool, False)
+    scores, _ = score_texts(state().registry.default_model, query, texts, options)
+    results = []
+    for index in ranking(scores):
+        result: dict[str, Any] = {"index": int(index), "score": float(scores[index])}
+        if return_text:
+            result["text"] = texts[index]
+        results.append(result)
+    return encode_response(results, wants_msgpack(request.headers.get("Accept"), default=False))
