@@ -1,0 +1,187 @@
+"""Varlen flash-attention forward in Triton: packed sequences, bounds from cu_seqlens, nothing padded.
+
+Reference: kernels/reference.py ``varlen_attention_torch``. One program per (query block, sequence, head) runs
+the flash-attention loop over its sequence's key blocks: online softmax in fp32 with exp2, no [L, L] matrix.
+Key blocks wholly inside the sequence (and wholly visible, when causal) skip the masks; only the tail and the
+causal diagonal pay for them.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from .triton_support import autotune, check_kernel_dtype, check_tensors, upcast_bf16
+
+LOG2_E = 1.4426950408889634
+
+_FULL_CONFIGS = [
+    triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+    for m, n, w, s in [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 32, 4, 4), (64, 128, 4, 2)]
+]
+# Queries that are a few rows per sequence (the CLS rows): the smallest query block tl.dot allows.
+_ROWS_CONFIGS = [
+    triton.Config({"BLOCK_M": 16, "BLOCK_N": n}, num_warps=w, num_stages=s)
+    for n, w, s in [(64, 4, 3), (128, 4, 3), (128, 8, 2)]
+]
+# Interpreted programs cost about the same whatever their block size: fewer, larger blocks keep tests fast.
+_INTERPRETED_CONFIG = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32})
+_KEY = ["HEAD_DIM", "IS_CAUSAL"]
+
+
+@triton.jit
+def _attend_blocks(
+    acc, m_i, l_i, q, K_BLOCK, V_BLOCK, stride_k_tok, stride_v_tok,
+    offs_m, offs_n, d_mask, start, end, k_len, causal_shift, qk_scale,
+    IS_MASKED: tl.constexpr, IS_CAUSAL: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """Fold key blocks [start, end) of one sequence into the running (acc, m_i, l_i) of a query block.
+
+    K_BLOCK, V_BLOCK: [BLOCK_N, BLOCK_D] pointers to the sequence's first key/value block. qk_scale is
+    softmax_scale * log2(e): scores go to base 2 inside one fused multiply-add with the running max.
+    """
+    for start_n in range(start, end, BLOCK_N):
+        cols = start_n + offs_n
+        if IS_MASKED:
+            kv_mask = (cols[:, None] < k_len) & d_mask[None, :]
+        else:
+            kv_mask = d_mask[None, :]
+        k = tl.load(K_BLOCK + start_n * stride_k_tok, mask=kv_mask, other=0.0)
+        v = tl.load(V_BLOCK + start_n * stride_v_tok, mask=kv_mask, other=0.0)
+        if UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        if IS_MASKED:
+            visible = cols[None, :] < k_len
+            if IS_CAUSAL:
+                visible = visible & (cols[None, :] <= offs_m[:, None] + causal_shift)
+            s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        p = tl.exp2(s * qk_scale - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _attention_kernel(
+    Q, K, V, OUT, CU_SEQLENS_Q, CU_SEQLENS_K,
+    stride_q_tok, stride_q_head, stride_k_tok, stride_k_head,
+    stride_v_tok, stride_v_head, stride_o_tok, stride_o_head,
+    qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, IS_CAUSAL: tl.constexpr, UPCAST: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Grid (cdiv(max_seqlen_q, BLOCK_M), batch, nheads). Q, OUT: [total_q, nheads, headdim]; K, V:
+    [total_tokens, nheads, headdim], last dim contiguous; CU_SEQLENS_Q, CU_SEQLENS_K: int32 [batch + 1]."""
+    start_m = tl.program_id(0)
+    seq = tl.program_id(1)
+    head = tl.program_id(2)
+    q_start = tl.load(CU_SEQLENS_Q + seq)
+    q_len = tl.load(CU_SEQLENS_Q + seq + 1) - q_start
+    if start_m * BLOCK_M >= q_len:
+        return
+    k_start = tl.load(CU_SEQLENS_K + seq)
+    k_len = tl.load(CU_SEQLENS_K + seq + 1) - k_start
+
+    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_mask = offs_d < HEAD_DIM
+    q_rows = q_start.to(tl.int64) + offs_m
+    q_mask = (offs_m[:, None] < q_len) & d_mask[None, :]
+    q = tl.load(Q + q_rows[:, None] * stride_q_tok + head * stride_q_head + offs_d[None, :], mask=q_mask, other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+
+    k_rows = k_start.to(tl.int64) + offs_n
+    K_BLOCK = K + k_rows[:, None] * stride_k_tok + head * stride_k_head + offs_d[None, :]
+    V_BLOCK = V + k_rows[:, None] * stride_v_tok + head * stride_v_head + offs_d[None, :]
+
+    # Bottom-right causal alignment: query row i sees keys j <= i + (k_len - q_len).
+    causal_shift = k_len - q_len
+    if IS_CAUSAL:
+        end = tl.minimum(k_len, (start_m + 1) * BLOCK_M + causal_shift)
+        # Key blocks that even the block's first query row sees entirely need no mask.
+        unmasked_end = tl.maximum(start_m * BLOCK_M + causal_shift + 1, 0) // BLOCK_N * BLOCK_N
+        unmasked_end = tl.minimum(unmasked_end, k_len // BLOCK_N * BLOCK_N)
+    else:
+        end = k_len
+        unmasked_end = k_len // BLOCK_N * BLOCK_N
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    acc, m_i, l_i = _attend_blocks(
+        acc, m_i, l_i, q, K_BLOCK, V_BLOCK, stride_k_tok, stride_v_tok,
+        offs_m, offs_n, d_mask, 0, unmasked_end, k_len, causal_shift, qk_scale,
+        IS_MASKED=False, IS_CAUSAL=IS_CAUSAL, UPCAST=UPCAST, DOT_PRECISION=DOT_PRECISION, BLOCK_N=BLOCK_N,
+    )
+    acc, m_i, l_i = _attend_blocks(
+        acc, m_i, l_i, q, K_BLOCK, V_BLOCK, stride_k_tok, stride_v_tok,
+        offs_m, offs_n, d_mask, unmasked_end, end, k_len, causal_shift, qk_scale,
+        IS_MASKED=True, IS_CAUSAL=IS_CAUSAL, UPCAST=UPCAST, DOT_PRECISION=DOT_PRECISION, BLOCK_N=BLOCK_N,
+    )
+    acc = acc / l_i[:, None]
+    o_rows = q_start.to(tl.int64) + offs_m
+    tl.store(
+        OUT + o_rows[:, None] * stride_o_tok + head * stride_o_head + offs_d[None, :],
+        acc.to(OUT.dtype.element_ty),
+        mask=q_mask,
+    )
+
+
+_attention_full = autotune(_FULL_CONFIGS, _INTERPRETED_CONFIG, _KEY)(_attention_kernel)
+_attention_rows = autotune(_ROWS_CONFIGS, _INTERPRETED_CONFIG, _KEY)(_attention_kernel)
+
+
+def varlen_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    cu_seqlens_q: torch.Tensor,
+    max_seqlen_q: int,
+    *,
+    causal: bool,
+    softmax_scale: float,
+) -> torch.Tensor:
+    """Launch the varlen attention kernel. Shapes as kernels.varlen_attention (checked there).
+
+    q: [total_q, nheads, headdim]; k, v: [total_tokens, nheads, headdim], fp16/bf16/fp32 on one device, any
+    token/head strides; cu_seqlens, cu_seqlens_q: int32 [batch + 1]; max_seqlen_q sizes the grid.
+    Returns [total_q, nheads, headdim] in q's dtype. With causal, every sequence needs len_q <= len_k.
+    """
+    check_kernel_dtype("varlen_attention", q.dtype)
+    check_tensors("varlen_attention", q.dtype, q.device, k=k, v=v)
+    check_tensors("varlen_attention", torch.int32, q.device, cu_seqlens=cu_seqlens, cu_seqlens_q=cu_seqlens_q)
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    total_q, nheads, head_dim = q.shape
+    if head_dim > 256:
+        raise ValueError(f"varlen_attention: headdim {head_dim} exceeds the kernel's limit of 256")
+    out = torch.empty((total_q, nheads, head_dim), dtype=q.dtype, device=q.device)
+    batch = cu_seqlens.shape[0] - 1
+    if total_q == 0 or batch == 0:
+        return out
+    kernel = _attention_rows if max_seqlen_q <= 16 else _attention_full
+
+    def grid(meta):
+        return (triton.cdiv(max_seqlen_q, meta["BLOCK_M"]), batch, nheads)
+
+    kernel[grid](
+        q, k, v, out, cu_seqlens_q, cu_seqlens,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+        v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        softmax_scale * LOG2_E,
+        HEAD_DIM=head_dim,
+        BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+        IS_CAUSAL=causal,
+        UPCAST=upcast_bf16(q.dtype),
+        # fp32 inputs would otherwise run tl.dot in TF32 on GPUs, far outside fp32 tolerance.
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+    )
+    return out

@@ -1,0 +1,37 @@
+"""What the Triton kernels share: interpreter detection and the launch configurations to tune over."""
+
+import os
+
+import torch
+import triton
+
+# Triton reads this flag when @triton.jit functions are defined, so reading it once at import agrees with it.
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def autotune(configs: list[triton.Config], interpreted: triton.Config, key: list[str]):
+    """triton.autotune over ``configs`` on a GPU; under the interpreter the single ``interpreted`` config.
+
+    One config skips the timing runs, so interpreted tests take the same launch path as the GPU without its cost.
+    """
+    return triton.autotune(configs=[interpreted] if INTERPRETED else configs, key=key)
+
+
+def upcast_bf16(dtype: torch.dtype) -> bool:
+    """Whether a kernel must compute bf16 inputs in fp32: the interpreter's bf16 arithmetic is wrong."""
+    return INTERPRETED and dtype == torch.bfloat16
+
+
+def check_tensors(op: str, dtype: torch.dtype, device: torch.device, **tensors: torch.Tensor) -> None:
+    """Raise ValueError unless every tensor has ``dtype`` and sits on ``device``."""
+    for name, tensor in tensors.items():
+        if tensor.dtype != dtype or tensor.device != device:
+            raise ValueError(f"{op}: {name} is {tensor.dtype} on {tensor.device}, expected {dtype} on {device}")
+
+
+def check_kernel_dtype(op: str, dtype: torch.dtype) -> None:
+    """Raise ValueError unless the kernels compute in ``dtype``."""
+    if dtype not in KERNEL_DTYPES:
+        raise ValueError(f"{op}: Triton kernels take fp16, bf16 or fp32, got {dtype}")
