@@ -80,7 +80,7 @@ def _cohere_rerank(api_version: str) -> Response:
     query, _ = parse_query(_required(body, "query"))
     texts, _ = _documents(body, "documents")
     top_n, return_documents = _rerank_options(body)
-    scores, tokens = score_texts(model, query, texts, ScoreOptions())
+    scores, tokens = score_texts(model, query, texts, ScoreOptions(), field="documents")
     results = []
     for index in ranking(scores, top_n):
         result: dict[str, Any] = {"index": int(index), "relevance_score": float(scores[index])}
@@ -126,7 +126,7 @@ def rerank_tei() -> Response:
     options = ScoreOptions(raw_scores=_optional(body, "raw_scores", bool, False),
                            truncate=_optional(body, "truncate", bool, True))
     return_text = _optional(body, "return_text", bool, False)
-    scores, _ = score_texts(state().registry.default_model, query, texts, options)
+    scores, _ = score_texts(state().registry.default_model, query, texts, options, field="texts")
     results = []
     for index in ranking(scores):
         result: dict[str, Any] = {"index": int(index), "score": float(scores[index])}

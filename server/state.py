@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from flask import current_app, g
 
+from sie.errors import InputTooLongError
 from sie.requests import ScoreOptions, scores_from_logits
 from sie.server.auth import ApiKeys
 from sie.server.config import ServerConfig
@@ -40,8 +41,10 @@ def check_item_count(count: int) -> None:
         raise TooManyItemsError(f"{count} items in one request, more than the limit of {limit}")
 
 
-def score_texts(model: str, query: str, texts: list[str], options: ScoreOptions) -> tuple[np.ndarray, int]:
-    """Scores ``query`` against each of ``texts`` through the model's batcher.
+def score_texts(
+    model: str, query: str, texts: list[str], options: ScoreOptions, field: str = "items"
+) -> tuple[np.ndarray, int]:
+    """Scores ``query`` against each of ``texts`` (the request's ``field``) through the model's batcher.
 
     Returns (scores float64 ``(len(texts),)`` in input order, input tokens). Phase times go to ``g.sie_phases``
     for the response headers and metrics.
@@ -50,7 +53,13 @@ def score_texts(model: str, query: str, texts: list[str], options: ScoreOptions)
     served = current.registry.get(model)
     started = time.perf_counter()
     with served.batcher.slot() as slot:
-        encoded = served.reranker.encode(query, texts, max_length=options.max_length, truncate=options.truncate)
+        try:
+            encoded = served.reranker.encode(query, texts, max_length=options.max_length, truncate=options.truncate)
+        except InputTooLongError as error:
+            if field == "items":
+                raise
+            # The engine names documents items[i]; this endpoint calls them otherwise.
+            raise InputTooLongError(error.field.replace("items", field, 1), error.length, error.limit) from None
         tokenized = time.perf_counter()
         remaining = current.config.request_timeout_s - (tokenized - g.sie_started)
         logits, timings = slot.run(encoded, max(remaining, 0.0))

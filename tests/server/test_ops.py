@@ -1,0 +1,82 @@
+"""Operations endpoints, model loading at start-up and on demand, and the metrics the batcher reports."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.server.conftest import TINY_BERT, TINY_XLMR, tiny_server
+
+
+def test_healthz_and_readyz_once_loaded(server):
+    assert server.client.get("/healthz").data() == {"status": "ok"}
+    assert server.client.get("/readyz").data() == {"status": "ready"}
+
+
+def test_models_lists_loaded_and_installed_models(server):
+    models = {model["name"]: model for model in server.client.get("/v1/models").data()["models"]}
+    loaded = models[TINY_BERT]
+    assert loaded["loaded"] and loaded["state"] == "loaded"
+    assert loaded["max_sequence_length"] == 512 and loaded["device"] == "cpu" and loaded["dtype"] == "float32"
+    assert set(loaded["backends"]) >= {"attention", "layer_norm", "gelu"}
+    assert TINY_XLMR in models
+
+
+def test_readyz_is_503_until_the_models_are_loaded(tiny_models_dir):
+    with tiny_server(tiny_models_dir, "--model", f"{TINY_BERT},{TINY_XLMR}").start(wait_ready=False) as booting:
+        states = []
+        while True:
+            reply = booting.client.get("/readyz")
+            states.append(reply.status)
+            if reply.status == 200:
+                break
+            detail = reply.data()["detail"]
+            assert reply.status == 503 and detail["code"] == "MODEL_LOADING" and reply.headers["retry-after"]
+            time.sleep(0.02)
+        assert states[0] == 503, "the worker answered before loading finished: loading must not block it"
+        score = booting.client.post(f"/v1/score/{TINY_XLMR}", {"query": "q", "items": ["a"]})
+        assert score.status == 200
+
+
+def test_a_locally_installed_model_loads_on_demand(server):
+    path = f"/v1/score/{TINY_XLMR}"
+    body = {"query": "what", "items": ["python", "rain"]}
+    first = server.client.post(path, body)
+    if first.status == 503:  # the usual case; another test may have loaded it already
+        assert first.data()["detail"]["code"] == "MODEL_LOADING" and first.headers["retry-after"]
+        deadline = time.monotonic() + 60
+        while (reply := server.client.post(path, body)).status == 503 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    else:
+        reply = first
+    assert reply.status == 200 and reply.data()["model"] == TINY_XLMR
+
+
+def test_metrics_report_requests_phases_batches_and_queue(server):
+    server.client.post(f"/v1/score/{TINY_BERT}", {"query": "q", "items": ["a", "b"]})
+    text = server.client.get("/metrics").body.decode()
+    assert 'sie_requests_total{endpoint="/v1/score/<path:model>",status="200"' in text
+    for phase in ("tokenize", "queue", "inference", "total"):
+        assert f'sie_request_phase_seconds_count{{phase="{phase}"' in text
+    for histogram in ("sie_batch_requests", "sie_batch_pairs", "sie_batch_tokens"):
+        assert f'{histogram}_count{{model="{TINY_BERT}"' in text
+    assert f'sie_queue_depth{{model="{TINY_BERT}"' in text
+
+
+def test_cli_serve_starts_the_server(tiny_models_dir):
+    import sys
+
+    with tiny_server(tiny_models_dir, command=(sys.executable, "-m", "sie.cli", "serve")) as via_cli:
+        assert via_cli.client.post(f"/v1/score/{TINY_BERT}", {"query": "q", "items": ["a"]}).status == 200
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [("--port", "eighty", "SIE_PORT (--port)"),
+                                                        ("--dtype", "float8", "SIE_DTYPE (--dtype)")])
+def test_bad_settings_stop_sie_serve_with_a_message(tiny_models_dir, flag, value, message):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "sie.cli", "serve", flag, value], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and message in done.stderr
