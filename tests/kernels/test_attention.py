@@ -5,6 +5,7 @@ import torch
 
 from sie.kernels import ATTENTION_BACKENDS, varlen_attention
 from tests.kernels.checks import DTYPES, assert_matches, skip_unless_available
+from tests.kernels.references import packed_qkv, reference_attention
 
 # Lengths include 1, lengths that are not multiples of any block size, and lengths spanning several blocks;
 # "fifty" draws 50 random lengths (one head, to keep the interpreter quick).
@@ -16,31 +17,6 @@ def lengths_for(case: str, generator: torch.Generator) -> list[int]:
     if LENGTHS[case] is None:
         return torch.randint(1, 40, (50,), generator=generator).tolist()
     return LENGTHS[case]
-
-
-def packed_qkv(lengths, nheads, headdim, dtype, device, generator):
-    """q, k, v: [total_tokens, nheads, headdim] strided views of one [total_tokens, 3, nheads, headdim] tensor, as
-    the engine's fused QKV projection yields them; cu_seqlens: int32 [batch + 1]."""
-    total = sum(lengths)
-    qkv = torch.randn(total, 3, nheads, headdim, generator=generator).to(device=device, dtype=dtype)
-    cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=device)
-    return (*qkv.unbind(1), cu_seqlens)
-
-
-def reference_attention(q, k, v, cu_seqlens, cu_seqlens_q, causal, scale):
-    """float64 softmax(q k^T * scale) v per sequence; causal aligns to the bottom right. [total_q, nheads, headdim]"""
-    q, k, v = (t.double().cpu() for t in (q, k, v))
-    bounds_k, bounds_q = cu_seqlens.tolist(), cu_seqlens_q.tolist()
-    outputs = []
-    for b in range(len(bounds_k) - 1):
-        qb = q[bounds_q[b] : bounds_q[b + 1]]
-        kb, vb = k[bounds_k[b] : bounds_k[b + 1]], v[bounds_k[b] : bounds_k[b + 1]]
-        scores = torch.einsum("qhd,khd->hqk", qb, kb) * scale
-        if causal:
-            last_visible = torch.arange(len(qb))[:, None] + len(kb) - len(qb)
-            scores = scores.masked_fill(torch.arange(len(kb))[None, :] > last_visible, float("-inf"))
-        outputs.append(torch.einsum("hqk,khd->qhd", scores.softmax(-1), vb))
-    return torch.cat(outputs)
 
 
 @pytest.mark.parametrize("backend", ATTENTION_BACKENDS)

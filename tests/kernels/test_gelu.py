@@ -1,20 +1,14 @@
 """bias_gelu (bias add + exact erf GELU) on every backend against a float64 reference."""
 
-import math
-
 import pytest
 import torch
 
 from sie.kernels import bias_gelu
 from tests.kernels.checks import DTYPES, assert_matches, skip_unless_available
+from tests.kernels.references import reference_bias_gelu
 
 # (total_tokens, n): one token; MiniLM's FFN width 1536 (one and a half column blocks); an odd width.
 SHAPES = [(1, 1536), (37, 1536), (6, 3000), (70, 64)]
-
-
-def reference_bias_gelu(x, bias):
-    h = x.double().cpu() + bias.double().cpu()
-    return 0.5 * h * (1 + torch.erf(h / math.sqrt(2)))
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])

@@ -5,17 +5,11 @@ import torch
 
 from sie.kernels import layer_norm
 from tests.kernels.checks import DTYPES, assert_matches, skip_unless_available
+from tests.kernels.references import reference_layer_norm
 
 # (total_tokens, hidden): one token; MiniLM's 384 (not a power of two); more rows than one program holds; an odd
 # width that leaves most of the last block masked.
 SHAPES = [(1, 384), (37, 384), (70, 64), (5, 1000)]
-
-
-def reference_layer_norm(x, weight, bias, eps, residual):
-    h = x.double().cpu() + (0 if residual is None else residual.double().cpu())
-    mean = h.mean(-1, keepdim=True)
-    var = ((h - mean) ** 2).mean(-1, keepdim=True)
-    return (h - mean) / torch.sqrt(var + eps) * weight.double().cpu() + bias.double().cpu()
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
