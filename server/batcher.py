@@ -5,7 +5,7 @@ A request thread takes a ``Slot`` (admission against the bounded queue: ``QueueF
 the ones behind it while the token budget allows, waits up to ``max_wait_s`` only while other admitted
 requests are still tokenizing, runs one packed batch and hands each request the logits of exactly its own
 pairs. A batch that fails is rerun request by request, so a failure stays with the request that caused it.
-A request whose waiter has given up (deadline) is dropped before it runs.
+A request still waiting at its deadline is dropped (504); one already running is waited for.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class _Job:
         self.submitted = time.perf_counter()
         self.timings = Timings()
         self.done = threading.Event()
+        self.started = False
         self.abandoned = False
         self.logits = np.empty(0, dtype=np.float32)
         self.error: BaseException | None = None
@@ -159,10 +160,11 @@ class Batcher:
                 if self._tokenizing == 0 or remaining <= 0 or self._stopped:
                     break
                 self._cond.wait(remaining)
+            # Abandoned jobs are dropped; the others start and leave the bounded queue.
+            self._admitted -= len(batch)
             live = [job for job in batch if not job.abandoned]
-            self._admitted -= len(batch) - len(live)
-            # Running jobs leave the bounded queue: admission counts waiting work only.
-            self._admitted -= len(live)
+            for job in live:
+                job.started = True
             return live
 
     def _loop(self) -> None:
@@ -212,16 +214,17 @@ class Slot:
     def run(self, encoded: EncodedPairs, timeout_s: float) -> tuple[np.ndarray, Timings]:
         """Submits ``encoded`` and waits for its logits, float32 ``(num_pairs,)``.
 
-        Raises the batch's error for this request, or RequestTimeoutError after ``timeout_s``.
+        Raises the batch's error for this request, or RequestTimeoutError when it has not started running
+        within ``timeout_s`` (it is then dropped; a request already running is waited for).
         """
         job = self._batcher._submit(encoded)
         self._submitted = True
         if not job.done.wait(timeout_s):
             with self._batcher._cond:
-                if not job.done.is_set():
-                    job.abandoned = True
+                job.abandoned = not job.started
             if job.abandoned:
-                raise RequestTimeoutError(f"the request was not served within {timeout_s:g} s")
+                raise RequestTimeoutError(f"the request did not start within {timeout_s:g} s; the server is busy")
+            job.done.wait()
         if job.error is not None:
             raise job.error
         return job.logits, job.timings

@@ -1,0 +1,135 @@
+"""API keys, the bounded queue (503 QUEUE_FULL), the request deadline (504) and graceful shutdown, on servers
+started with the settings under test."""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from sie.server.process import Reply, ServerProcess
+from sie.testing import make_random_checkpoint
+from tests.server.conftest import TINY_BERT, tiny_server
+
+SLOW = "test/slow-bert"
+KEY = "sk-test-4f9a1c0e7b"
+OTHER_KEY = "sk-test-second-key"
+# Seconds one heavy request should take alone: long against HTTP and tokenization, short for the suite.
+TARGET_S = 1.0
+TIMEOUT_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def keyed(tiny_models_dir: Path) -> Iterator[ServerProcess]:
+    """A server that requires a key, started through `sie serve` with the access log on."""
+    server = tiny_server(tiny_models_dir, "--api-key", KEY, "--api-key", OTHER_KEY, "--access-log",
+                         command=(sys.executable, "-m", "sie.cli", "serve"))
+    with server:
+        yield server
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-key", f"Basic {KEY}", "Bearer ", KEY])
+def test_requests_without_a_valid_key_get_401(keyed, authorization):
+    headers = {} if authorization is None else {"Authorization": authorization}
+    for reply in (keyed.client.post(f"/v1/score/{TINY_BERT}", {"query": "q", "items": ["a"]}, headers=headers),
+                  keyed.client.get("/v1/models", headers=headers), keyed.client.get("/metrics", headers=headers)):
+        assert reply.status == 401
+        detail = reply.data()["detail"]
+        assert detail["code"] == "UNAUTHORIZED" and KEY not in detail["message"]
+
+
+def test_valid_keys_pass_and_health_stays_open(keyed):
+    for key in (KEY, OTHER_KEY):
+        reply = keyed.client.post(f"/v1/score/{TINY_BERT}", {"query": "q", "items": ["a"]},
+                                  headers={"Authorization": f"Bearer {key}"})
+        assert reply.status == 200
+    assert keyed.client.get("/healthz").status == 200 and keyed.client.get("/readyz").status == 200
+
+
+def test_keys_never_reach_the_log(keyed):
+    keyed.client.post(f"/v1/score/{TINY_BERT}", {"query": "q", "items": ["a"]},
+                      headers={"Authorization": f"Bearer {KEY}"})
+    keyed.client.get("/healthz", headers={"Authorization": "Bearer sk-test-4f9a1c0e7b-wrong"})
+    log = keyed.log
+    assert f"/v1/score/{TINY_BERT}" in log, "the access log is on: requests must appear"
+    assert "sk-test" not in log
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A MiniLM-L6-sized random model with a small queue and deadline; batches never merge two heavy requests."""
+    models_dir = tmp_path_factory.mktemp("slow-models")
+    make_random_checkpoint(models_dir / SLOW, "bert", shape="minilm-l6", seed=5)
+    server = ServerProcess(["--device", "cpu", "--model", SLOW, "--max-queue", "2", "--max-batch-tokens", "1024",
+                            "--request-timeout", str(TIMEOUT_S)],
+                           env={"SIE_MODELS_DIR": str(models_dir), "HF_HUB_OFFLINE": "1"})
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def heavy(slow: ServerProcess) -> dict:
+    """A request that takes about TARGET_S alone on this machine (sized from a measured one)."""
+    def body(num_items: int) -> dict:
+        return {"query": "what is the capital of france",
+                "items": [f"paris {i} " + "the city of london is a capital " * 7 for i in range(num_items)]}
+
+    probe = slow.client.post(f"/v1/score/{SLOW}", body(8))
+    seconds = float(probe.headers["x-inference-time"]) / 1000
+    return body(max(8, math.ceil(8 * TARGET_S / seconds)))
+
+
+def _post(server: ServerProcess, payload: dict) -> Reply:
+    return server.client.post(f"/v1/score/{SLOW}", payload)
+
+
+def test_past_the_queue_bound_requests_get_503_queue_full_with_retry_after(slow, heavy):
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda _: _post(slow, heavy), range(8)))
+    statuses = [reply.status for reply in replies]
+    assert set(statuses) <= {200, 503, 504} and 200 in statuses, statuses
+    full = [reply for reply in replies if reply.status == 503]
+    assert full, statuses
+    for reply in full:
+        assert reply.data()["detail"]["code"] == "QUEUE_FULL" and reply.headers["retry-after"] == "1"
+
+
+def test_a_request_not_started_by_its_deadline_gets_504(slow, heavy):
+    replies: dict[str, Reply] = {}
+
+    def send(name: str) -> None:
+        replies[name] = _post(slow, heavy)
+
+    threads = []
+    for name in ("first", "second", "third"):  # one runs, two wait: the third waits for two heavy requests
+        threads.append(threading.Thread(target=send, args=(name,)))
+        threads[-1].start()
+        time.sleep(0.15)
+    for thread in threads:
+        thread.join()
+    assert replies["first"].status == 200
+    assert replies["second"].status in (200, 504)
+    assert replies["third"].status == 504, replies["third"].body
+    assert replies["third"].data()["detail"]["code"] == "TIMEOUT"
+    assert _post(slow, {"query": "q", "items": ["a"]}).status == 200, "the server must serve again afterwards"
+
+
+def test_shutdown_lets_the_request_in_flight_finish(slow, heavy):
+    # Last in the module: it stops the shared slow server.
+    started = time.monotonic()
+    in_flight = ThreadPoolExecutor(1).submit(_post, slow, heavy)
+    time.sleep(0.3)
+    assert not in_flight.done()
+    exit_status = slow.stop()
+    reply = in_flight.result()
+    assert reply.status == 200 and len(reply.data()["scores"]) == len(heavy["items"])
+    assert exit_status == 0
+    assert time.monotonic() - started < 30
+    assert re.search(r"Shutting down|Handling signal: term", slow.log)
