@@ -25,8 +25,11 @@ MAX_HOPS_TO_BIAS = 4
 
 def load_graph(path: Path) -> Any:
     """Reads an ONNX model (``onnx.ModelProto``) with its initializers."""
-    import onnx  # optional dependency (extra "convert"): only converting needs it
-
+    try:
+        import onnx  # optional dependency (extra "convert"): only converting needs it
+    except ImportError as error:
+        raise ImportError("converting the default model reads its ONNX graph with the onnx package: "
+                          "pip install 'sie[convert]'") from error
     return onnx.load(str(path))
 
 
@@ -77,7 +80,8 @@ def dequantized_state_dict(model: Any) -> dict[str, np.ndarray]:
     tensors = initializers(model)
     floats = {name for name, array in tensors.items() if array.dtype == np.float32 and array.ndim > 0}
     consumers = _consumers(model)
-    state: dict[str, np.ndarray] = {name: tensors[name] for name in floats}
+    # Copies: arrays read from the protobuf are read-only views of its bytes.
+    state: dict[str, np.ndarray] = {name: tensors[name].copy() for name in floats}
     used = set(floats)
     for name in tensors:
         if not name.endswith(QUANTIZED_SUFFIX):
