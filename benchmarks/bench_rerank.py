@@ -1,0 +1,180 @@
+"""End-to-end reranking throughput: sie against the padded stacks, in one run on one machine.
+
+One query x N documents of mixed length (20-250 document tokens by default) on the default model.
+Lines: sie (fp32, bf16), transformers padded (batch 32, fp32), sentence-transformers ``CrossEncoder.predict``
+(fp32, when installed). Each line reports pairs/s, the ratio to the baselines, and the useful GFLOP/s
+(unpadded FLOPs / time) next to the machine's matmul peak measured in the same run. The bf16 line is
+checked for the same top-1 document as fp32 on every query of the fidelity set (tests/data/fidelity_set.json).
+
+    python benchmarks/bench_rerank.py [--documents 100] [--repeats 5] [--device cpu] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+import sie
+
+ROOT = Path(__file__).resolve().parent.parent
+FIDELITY_SET = ROOT / "tests" / "data" / "fidelity_set.json"
+QUERY = "how do vaccines train the immune system to recognise a virus"
+
+try:
+    from sentence_transformers import CrossEncoder
+
+    HAS_SENTENCE_TRANSFORMERS = True
+except ImportError:
+    HAS_SENTENCE_TRANSFORMERS = False
+
+
+def make_documents(tokenizer, count: int, min_tokens: int, max_tokens: int, seed: int) -> list[str]:
+    """Documents cut from the fidelity set's text at uniformly drawn token lengths."""
+    queries = json.loads(FIDELITY_SET.read_text())["queries"]
+    words = " ".join(doc for entry in queries for doc in entry["documents"]).split()
+    rng = np.random.default_rng(seed)
+    documents = []
+    for target in rng.integers(min_tokens, max_tokens + 1, size=count):
+        start = int(rng.integers(0, len(words) - 2 * max_tokens))
+        text = " ".join(words[start:start + 2 * max_tokens])
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        documents.append(text[: encoding["offset_mapping"][int(target) - 1][1]])
+    return documents
+
+
+def encoder_flops(config, lengths: np.ndarray) -> float:
+    """Useful FLOPs of a BERT encoder over sequences of ``lengths`` tokens (no padding counted).
+
+    Per token and layer: 2 * (4 * hidden^2 + 2 * hidden * intermediate) for the projections and FFN;
+    per sequence and layer: 4 * L^2 * hidden for QK^T and PV (the varlen sum of L_i^2).
+    """
+    hidden, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    tokens = float(lengths.sum())
+    return layers * (tokens * 2 * (4 * hidden * hidden + 2 * hidden * inter) + 4 * hidden * float((lengths**2).sum()))
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, repeats: int = 10) -> float:
+    """Measured matmul GFLOP/s for square ``size`` matrices in ``dtype``."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    a @ b
+    seconds = median_seconds(lambda: a @ b, repeats, device)
+    return 2 * size**3 / seconds / 1e9
+
+
+def median_seconds(run: Callable[[], object], repeats: int, device: torch.device) -> float:
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def transformers_padded(path: Path, device: torch.device, dtype: torch.dtype, batch_size: int = 32):
+    """The usual stack: batches of 32 in input order, each padded to its longest pair."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(device).eval()
+
+    @torch.inference_mode()
+    def run(query: str, documents: list[str]) -> np.ndarray:
+        logits = []
+        for start in range(0, len(documents), batch_size):
+            chunk = documents[start:start + batch_size]
+            inputs = tokenizer([query] * len(chunk), chunk, padding=True, truncation="only_second",
+                               max_length=512, return_tensors="pt").to(device)
+            logits.append(model(**inputs).logits[:, 0].float().cpu())
+        return torch.cat(logits).numpy()
+
+    return run
+
+
+def top1_agreement(fp32: sie.Reranker, bf16: sie.Reranker) -> tuple[int, int]:
+    """(queries whose top-1 document is the same in bf16 as in fp32, queries)."""
+    queries = json.loads(FIDELITY_SET.read_text())["queries"]
+    same = sum(
+        fp32.rerank(entry["query"], entry["documents"], top_k=1)[0]["index"]
+        == bf16.rerank(entry["query"], entry["documents"], top_k=1)[0]["index"]
+        for entry in queries
+    )
+    return same, len(queries)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=sie.DEFAULT_MODEL)
+    parser.add_argument("--documents", type=int, default=100)
+    parser.add_argument("--min-tokens", type=int, default=20)
+    parser.add_argument("--max-tokens", type=int, default=250)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    reduced = torch.bfloat16
+    fp32 = sie.Reranker(args.model, device=device, dtype=torch.float32)
+    low = sie.Reranker(args.model, device=device, dtype=reduced)
+    config = AutoConfig.from_pretrained(fp32.path)
+    tokenizer = AutoTokenizer.from_pretrained(fp32.path)
+    documents = make_documents(tokenizer, args.documents, args.min_tokens, args.max_tokens, args.seed)
+    lengths = fp32.encode(QUERY, documents).lengths
+    flops = encoder_flops(config, lengths)
+    pairs = [(QUERY, document) for document in documents]
+
+    engines: dict[str, Callable[[], object]] = {
+        "sie fp32": lambda: fp32.rerank(QUERY, documents),
+        "sie bf16": lambda: low.rerank(QUERY, documents),
+    }
+    padded = transformers_padded(fp32.path, device, torch.float32)
+    engines["transformers padded fp32 (batch 32)"] = lambda: padded(QUERY, documents)
+    if HAS_SENTENCE_TRANSFORMERS:
+        cross_encoder = CrossEncoder(str(fp32.path), device=str(device))
+        engines["sentence-transformers fp32 (batch 32)"] = lambda: cross_encoder.predict(pairs, batch_size=32)
+
+    results = {}
+    for name, run in engines.items():
+        run()  # warm-up: first-call allocations and lazy initialisation
+        seconds = median_seconds(run, args.repeats, device)
+        results[name] = {"seconds": seconds, "pairs_per_s": len(documents) / seconds, "gflops": flops / seconds / 1e9}
+
+    peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(reduced, device)}
+    same_top1, num_queries = top1_agreement(fp32, low)
+
+    print(f"# {args.documents} pairs, pair lengths {lengths.min()}-{lengths.max()} tokens (mean {lengths.mean():.0f}), "
+          f"{args.model}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"# measured matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    baselines = [name for name in results if not name.startswith("sie")]
+    header = f"{'engine':<40} {'pairs/s':>9} {'GFLOP/s':>8}" + "".join(f" {'x ' + b.split()[0]:>16}" for b in baselines)
+    print(header)
+    for name, result in results.items():
+        ratios = "".join(f" {result['pairs_per_s'] / results[b]['pairs_per_s']:>16.2f}" for b in baselines)
+        print(f"{name:<40} {result['pairs_per_s']:>9.1f} {result['gflops']:>8.1f}{ratios}")
+    print(f"# bf16 top-1 equals fp32 top-1 on {same_top1}/{num_queries} fidelity queries")
+
+    if args.json:
+        args.json.write_text(json.dumps({
+            "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+            "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "pairs": args.documents, "lengths": [int(lengths.min()), int(lengths.max())], "peaks": peaks,
+            "results": results, "bf16_top1_same": [same_top1, num_queries],
+        }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
