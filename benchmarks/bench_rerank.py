@@ -47,7 +47,8 @@ def make_documents(tokenizer, count: int, min_tokens: int, max_tokens: int, seed
     for target in rng.integers(min_tokens, max_tokens + 1, size=count):
         start = int(rng.integers(0, len(words) - 2 * max_tokens))
         text = " ".join(words[start:start + 2 * max_tokens])
-        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=True,
+                             max_length=max_tokens)
         documents.append(text[: encoding["offset_mapping"][int(target) - 1][1]])
     return documents
 
