@@ -35,8 +35,10 @@ def local_models() -> list[str]:
     root = models_dir()
     if not root.is_dir():
         return []
-    return sorted(config.parent.relative_to(root).as_posix() for config in root.glob("**/config.json")
-                  if is_model_dir(config.parent))
+    # Hidden folders are fetches in progress (sie.default_model stages there before renaming).
+    folders = (config.parent.relative_to(root) for config in root.glob("**/config.json"))
+    return sorted(folder.as_posix() for folder in folders
+                  if not any(part.startswith(".") for part in folder.parts) and is_model_dir(root / folder))
 
 
 def _hub_offline() -> bool:
