@@ -27,18 +27,18 @@ def test_cpu_auto_runs_torch_everywhere(monkeypatch):
     assert backends.as_dict() == {"attention": "torch", "layer_norm": "torch", "gelu": "torch"}
 
 
-def test_environment_overrides_auto(monkeypatch):
-    """Tests run with Triton's interpreter, so "triton" is available on CPU, though never chosen automatically."""
+def test_environment_overrides_auto(monkeypatch, device):
+    """On CPU, tests run Triton's interpreter: "triton" is available there, though never chosen automatically."""
     monkeypatch.setenv(ENV_ATTENTION_BACKEND, "triton")
-    backends = resolve_backends(CPU, torch.float32)
+    backends = resolve_backends(device, torch.float32)
     assert backends == KernelBackends(attention="triton", layer_norm="triton", gelu="triton")
     # An explicit argument outranks the environment.
-    assert resolve_backends(CPU, torch.float32, "torch").attention == "torch"
+    assert resolve_backends(device, torch.float32, "torch") == KernelBackends("torch", "torch", "torch")
 
 
 def test_unavailable_backend_raises_naming_the_available_ones(monkeypatch):
     monkeypatch.setenv(ENV_ATTENTION_BACKEND, "flash")
-    with pytest.raises(ValueError, match=r"'flash' is not available on cpu.*available: torch, triton"):
+    with pytest.raises(ValueError, match=r"'flash' is not available on cpu with torch.float16; available: torch"):
         resolve_backends(CPU, torch.float16)
     with pytest.raises(ValueError, match="unknown attention backend 'cudnn'"):
         resolve_backends(CPU, torch.float16, "cudnn")
