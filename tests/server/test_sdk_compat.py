@@ -1,0 +1,136 @@
+"""The published client against our server: sie-sdk 0.10.1 runs the guide's score examples (sdk_examples.py).
+
+sie-sdk needs Python >= 3.12; its virtual environment is built once and cached under
+``~/.cache/sie/sdk-venv-0.10.1`` (``SIE_SDK_VENV`` overrides). Without a Python >= 3.12 the test skips
+with a message, unless ``SIE_REQUIRE_SDK_TEST=1`` (CI), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sie import DEFAULT_MODEL
+from sie.server.process import ServerProcess
+
+SDK_VERSION = "0.10.1"
+EXAMPLES = Path(__file__).with_name("sdk_examples.py")
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("SIE_REQUIRE_SDK_TEST") == "1":
+        pytest.fail(f"{reason} (SIE_REQUIRE_SDK_TEST=1 makes this a failure)")
+    pytest.skip(reason)
+
+
+def _is_312(python: str) -> bool:
+    try:
+        done = subprocess.run([python, "-c", "import sys; print(sys.version_info >= (3, 12))"],
+                              capture_output=True, text=True, timeout=60)
+    except OSError:
+        return False
+    return done.returncode == 0 and done.stdout.strip() == "True"
+
+
+def find_python312() -> str | None:
+    """An interpreter >= 3.12: this one, one on PATH, or one pyenv has installed."""
+    if sys.version_info >= (3, 12):
+        return sys.executable
+    for name in ("python3.14", "python3.13", "python3.12"):
+        found = shutil.which(name)
+        if found and _is_312(found):
+            return found
+    pyenv = shutil.which("pyenv")
+    if pyenv:
+        versions = subprocess.run([pyenv, "versions", "--bare"], capture_output=True, text=True).stdout.split()
+        for version in sorted(versions, key=lambda v: [int(p) for p in re.findall(r"\d+", v)], reverse=True):
+            prefix = subprocess.run([pyenv, "prefix", version], capture_output=True, text=True).stdout.strip()
+            candidate = Path(prefix) / "bin" / "python"
+            if prefix and candidate.exists() and _is_312(str(candidate)):
+                return str(candidate)
+    return None
+
+
+def sdk_python() -> str:
+    """The cached venv's interpreter with sie-sdk installed, built on first use."""
+    venv = Path(os.environ.get("SIE_SDK_VENV", Path.home() / ".cache" / "sie" / f"sdk-venv-{SDK_VERSION}"))
+    python = venv / "bin" / "python"
+    check = f"import sie_sdk, importlib.metadata as m; assert m.version('sie-sdk') == '{SDK_VERSION}'"
+    if python.exists() and subprocess.run([python, "-c", check], capture_output=True).returncode == 0:
+        return str(python)
+    base = find_python312()
+    if base is None:
+        _unavailable("sie-sdk needs Python >= 3.12 and none was found (PATH, pyenv)")
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=venv.name + ".", dir=venv.parent))
+    try:
+        subprocess.run([base, "-m", "venv", staging], check=True, capture_output=True, timeout=300)
+        installed = subprocess.run([staging / "bin" / "python", "-m", "pip", "install", "--quiet",
+                                    f"sie-sdk=={SDK_VERSION}"], capture_output=True, text=True, timeout=600)
+        if installed.returncode != 0:
+            _unavailable(f"pip install sie-sdk=={SDK_VERSION} failed:\n{installed.stderr[-2000:]}")
+        # Built aside and renamed into place, so an interrupted build never looks complete. Only bin/python
+        # is used, and it finds its packages relative to itself, whatever the folder's name.
+        shutil.rmtree(venv, ignore_errors=True)
+        staging.rename(venv)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(python)
+
+
+@pytest.fixture(scope="module")
+def default_server(default_model_path) -> Iterator[ServerProcess]:
+    """The default model, admitting one waiting request so that the client meets 503 QUEUE_FULL."""
+    with ServerProcess(["--device", "cpu", "--model", DEFAULT_MODEL, "--max-queue", "1"],
+                       env={"HF_HUB_OFFLINE": "1"}) as server:
+        yield server
+
+
+def test_sie_sdk_runs_the_guide_examples(default_server):
+    python = sdk_python()
+    done = subprocess.run([python, EXAMPLES, default_server.url, DEFAULT_MODEL], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = json.loads(done.stdout)
+
+    basic = out["basic"]
+    assert basic["model"] == DEFAULT_MODEL
+    assert sorted(entry["item_id"] for entry in basic["scores"]) == ["item-0", "item-1", "item-2"]
+    assert basic["scores"][-1]["item_id"] == "item-1", "the weather sentence must rank last"
+    for result in (basic, out["ids"], out["stage2"]["result"]):
+        scores = [entry["score"] for entry in result["scores"]]
+        assert scores == sorted(scores, reverse=True) and all(0 < score < 1 for score in scores)
+        assert [entry["rank"] for entry in result["scores"]] == list(range(len(scores)))
+
+    ids = out["ids"]
+    assert ids["query_id"] == "q1"
+    assert [entry["item_id"] for entry in ids["scores"]][-1] == "doc-2"
+    assert sorted(entry["item_id"] for entry in ids["scores"]) == ["doc-1", "doc-2", "doc-3"]
+    relevant = {f"doc-{i}" for i in range(0, 100, 7)}
+    assert set(out["stage2"]["top_10_ids"]) <= relevant
+
+    errors = out["errors"]
+    assert errors["unknown_option"]["type"] == "RequestError" and errors["unknown_option"]["status"] == 400
+    assert "beam" in errors["unknown_option"]["message"]
+    assert errors["too_long"]["type"] == "InputTooLongError" and errors["too_long"]["status"] == 400
+    assert errors["guide_model_not_installed"]["status"] == 404
+    assert errors["guide_model_not_installed"]["code"] == "MODEL_NOT_FOUND"
+    assert DEFAULT_MODEL in errors["guide_model_not_installed"]["message"]
+    assert errors["too_many_items"]["status"] == 413 and errors["too_many_items"]["type"] == "RequestError"
+    assert errors["bad_item"]["status"] == 400 and "items[1].text" in errors["bad_item"]["message"]
+
+    queue_full = out["queue_full"]
+    assert queue_full["retries"], f"the client never met 503 QUEUE_FULL: {queue_full}"
+    assert queue_full["result"]["scores"][0]["item_id"] == "item-0"
+    metrics = default_server.client.get("/metrics").body.decode()
+    assert re.search(r'sie_requests_total\{endpoint="/v1/score/<path:model>",status="503"[^}]*\} [1-9]', metrics)
+    assert out["skew_warnings"] == []
