@@ -1,0 +1,67 @@
+"""Settings: defaults, the SIE_* environment, overrides, and one `sie serve` flag per setting."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+import pytest
+
+from sie import DEFAULT_MODEL
+from sie.server.config import SETTINGS, ServerConfig, env_name
+from sie.server.launch import add_serve_arguments
+
+
+def test_every_setting_has_a_documented_entry_and_a_flag():
+    assert {field.name for field in dataclasses.fields(ServerConfig)} == set(SETTINGS)
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    flags = {option for action in parser._actions for option in action.option_strings}
+    assert {setting.flag for setting in SETTINGS.values()} <= flags
+
+
+def test_defaults():
+    config = ServerConfig.from_env({})
+    assert config.models == (DEFAULT_MODEL,) and config.port == 8080 and config.workers == 1
+    assert config.api_keys == () and config.max_items == 1000 and config.max_body_bytes == 16 * 1024 * 1024
+
+
+def test_environment_overrides_defaults_and_overrides_win():
+    environ = {"SIE_PORT": "9001", "SIE_MODELS": "a/b, c", "SIE_API_KEYS": "k1,k2", "SIE_DTYPE": "bfloat16",
+               "SIE_LOAD_ON_DEMAND": "false", "SIE_MAX_BATCH_WAIT_MS": "0.5", "SIE_MAX_BATCH_TOKENS": ""}
+    config = ServerConfig.from_env(environ)
+    assert config.port == 9001 and config.models == ("a/b", "c") and config.api_keys == ("k1", "k2")
+    assert config.dtype == "bfloat16" and config.load_on_demand is False and config.max_batch_wait_ms == 0.5
+    assert config.max_batch_tokens is None
+    overridden = config.override({"port": 1, "models": "x,y", "api_keys": ["z"]})
+    assert overridden.port == 1 and overridden.models == ("x", "y") and overridden.api_keys == ("z",)
+    with pytest.raises(ValueError, match="unknown server setting"):
+        config.override({"prot": 1})
+
+
+@pytest.mark.parametrize(("name", "value"), [("port", "http"), ("dtype", "float8"), ("access_log", "maybe")])
+def test_a_bad_value_names_its_variable_and_flag(name, value):
+    with pytest.raises(ValueError, match=rf"{env_name(name)} \({SETTINGS[name].flag}\)"):
+        ServerConfig.from_env({env_name(name): value})
+
+
+def test_keys_stay_out_of_the_config_repr():
+    assert "secret-key" not in repr(ServerConfig.from_env({"SIE_API_KEYS": "secret-key"}))
+
+
+def test_serve_flags_reach_the_environment(monkeypatch):
+    from sie.server import launch
+
+    started = []
+    monkeypatch.setattr(launch._Arbiter, "run", lambda self: started.append(self._config))
+    # run_serve writes os.environ: give it a copy, without SIE_* settings, that the monkeypatch undoes.
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if not k.startswith("SIE_")})
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    args = parser.parse_args(["--port", "9100", "--model", "m1", "--model", "m2,m3", "--api-key", "k", "--access-log"])
+    assert launch.run_serve(args) == 0
+    assert os.environ["SIE_PORT"] == "9100" and os.environ["SIE_MODELS"] == "m1,m2,m3"
+    config = started[0]
+    assert config.port == 9100 and config.models == ("m1", "m2", "m3") and config.api_keys == ("k",)
+    assert config.access_log is True

@@ -1,0 +1,72 @@
+"""The error table: each exception's status, code, body and headers; anything else is a bare 500."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from flask import Flask
+from werkzeug.exceptions import MethodNotAllowed
+
+from sie.errors import InputTooLongError, InvalidInputError, ModelNotFoundError, UnsupportedModelError
+from sie.server.errors import (
+    ModelLoadFailedError,
+    ModelLoadingError,
+    ModelNotServedError,
+    PayloadTooLargeError,
+    QueueFullError,
+    RequestTimeoutError,
+    TooManyItemsError,
+    UnauthorizedError,
+    error_response,
+)
+
+
+@pytest.fixture(autouse=True)
+def app_context():
+    with Flask(__name__).app_context():
+        yield
+
+
+@pytest.mark.parametrize(("error", "status", "code", "retry_after"), [
+    (InputTooLongError("items[2]", 600, 512), 400, "INPUT_TOO_LONG", None),
+    (InvalidInputError("items[3].text", "must be a string"), 400, "INVALID_INPUT", None),
+    (UnauthorizedError("invalid API key"), 401, "UNAUTHORIZED", None),
+    (ModelNotServedError("x/y", ["a/b"]), 404, "MODEL_NOT_FOUND", None),
+    (ModelNotFoundError("x/y", ["/secret/path"]), 404, "MODEL_NOT_FOUND", None),
+    (PayloadTooLargeError("too big"), 413, "PAYLOAD_TOO_LARGE", None),
+    (TooManyItemsError("too many"), 413, "TOO_MANY_ITEMS", None),
+    (ModelLoadFailedError("broken"), 502, "MODEL_LOAD_FAILED", None),
+    (UnsupportedModelError("two labels"), 502, "MODEL_LOAD_FAILED", None),
+    (ModelLoadingError("loading"), 503, "MODEL_LOADING", "2"),
+    (QueueFullError("full"), 503, "QUEUE_FULL", "1"),
+    (RequestTimeoutError("late"), 504, "TIMEOUT", "1"),
+])
+def test_each_error_gets_its_status_code_and_headers(error, status, code, retry_after):
+    response = error_response(error)
+    assert response.status_code == status and response.mimetype == "application/json"
+    detail = json.loads(response.get_data())["detail"]
+    assert detail["code"] == code and response.headers["X-SIE-Error-Code"] == code
+    assert detail["message"]
+    assert response.headers.get("Retry-After") == retry_after
+
+
+def test_details_name_the_field_and_the_available_models_but_no_paths():
+    assert json.loads(error_response(InvalidInputError("items[3].text", "bad")).get_data())["detail"]["param"] == \
+        "items[3].text"
+    assert json.loads(error_response(ModelNotServedError("x", ["a", "b"])).get_data())["detail"]["available"] == \
+        ["a", "b"]
+    assert "/secret/path" not in error_response(ModelNotFoundError("x/y", ["/secret/path"])).get_data(as_text=True)
+
+
+def test_an_unexpected_exception_is_a_500_without_its_message():
+    response = error_response(RuntimeError("database password is hunter2"))
+    assert response.status_code == 500
+    assert "hunter2" not in response.get_data(as_text=True)
+    assert json.loads(response.get_data())["detail"]["code"] == "INTERNAL_ERROR"
+
+
+def test_routing_errors_keep_their_status():
+    response = error_response(MethodNotAllowed())
+    assert response.status_code == 405
+    assert json.loads(response.get_data())["detail"]["code"] == "METHOD_NOT_ALLOWED"
