@@ -27,12 +27,12 @@ _REQUESTS = ("auto", *ATTENTION_BACKENDS)
 # (op, backend) -> (module in this package, function); imported on first use so Triton stays optional.
 _IMPLEMENTATIONS = {
     ("attention", "torch"): ("reference", "varlen_attention_torch"),
-    ("attention", "triton"): ("attention", "varlen_attention_triton"),
+    ("attention", "triton"): ("triton_attention", "varlen_attention_triton"),
     ("attention", "flash"): ("flash", "varlen_attention_flash"),
     ("layer_norm", "torch"): ("reference", "layer_norm_torch"),
-    ("layer_norm", "triton"): ("layer_norm", "layer_norm_triton"),
+    ("layer_norm", "triton"): ("triton_layer_norm", "layer_norm_triton"),
     ("gelu", "torch"): ("reference", "bias_gelu_torch"),
-    ("gelu", "triton"): ("gelu", "bias_gelu_triton"),
+    ("gelu", "triton"): ("triton_gelu", "bias_gelu_triton"),
 }
 
 

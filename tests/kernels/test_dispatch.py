@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+import sie.kernels
 from sie.kernels import (
     ENV_ATTENTION_BACKEND,
     KernelBackends,
@@ -91,3 +92,10 @@ def test_import_touches_neither_cuda_nor_triton():
     env = {"PATH": "", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_public_ops_stay_functions_once_implementations_load():
+    """Loading a submodule binds it on the package: none may be named like a public op."""
+    for op, backend in dispatch._IMPLEMENTATIONS:
+        dispatch._load(op, backend)
+    assert all(callable(f) for f in (sie.kernels.varlen_attention, sie.kernels.layer_norm, sie.kernels.bias_gelu))
