@@ -1,0 +1,161 @@
+"""Server benchmark: N concurrent clients against `sie serve`, next to the in-process engine on the same requests.
+
+The baseline is the engine in this process, scoring the same requests one after another (``Reranker.score``),
+measured in the same run. The server line sends them from N client threads, each with its own keep-alive
+connection, as msgpack the way sie-sdk does; its batcher may merge requests from different clients.
+
+  pairs/s   = pairs scored / wall time of the whole request list
+  overhead  = server p50 - in-process p50 for a one-document request, one client (HTTP, msgpack, queueing)
+
+    python benchmarks/bench_server.py [--model M] [--device cpu|cuda] [--clients 1 4 16] [--requests 64]
+                                      [--docs 20] [--words 60] [--quick] [--out DIR]
+
+Prints a table and writes server.json under --out (default: $OUT, else benchmarks/out). The client threads
+share the machine with the server: on a small CPU they take cycles the server would otherwise use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sie import DEFAULT_MODEL, Reranker
+from sie.server.process import HttpClient, ServerProcess
+
+DEFAULT_OUT = Path(os.environ.get("OUT") or Path(__file__).resolve().parent / "out")
+VOCABULARY = (
+    "the a of and to in is was for on that with as by at from it an be are this or which python language "
+    "program code data model search query document rank score learn machine deep neural network weather "
+    "rain city river music history science water energy health food travel book film game market price year"
+).split()
+
+
+@dataclass
+class Row:
+    """One measured configuration; ``ratio`` is this line's pairs/s over the in-process pairs/s."""
+
+    mode: str
+    clients: int
+    requests: int
+    docs: int
+    pairs_per_s: float
+    p50_ms: float
+    p99_ms: float
+    ratio: float = 1.0
+
+
+def make_requests(rng: np.random.Generator, count: int, docs: int, words: int) -> list[dict]:
+    """``count`` score requests of ``docs`` documents of about ``words`` words, with ids (sie-sdk Items)."""
+    def text(n: int) -> str:
+        return " ".join(rng.choice(VOCABULARY, size=max(1, n)))
+
+    return [{"query": {"id": f"q{i}", "text": text(8)},
+             "items": [{"id": f"d{j}", "text": text(int(rng.integers(words // 2, words * 3 // 2 + 1)))}
+                       for j in range(docs)]} for i in range(count)]
+
+
+def _summary(mode: str, clients: int, requests: list[dict], wall_s: float, latencies: list[float]) -> Row:
+    pairs = sum(len(request["items"]) for request in requests)
+    latency_ms = np.array(latencies) * 1000
+    return Row(mode, clients, len(requests), len(requests[0]["items"]), pairs / wall_s,
+               float(np.percentile(latency_ms, 50)), float(np.percentile(latency_ms, 99)))
+
+
+def run_in_process(reranker: Reranker, requests: list[dict]) -> Row:
+    """The baseline: each request scored in turn by the engine in this process."""
+    for request in requests[:2]:  # warm-up
+        reranker.score(request["query"], request["items"])
+    latencies = []
+    started = time.perf_counter()
+    for request in requests:
+        began = time.perf_counter()
+        reranker.score(request["query"], request["items"])
+        latencies.append(time.perf_counter() - began)
+    return _summary("in-process", 1, requests, time.perf_counter() - started, latencies)
+
+
+def run_server(client: HttpClient, path: str, requests: list[dict], clients: int) -> Row:
+    """The request list sent by ``clients`` threads at once (each takes the next request when done)."""
+    def send(request: dict) -> float:
+        began = time.perf_counter()
+        reply = client.post(path, request, accept="application/msgpack")
+        if reply.status != 200:
+            raise RuntimeError(f"server answered {reply.status}: {reply.body[:300]!r}")
+        return time.perf_counter() - began
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(send, requests[:clients]))  # warm-up, and one connection per thread
+        started = time.perf_counter()
+        latencies = list(pool.map(send, requests))
+        wall_s = time.perf_counter() - started
+    return _summary("server", clients, requests, wall_s, latencies)
+
+
+def print_table(rows: list[Row], overhead_ms: float, device: str) -> None:
+    print(f"device: {device}")
+    print(f"{'mode':<11} {'clients':>7} {'requests':>8} {'docs':>5} {'pairs/s':>9} {'vs in-proc':>10} "
+          f"{'p50 ms':>9} {'p99 ms':>9}")
+    for row in rows:
+        print(f"{row.mode:<11} {row.clients:>7} {row.requests:>8} {row.docs:>5} {row.pairs_per_s:>9.1f} "
+              f"{row.ratio:>9.2f}x {row.p50_ms:>9.2f} {row.p99_ms:>9.2f}")
+    print(f"per-request overhead at p50, 1 document, 1 client: {overhead_ms:.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--requests", type=int, default=64, help="requests per configuration")
+    parser.add_argument("--docs", type=int, default=20, help="documents per request")
+    parser.add_argument("--words", type=int, default=60, help="mean words per document")
+    parser.add_argument("--latency-requests", type=int, default=200, help="one-document requests for the overhead")
+    parser.add_argument("--quick", action="store_true", help="few small requests: a smoke test")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+    if args.quick:
+        args.requests, args.docs, args.words, args.latency_requests = 16, 4, 20, 30
+
+    rng = np.random.default_rng(0)
+    requests = make_requests(rng, args.requests, args.docs, args.words)
+    singles = make_requests(rng, args.latency_requests, 1, args.words)
+    reranker = Reranker(args.model, device=args.device)
+    device = torch.cuda.get_device_name() if reranker.device.type == "cuda" else platform.processor() or "cpu"
+
+    baseline = run_in_process(reranker, requests)
+    single_baseline = run_in_process(reranker, singles)
+    rows = [baseline]
+    path = f"/v1/score/{args.model}"
+    # The server gets the machine to itself while it runs: free the in-process model first.
+    del reranker
+    with ServerProcess(["--model", args.model, "--device", args.device, "--threads", str(max(args.clients) * 2)],
+                       env={"HF_HUB_OFFLINE": "1"}) as server:
+        for clients in args.clients:
+            row = run_server(server.client, path, requests, clients)
+            row.ratio = row.pairs_per_s / baseline.pairs_per_s
+            rows.append(row)
+        single = run_server(server.client, path, singles, 1)
+    single_baseline.ratio = 1.0
+    single.ratio = single.pairs_per_s / single_baseline.pairs_per_s
+    rows += [single_baseline, single]
+    overhead_ms = single.p50_ms - single_baseline.p50_ms
+    print_table(rows, overhead_ms, device)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"device": device, "model": args.model, "torch_threads": torch.get_num_threads(),
+              "overhead_p50_ms": overhead_ms, "rows": [asdict(row) for row in rows]}
+    (args.out / "server.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
