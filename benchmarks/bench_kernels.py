@@ -9,7 +9,7 @@ LayerNorm (bytes = read x and residual, write out) and bias + GELU (bytes = read
 
     python benchmarks/bench_kernels.py [--device cuda] [--dtype fp16] [--tiny] [--out DIR]
 
-Prints a table, writes kernels.json and kernels.png (when matplotlib is installed) under --out
+Prints a table, writes kernels.json, kernels.md and kernels.png (when matplotlib is installed) under --out
 (default: $OUT, else benchmarks/out). --tiny runs small shapes for a CPU smoke test (CI, with TRITON_INTERPRET=1).
 """
 
@@ -182,6 +182,14 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(rows: list[Row], title: str) -> str:
+    """The table as markdown, for RESULTS.md."""
+    lines = [f"**{title}**", "", "| op | case | impl | ms | rate | x baseline |", "|---|---|---|---:|---:|---:|"]
+    lines += [f"| {r.op} | {r.case} | {r.impl} | {r.ms:.3f} | {r.rate:.4g} {r.unit} | {r.ratio:.2f}x ({r.baseline}) |"
+              for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows: list[Row], title: str, path: Path) -> bool:
     """Grouped bars of each op's rate per case and implementation; False when matplotlib is missing."""
     try:
@@ -240,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"title": title, "device": device_name(device), "dtype": str(dtype), "tiny": args.tiny,
                "rows": [asdict(r) for r in rows]}
     (args.out / "kernels.json").write_text(json.dumps(results, indent=1))
+    (args.out / "kernels.md").write_text(format_markdown(rows, title))
     if plot(rows, title, args.out / "kernels.png"):
         print(f"wrote {args.out / 'kernels.json'} and {args.out / 'kernels.png'}")
     else:

@@ -105,11 +105,8 @@ def _resolve(device: torch.device, dtype: torch.dtype, request: str) -> KernelBa
         logger.info("sie kernels on %s/%s: %s", device, str(dtype).removeprefix("torch."), backends.as_dict())
         return backends
     for op in ("attention", "layer_norm", "gelu"):
-        if request in _op_choices(op) and request not in available[op]:
-            raise ValueError(
-                f"{op} backend {request!r} is not available on {device} with {dtype}; "
-                f"available: {', '.join(available[op])}"
-            )
+        if request in _op_choices(op):
+            _checked(op, request, device, dtype)
     norm = request if request in NORM_BACKENDS else available["layer_norm"][0]
     return KernelBackends(request, norm, norm)
 
