@@ -254,7 +254,7 @@ def kernel_targets(kernel_rows: list[dict]) -> list[tuple[str, str, bool]]:
             ratio = flash["ms"] / triton_ms
             targets.append((f"attention {case}: triton vs flash (>= 0.8x)", f"{ratio:.2f}x", ratio >= 0.8))
         ratio = by_impl["sdpa padded"]["ms"] / triton_ms
-        if "40% pad" in case:
+        if case.startswith(bench_kernels.PADDED_TARGET_MIX):
             targets.append((f"attention {case}: triton vs padded SDPA (>= 1.5x)", f"{ratio:.2f}x", ratio >= 1.5))
     for r in kernel_rows:
         if r["op"] == "layer_norm" and r["impl"] == "triton":
