@@ -14,7 +14,10 @@ set -uo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-PYTHON=${PYTHON:-$(command -v python || command -v python3)}
+# $PYTHON, else the checkout's virtual environment (make setup), else the python on PATH (the GPU machine's).
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=$(command -v python || command -v python3); fi
+fi
 DEVICE=cuda
 TINY=()
 # test_compile (marked slow) compiles for sm_90 without a GPU: redundant where the kernels run for real.
