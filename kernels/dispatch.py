@@ -58,9 +58,12 @@ def triton_runs_on(device: torch.device) -> bool:
     return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def flash_runs_on(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether a flash varlen kernel serves ``device`` and ``dtype`` (CUDA, fp16/bf16, Ampere or newer)."""
+def flash_runs_on(device: torch.device, dtype: torch.dtype, head_dim: int | None = None) -> bool:
+    """Whether a flash varlen kernel serves ``device``, ``dtype`` and ``head_dim`` (CUDA, fp16/bf16, Ampere or
+    newer; head dims that are multiples of 8 up to 256, e.g. not TinyBERT's 26)."""
     if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16) or flash_implementation() is None:
+        return False
+    if head_dim is not None and (head_dim % 8 or head_dim > 256):
         return False
     try:
         return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
@@ -68,8 +71,10 @@ def flash_runs_on(device: torch.device, dtype: torch.dtype) -> bool:
         return False
 
 
-def available_backends(device: torch.device, dtype: torch.dtype) -> dict[str, tuple[str, ...]]:
-    """Backends that can run each op on ``device``/``dtype``, fastest first."""
+def available_backends(
+    device: torch.device, dtype: torch.dtype, head_dim: int | None = None
+) -> dict[str, tuple[str, ...]]:
+    """Backends that can run each op on ``device``/``dtype`` (and attention ``head_dim``), fastest first."""
     device = torch.device(device)
     if not triton_runs_on(device):
         norm = ("torch",)
@@ -77,12 +82,14 @@ def available_backends(device: torch.device, dtype: torch.dtype) -> dict[str, tu
         norm = ("triton", "torch")
     else:
         norm = ("torch", "triton")  # interpreted: correct but slow, so never the automatic choice
-    attention = tuple(b for b in ("flash",) if flash_runs_on(device, dtype)) + norm
+    attention = tuple(b for b in ("flash",) if flash_runs_on(device, dtype, head_dim)) + norm
     return {"attention": attention, "layer_norm": norm, "gelu": norm}
 
 
-def resolve_backends(device: torch.device, dtype: torch.dtype, attention: str = "auto") -> KernelBackends:
-    """Pick the backends for a model on ``device`` with activations in ``dtype``.
+def resolve_backends(
+    device: torch.device, dtype: torch.dtype, attention: str = "auto", head_dim: int | None = None
+) -> KernelBackends:
+    """Pick the backends for a model on ``device`` with activations in ``dtype`` and attention heads of ``head_dim``.
 
     ``attention="auto"`` takes ``$SIE_ATTENTION_BACKEND`` when set, else the fastest available backend for every
     op (logged once). "triton" or "torch" requested explicitly applies to all three ops (a whole-engine switch,
@@ -92,21 +99,23 @@ def resolve_backends(device: torch.device, dtype: torch.dtype, attention: str = 
     request = attention
     if request == "auto":
         request = os.environ.get(ENV_ATTENTION_BACKEND, "").strip().lower() or "auto"
-    return _resolve(torch.device(device), dtype, request)
+    return _resolve(torch.device(device), dtype, request, head_dim)
 
 
 @functools.cache
-def _resolve(device: torch.device, dtype: torch.dtype, request: str) -> KernelBackends:
+def _resolve(device: torch.device, dtype: torch.dtype, request: str, head_dim: int | None) -> KernelBackends:
     if request not in _REQUESTS:
         raise ValueError(f"unknown attention backend {request!r}; expected one of {', '.join(_REQUESTS)}")
-    available = available_backends(device, dtype)
+    available = available_backends(device, dtype, head_dim)
     if request == "auto":
         backends = KernelBackends(available["attention"][0], available["layer_norm"][0], available["gelu"][0])
         logger.info("sie kernels on %s/%s: %s", device, str(dtype).removeprefix("torch."), backends.as_dict())
         return backends
     for op in ("attention", "layer_norm", "gelu"):
-        if request in _op_choices(op):
-            _checked(op, request, device, dtype)
+        if request in _op_choices(op) and request not in available[op]:
+            shape = "" if head_dim is None else f" and head_dim {head_dim}"
+            raise ValueError(f"{op} backend {request!r} is not available on {device} with {dtype}{shape}; "
+                             f"available: {', '.join(available[op])}")
     norm = request if request in NORM_BACKENDS else available["layer_norm"][0]
     return KernelBackends(request, norm, norm)
 

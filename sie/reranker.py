@@ -81,7 +81,8 @@ class Reranker:
         self.device = _resolve_device(device)
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         config = AutoConfig.from_pretrained(self.path)
-        self.kernel_backends = resolve_backends(self.device, self.dtype, backend)
+        head_dim = config.hidden_size // config.num_attention_heads
+        self.kernel_backends = resolve_backends(self.device, self.dtype, backend, head_dim=head_dim)
         self.model = load_model(self.path, config, self.kernel_backends, self.device, self.dtype)
         self.architecture = type(self.model).__name__
         hf_tokenizer = AutoTokenizer.from_pretrained(self.path)

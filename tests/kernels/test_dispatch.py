@@ -100,3 +100,14 @@ def test_public_ops_stay_functions_once_implementations_load():
     for op, backend in dispatch._IMPLEMENTATIONS:
         dispatch._load(op, backend)
     assert all(callable(f) for f in (sie.kernels.varlen_attention, sie.kernels.layer_norm, sie.kernels.bias_gelu))
+
+
+def test_flash_is_offered_only_for_head_dims_it_supports(monkeypatch):
+    # The probe's inputs, as an H100 with PyTorch's flash varlen kernel would report them.
+    monkeypatch.setattr(dispatch, "flash_implementation", lambda: "torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    cuda = torch.device("cuda")
+    assert dispatch.flash_runs_on(cuda, torch.float16, head_dim=64)
+    assert not dispatch.flash_runs_on(cuda, torch.float16, head_dim=26), "TinyBERT's head dim 26 needs triton"
+    assert not dispatch.flash_runs_on(cuda, torch.float32, head_dim=64)
