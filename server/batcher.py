@@ -193,8 +193,11 @@ class Batcher:
         for job, start, stop in zip(batch, offsets[:-1], offsets[1:]):
             job.finish(logits[start:stop], None, started, ended)
         if self._on_batch is not None:
-            self._on_batch(BatchStats(requests=len(batch), pairs=int(offsets[-1]), tokens=encoded.num_tokens,
-                                      seconds=ended - started))
+            try:
+                self._on_batch(BatchStats(requests=len(batch), pairs=int(offsets[-1]), tokens=encoded.num_tokens,
+                                          seconds=ended - started))
+            except Exception:  # a reporting failure must not stop the consumer thread
+                logger.exception("on_batch failed")
 
 
 class Slot:

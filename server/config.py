@@ -68,14 +68,14 @@ class ServerConfig:
     port: int = 8080
     models: tuple[str, ...] = field(default_factory=_default_models)
     workers: int = 1
-    threads: int = 64
+    threads: int = 128
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # never printed
     device: str = "auto"
     dtype: str | None = None
     backend: str = "auto"
     max_batch_tokens: int | None = None
     max_batch_wait_ms: float = 2.0
-    max_queue: int = 256
+    max_queue: int = 64
     max_items: int = 1000
     max_body_bytes: int = 16 * 1024 * 1024
     request_timeout_s: float = 60.0
@@ -120,7 +120,8 @@ SETTINGS: dict[str, Setting] = {
     "port": Setting(int, "port to listen on", "--port"),
     "models": Setting(_csv, "models loaded at start-up (comma-separated ids or paths)", "--model"),
     "workers": Setting(int, "worker processes: one per device (one on CPU); worker i uses cuda:i", "--workers"),
-    "threads": Setting(int, "request threads per worker", "--threads"),
+    "threads": Setting(int, "request threads per worker (more than max-queue, so that the queue bound, not the "
+                            "thread pool, is what pushes back)", "--threads"),
     "api_keys": Setting(_csv, "accepted API keys (comma-separated); none: no authentication", "--api-key"),
     "device": Setting(str, "device: auto, cpu, cuda or cuda:N", "--device"),
     "dtype": Setting(_dtype, "weights/activation dtype (float32, float16, bfloat16); default: the engine's",

@@ -8,10 +8,12 @@ with what each step got back, for the test to check.
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
 
+import httpx
 from sie_sdk import InputTooLongError, RequestError, SIEClient
 from sie_sdk.types import Item
 
@@ -96,12 +98,24 @@ out["errors"] = {
 }
 
 # --- 503 QUEUE_FULL: the server under test admits one waiting request. Two long requests fill it (one runs,
-# one waits); the guide's call then gets 503 QUEUE_FULL, and the client retries until it is served.
-heavy = [Item(text="machine learning " * 60) for _ in range(64)]  # seconds of work, even on a fast CPU
+# one waits, as its queue-depth metric shows); the guide's call then gets 503 QUEUE_FULL, and the client
+# retries until it is served.
+def queue_depth():
+    metrics = httpx.get(f"{URL}/metrics").text
+    found = re.search(rf'^sie_queue_depth{{model="{re.escape(MODEL)}"[^}}]*}} (\S+)', metrics, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+heavy = [Item(text="machine learning " * 30) for _ in range(64)]
 background = [threading.Thread(target=lambda: SIEClient(URL).score(MODEL, Item(text="q"), heavy)) for _ in range(2)]
-for thread in background:
-    thread.start()
-    time.sleep(0.3)
+background[0].start()
+time.sleep(0.3)
+background[1].start()
+deadline = time.monotonic() + 60
+while queue_depth() < 1:
+    if time.monotonic() > deadline:
+        sys.exit("the queue never filled: the long requests finished before the test could use them")
+    time.sleep(0.005)
 out["skew_warnings"] = [m for m in retries.messages if "version" in m.lower()]
 retries.messages.clear()
 started = time.monotonic()
