@@ -52,15 +52,12 @@ def _finish_request(response: Response) -> Response:
     return response
 
 
-def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
-    """The application: defaults -> ``SIE_*`` environment -> ``config`` (a ServerConfig, or overrides by name).
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """The application: defaults -> ``SIE_*`` environment -> ``config`` (settings by name, e.g. in tests).
 
     Starts loading the configured models on a background thread; ``/readyz`` says when they are ready.
     """
-    if isinstance(config, ServerConfig):
-        settings = config
-    else:
-        settings = ServerConfig.from_env().override(config)
+    settings = ServerConfig.from_env().override(config)
     app = Flask("sie.server")
     metrics = Metrics()
     registry = ModelRegistry(settings, metrics)

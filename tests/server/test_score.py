@@ -46,7 +46,8 @@ def test_score_matches_the_engine_and_echoes_ids(server, tiny_reranker):
 def test_json_in_json_out_like_the_guides_curl(server):
     body = {"query": {"text": "What is machine learning?"},
             "items": [{"text": "Machine learning uses algorithms to learn from data."},
-                      {"text": "The weather is sunny today."}]}
+                      # Fields the server does not use are ignored, as the contract says.
+                      {"text": "The weather is sunny today.", "metadata": {"source": "x"}, "images": []}]}
     reply = server.client.post(PATH, body, msgpack_in=False, accept="application/json")
     assert reply.status == 200 and reply.headers["content-type"] == "application/json"
     result = json.loads(reply.body)
