@@ -64,15 +64,16 @@ def layer_norm_torch(
     """LayerNorm(x + residual) over the last dim with fp32 statistics.
 
     x, residual: [total_tokens, hidden]; weight, bias: [hidden]. Returns [total_tokens, hidden] in x's dtype.
+    PyTorch's LayerNorm already accumulates fp16/bf16 inputs in fp32 (on CPU and CUDA), so no upcast copy is
+    made: on CPU in bf16 the copies cost a fifth of the engine's time.
     """
     h = x if residual is None else x + residual
-    if h.dtype in (torch.float32, torch.float64):
-        return F.layer_norm(h, (h.shape[-1],), weight.to(h.dtype), bias.to(h.dtype), eps)
-    return F.layer_norm(h.float(), (h.shape[-1],), weight.float(), bias.float(), eps).to(x.dtype)
+    return F.layer_norm(h, (h.shape[-1],), weight.to(h.dtype), bias.to(h.dtype), eps)
 
 
 def bias_gelu_torch(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Exact (erf) GELU(x + bias), as BERT uses. x: [total_tokens, n]; bias: [n]. Returns x's dtype."""
-    if x.dtype in (torch.float32, torch.float64):
-        return F.gelu(x + bias.to(x.dtype))
-    return F.gelu(x.float() + bias.float()).to(x.dtype)
+    """Exact (erf) GELU(x + bias), as BERT uses. x: [total_tokens, n]; bias: [n]. Returns x's dtype.
+
+    PyTorch evaluates GELU on fp16/bf16 in fp32 internally; only the bias add rounds to x's dtype.
+    """
+    return F.gelu(x + bias.to(x.dtype))
