@@ -1,11 +1,12 @@
 """Server benchmark: N concurrent clients against `sie serve`, next to the in-process engine on the same requests.
 
 The baseline is the engine in this process, scoring the same requests one after another (``Reranker.score``),
-measured in the same run. The server line sends them from N client threads, each with its own keep-alive
+measured in the same run; one-document requests alternate between the two, so both see the same machine. The server line sends them from N client threads, each with its own keep-alive
 connection, as msgpack the way sie-sdk does; its batcher may merge requests from different clients.
 
   pairs/s   = pairs scored / wall time of the whole request list
   overhead  = server p50 - in-process p50 for a one-document request, one client (HTTP, msgpack, queueing)
+  srv p50   = the server's own X-Total-Time (arrival in the worker to answer); infer p50 its X-Inference-Time
 
     python benchmarks/bench_server.py [--model M] [--device cpu|cuda] [--clients 1 4 16] [--requests 64]
                                       [--docs 20] [--words 60] [--quick] [--out DIR]
@@ -52,6 +53,8 @@ class Row:
     p50_ms: float
     p99_ms: float
     ratio: float = 1.0
+    server_p50_ms: float | None = None  # X-Total-Time: from the request's arrival in the worker to its answer
+    inference_p50_ms: float | None = None  # X-Inference-Time: the batch that carried it
 
 
 def make_requests(rng: np.random.Generator, count: int, docs: int, words: int) -> list[dict]:
@@ -84,30 +87,56 @@ def run_in_process(reranker: Reranker, requests: list[dict]) -> Row:
     return _summary("in-process", 1, requests, time.perf_counter() - started, latencies)
 
 
+def _post(client: HttpClient, path: str, request: dict) -> tuple[float, float, float]:
+    """Seconds for one request, and the server's own X-Total-Time and X-Inference-Time (milliseconds)."""
+    began = time.perf_counter()
+    reply = client.post(path, request, accept="application/msgpack")
+    if reply.status != 200:
+        raise RuntimeError(f"server answered {reply.status}: {reply.body[:300]!r}")
+    return (time.perf_counter() - began, float(reply.headers["x-total-time"]),
+            float(reply.headers["x-inference-time"]))
+
+
+def _server_row(clients: int, requests: list[dict], wall_s: float, timings: np.ndarray) -> Row:
+    row = _summary("server", clients, requests, wall_s, list(timings[:, 0]))
+    row.server_p50_ms, row.inference_p50_ms = (float(value) for value in np.median(timings[:, 1:], axis=0))
+    return row
+
+
 def run_server(client: HttpClient, path: str, requests: list[dict], clients: int) -> Row:
     """The request list sent by ``clients`` threads at once (each takes the next request when done)."""
-    def send(request: dict) -> float:
-        began = time.perf_counter()
-        reply = client.post(path, request, accept="application/msgpack")
-        if reply.status != 200:
-            raise RuntimeError(f"server answered {reply.status}: {reply.body[:300]!r}")
-        return time.perf_counter() - began
-
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(send, requests[:clients]))  # warm-up, and one connection per thread
+        list(pool.map(lambda request: _post(client, path, request), requests[:clients]))  # warm-up, connections
         started = time.perf_counter()
-        latencies = list(pool.map(send, requests))
+        timings = np.array(list(pool.map(lambda request: _post(client, path, request), requests)))
         wall_s = time.perf_counter() - started
-    return _summary("server", clients, requests, wall_s, latencies)
+    return _server_row(clients, requests, wall_s, timings)
+
+
+def run_interleaved(reranker: Reranker, client: HttpClient, path: str, requests: list[dict]) -> tuple[Row, Row]:
+    """Each request in process, then through the server, in turn: both see the same machine conditions."""
+    in_process, served = [], []
+    for request in requests[:5]:  # warm-up
+        reranker.score(request["query"], request["items"])
+        _post(client, path, request)
+    for request in requests:
+        began = time.perf_counter()
+        reranker.score(request["query"], request["items"])
+        in_process.append(time.perf_counter() - began)
+        served.append(_post(client, path, request))
+    timings = np.array(served)
+    return (_summary("in-process", 1, requests, sum(in_process), in_process),
+            _server_row(1, requests, float(timings[:, 0].sum()), timings))
 
 
 def print_table(rows: list[Row], overhead_ms: float, device: str) -> None:
     print(f"device: {device}")
     print(f"{'mode':<11} {'clients':>7} {'requests':>8} {'docs':>5} {'pairs/s':>9} {'vs in-proc':>10} "
-          f"{'p50 ms':>9} {'p99 ms':>9}")
+          f"{'p50 ms':>9} {'p99 ms':>9} {'srv p50':>9} {'infer p50':>9}")
     for row in rows:
+        server_side = "" if row.server_p50_ms is None else f" {row.server_p50_ms:>9.2f} {row.inference_p50_ms:>9.2f}"
         print(f"{row.mode:<11} {row.clients:>7} {row.requests:>8} {row.docs:>5} {row.pairs_per_s:>9.1f} "
-              f"{row.ratio:>9.2f}x {row.p50_ms:>9.2f} {row.p99_ms:>9.2f}")
+              f"{row.ratio:>9.2f}x {row.p50_ms:>9.2f} {row.p99_ms:>9.2f}{server_side}")
     print(f"per-request overhead at p50, 1 document, 1 client: {overhead_ms:.2f} ms")
 
 
@@ -133,19 +162,15 @@ def main() -> None:
     device = torch.cuda.get_device_name() if reranker.device.type == "cuda" else platform.processor() or "cpu"
 
     baseline = run_in_process(reranker, requests)
-    single_baseline = run_in_process(reranker, singles)
     rows = [baseline]
     path = f"/v1/score/{args.model}"
-    # The server gets the machine to itself while it runs: free the in-process model first.
-    del reranker
     with ServerProcess(["--model", args.model, "--device", args.device, "--threads", str(max(args.clients) * 2)],
                        env={"HF_HUB_OFFLINE": "1"}) as server:
         for clients in args.clients:
             row = run_server(server.client, path, requests, clients)
             row.ratio = row.pairs_per_s / baseline.pairs_per_s
             rows.append(row)
-        single = run_server(server.client, path, singles, 1)
-    single_baseline.ratio = 1.0
+        single_baseline, single = run_interleaved(reranker, server.client, path, singles)
     single.ratio = single.pairs_per_s / single_baseline.pairs_per_s
     rows += [single_baseline, single]
     overhead_ms = single.p50_ms - single_baseline.p50_ms
