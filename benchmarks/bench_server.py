@@ -1,8 +1,9 @@
 """Server benchmark: N concurrent clients against `sie serve`, next to the in-process engine on the same requests.
 
 The baseline is the engine in this process, scoring the same requests one after another (``Reranker.score``),
-measured in the same run; one-document requests alternate between the two, so both see the same machine. The server line sends them from N client threads, each with its own keep-alive
-connection, as msgpack the way sie-sdk does; its batcher may merge requests from different clients.
+measured in the same run; one-document requests alternate between the two, so both see the same machine.
+The server line sends them from N client threads, each with its own keep-alive connection, as msgpack the
+way sie-sdk does; its batcher may merge requests from different clients.
 
   pairs/s   = pairs scored / wall time of the whole request list
   overhead  = server p50 - in-process p50 for a one-document request, one client (HTTP, msgpack, queueing)
@@ -22,7 +23,6 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path

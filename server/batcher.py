@@ -190,7 +190,7 @@ class Batcher:
             return
         ended = time.perf_counter()
         offsets = np.cumsum([0] + [job.encoded.num_pairs for job in batch])
-        for job, start, stop in zip(batch, offsets[:-1], offsets[1:]):
+        for job, start, stop in zip(batch, offsets[:-1], offsets[1:], strict=True):
             job.finish(logits[start:stop], None, started, ended)
         if self._on_batch is not None:
             try:

@@ -69,7 +69,7 @@ def test_concurrent_requests_share_batches_and_get_exactly_their_own_results():
     batcher = _batcher(run)
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda encoded: _score(batcher, encoded), requests))
-    for encoded, logits in zip(requests, results):
+    for encoded, logits in zip(requests, results, strict=True):
         np.testing.assert_array_equal(logits, _sums(encoded))
     assert max(stats.requests for stats in run.stats) > 1
     assert sum(stats.requests for stats in run.stats) == len(requests)
@@ -89,7 +89,7 @@ def test_the_token_budget_bounds_batches_but_a_larger_request_runs_alone():
         time.sleep(0.2)
         run.gate.set()
         results = [future.result() for future in futures]
-    for encoded, logits in zip(requests, results):
+    for encoded, logits in zip(requests, results, strict=True):
         np.testing.assert_array_equal(logits, _sums(encoded))
     for stats in run.stats:
         assert stats.tokens <= 100 or stats.requests == 1
@@ -163,7 +163,7 @@ def test_a_failing_request_fails_alone():
         with pytest.raises(ValueError, match="poisoned"):
             futures[3].result()
         good = [future.result() for index, future in enumerate(futures) if index != 3]
-    for encoded, logits in zip(requests, good):
+    for encoded, logits in zip(requests, good, strict=True):
         np.testing.assert_array_equal(logits, _sums(encoded))
     batcher.close()
 
@@ -183,7 +183,7 @@ def test_close_runs_what_is_queued_then_refuses():
             batcher.slot()
         run.gate.set()
         closing.result()
-        for encoded, future in zip(requests, futures):
+        for encoded, future in zip(requests, futures, strict=True):
             np.testing.assert_array_equal(future.result(), _sums(encoded))
 
 
@@ -199,7 +199,7 @@ def test_the_real_engine_through_the_batcher_equals_solo_logits(tiny_reranker):
                       max_queue=100, on_batch=stats.append)
     with ThreadPoolExecutor(12) as pool:
         batched = list(pool.map(lambda one: _score(batcher, one), encoded))
-    for alone, together in zip(solo, batched):
+    for alone, together in zip(solo, batched, strict=True):
         np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5)
     assert max(s.requests for s in stats) > 1
     batcher.close()

@@ -82,7 +82,7 @@ def test_concurrent_answers_equal_solo_answers_and_batches_form(server):
     with ThreadPoolExecutor(NUM_THREADS) as pool:
         concurrent = list(pool.map(send, requests))
 
-    for (path, _, _), alone, together in zip(requests, solo, concurrent):
+    for (path, _, _), alone, together in zip(requests, solo, concurrent, strict=True):
         solo_ids, solo_scores = _ranked(path, alone)
         ids, scores = _ranked(path, together)
         assert _same_order(solo_ids, solo_scores, ids), (path, solo_ids, ids)
