@@ -1,8 +1,9 @@
-"""The published client against our server: sie-sdk 0.10.1 runs the guide's score examples (sdk_examples.py).
+"""Published clients against our server: sie-sdk 0.10.1 runs the guide's score examples (sdk_examples.py), and
+Cohere's Python client (v1 and v2) reranks through /v1/rerank and /v2/rerank (cohere_examples.py).
 
-sie-sdk needs Python >= 3.12; its virtual environment is built once and cached under
-``~/.cache/sie/sdk-venv-0.10.1`` (``SIE_SDK_VENV`` overrides). Without a Python >= 3.12 the test skips
-with a message, unless ``SIE_REQUIRE_SDK_TEST=1`` (CI), where it fails instead.
+sie-sdk needs Python >= 3.12; the clients' virtual environment is built once and cached under
+``~/.cache/sie/sdk-venv-0.10.1`` (``SIE_SDK_VENV`` overrides). Without a Python >= 3.12 the tests skip
+with a message, unless ``SIE_REQUIRE_SDK_TEST=1`` (CI), where they fail instead.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sie import DEFAULT_MODEL
+from sie.requests import scores_from_logits
 from sie.server.process import ServerProcess
+from tests.server.conftest import TINY_BERT
 
 SDK_VERSION = "0.10.1"
+CLIENTS = {"sie-sdk": SDK_VERSION, "cohere": "7.3.1"}
 EXAMPLES = Path(__file__).with_name("sdk_examples.py")
+COHERE_EXAMPLES = Path(__file__).with_name("cohere_examples.py")
 
 
 def _unavailable(reason: str) -> None:
@@ -60,11 +66,13 @@ def find_python312() -> str | None:
     return None
 
 
-def sdk_python() -> str:
-    """The cached venv's interpreter with sie-sdk installed, built on first use."""
+@pytest.fixture(scope="module")
+def clients_python() -> str:
+    """The cached venv's interpreter with the CLIENTS installed, built on first use."""
     venv = Path(os.environ.get("SIE_SDK_VENV", Path.home() / ".cache" / "sie" / f"sdk-venv-{SDK_VERSION}"))
     python = venv / "bin" / "python"
-    check = f"import sie_sdk, importlib.metadata as m; assert m.version('sie-sdk') == '{SDK_VERSION}'"
+    check = "import importlib.metadata as m; " + "; ".join(
+        f"assert m.version({name!r}) == {version!r}" for name, version in CLIENTS.items())
     if python.exists() and subprocess.run([python, "-c", check], capture_output=True).returncode == 0:
         return str(python)
     base = find_python312()
@@ -74,10 +82,11 @@ def sdk_python() -> str:
     staging = Path(tempfile.mkdtemp(prefix=venv.name + ".", dir=venv.parent))
     try:
         subprocess.run([base, "-m", "venv", staging], check=True, capture_output=True, timeout=300)
-        installed = subprocess.run([staging / "bin" / "python", "-m", "pip", "install", "--quiet",
-                                    f"sie-sdk=={SDK_VERSION}"], capture_output=True, text=True, timeout=600)
+        requirements = [f"{name}=={version}" for name, version in CLIENTS.items()]
+        installed = subprocess.run([staging / "bin" / "python", "-m", "pip", "install", "--quiet", *requirements],
+                                   capture_output=True, text=True, timeout=600)
         if installed.returncode != 0:
-            _unavailable(f"pip install sie-sdk=={SDK_VERSION} failed:\n{installed.stderr[-2000:]}")
+            _unavailable(f"pip install {' '.join(requirements)} failed:\n{installed.stderr[-2000:]}")
         # Built aside and renamed into place, so an interrupted build never looks complete. Only bin/python
         # is used, and it finds its packages relative to itself, whatever the folder's name.
         shutil.rmtree(venv, ignore_errors=True)
@@ -95,12 +104,15 @@ def default_server(default_model_path) -> Iterator[ServerProcess]:
         yield server
 
 
-def test_sie_sdk_runs_the_guide_examples(default_server):
-    python = sdk_python()
-    done = subprocess.run([python, EXAMPLES, default_server.url, DEFAULT_MODEL], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONPATH": ""})
+def _run(python: str, script: Path, *args: str) -> dict:
+    done = subprocess.run([python, script, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": ""})
     assert done.returncode == 0, done.stderr[-4000:]
-    out = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_sie_sdk_runs_the_guide_examples(clients_python, default_server):
+    out = _run(clients_python, EXAMPLES, default_server.url, DEFAULT_MODEL)
 
     basic = out["basic"]
     assert basic["model"] == DEFAULT_MODEL
@@ -134,3 +146,17 @@ def test_sie_sdk_runs_the_guide_examples(default_server):
     metrics = default_server.client.get("/metrics").body.decode()
     assert re.search(r'sie_requests_total\{endpoint="/v1/score/<path:model>",status="503"[^}]*\} [1-9]', metrics)
     assert out["skew_warnings"] == []
+
+
+def test_cohere_clients_rerank_through_the_compatible_endpoints(clients_python, server, tiny_reranker):
+    documents = ["Python is a programming language.", "Snakes are reptiles.", "Python was created by Guido van Rossum."]
+    out = _run(clients_python, COHERE_EXAMPLES, server.url, TINY_BERT)
+    expected = scores_from_logits(tiny_reranker.logits(tiny_reranker.encode("What is Python?", documents)), False)
+    order = np.argsort(-expected, kind="stable")
+    for version, top_n in (("v1", 2), ("v2", 3)):
+        results = out[version]
+        assert [result["index"] for result in results] == order[:top_n].tolist()
+        np.testing.assert_allclose([result["relevance_score"] for result in results], expected[order[:top_n]],
+                                   atol=1e-6)
+    assert [result["document"] for result in out["v1"]] == [documents[i] for i in order[:2]]
+    assert out["unknown_model"] == {"type": "NotFoundError", "status": 404}
