@@ -151,10 +151,16 @@ def main() -> None:
         cross_encoder = CrossEncoder(str(fp32.path), device=str(device))
         engines["sentence-transformers fp32 (batch 32)"] = lambda: cross_encoder.predict(pairs, batch_size=32)
 
-    results = {}
-    for name, run in engines.items():
+    for run in engines.values():
         run()  # warm-up: first-call allocations and lazy initialisation
-        seconds = median_seconds(run, args.repeats, device)
+    # Round-robin repeats: whatever else the machine does at a moment weighs on every engine alike.
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(args.repeats):
+        for name, run in engines.items():
+            times[name].append(median_seconds(run, 1, device))
+    results = {}
+    for name, samples in times.items():
+        seconds = statistics.median(samples)
         results[name] = {"seconds": seconds, "pairs_per_s": len(documents) / seconds, "gflops": flops / seconds / 1e9}
 
     peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(reduced, device)}
