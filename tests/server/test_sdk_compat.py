@@ -1,5 +1,6 @@
-"""Published clients against our server: sie-sdk 0.10.1 runs the guide's score examples (sdk_examples.py), and
-Cohere's Python client (v1 and v2) reranks through /v1/rerank and /v2/rerank (cohere_examples.py).
+"""Published clients against our server: sie-sdk 0.10.1 runs the guide's score examples (sdk_examples.py),
+Cohere's Python client (v1 and v2) reranks through /v1/rerank and /v2/rerank (cohere_examples.py), and the
+guide's curl example gets JSON back.
 
 sie-sdk needs Python >= 3.12; the clients' virtual environment is built once and cached under
 ``~/.cache/sie/sdk-venv-0.10.1`` (``SIE_SDK_VENV`` overrides). Without a Python >= 3.12 the tests skip
@@ -160,3 +161,24 @@ def test_cohere_clients_rerank_through_the_compatible_endpoints(clients_python, 
                                    atol=1e-6)
     assert [result["document"] for result in out["v1"]] == [documents[i] for i in order[:2]]
     assert out["unknown_model"] == {"type": "NotFoundError", "status": 404}
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_guides_curl_example(default_server):
+    # The guide's command, with this server's port and the installed model in place of localhost:8080 and
+    # BAAI/bge-reranker-v2-m3.
+    done = subprocess.run(
+        ["curl", "-sS", "-X", "POST", f"{default_server.url}/v1/score/{DEFAULT_MODEL}",
+         "-H", "Content-Type: application/json",
+         "-H", "Accept: application/json",
+         "-d", """{
+"query": {"text": "What is machine learning?"},
+"items": [
+{"text": "Machine learning uses algorithms to learn from data."},
+{"text": "The weather is sunny today."}
+]
+}"""], capture_output=True, text=True, timeout=120, check=True)
+    result = json.loads(done.stdout)
+    assert result["model"] == DEFAULT_MODEL
+    assert [entry["item_id"] for entry in result["scores"]] == ["item-0", "item-1"]
+    assert result["scores"][0]["score"] > 0.5 > result["scores"][1]["score"]
