@@ -82,7 +82,8 @@ class ModelRegistry:
             logger.exception("loading model %s failed", name)
             with self._lock:
                 self._loading.discard(name)
-                self._failed[name] = f"{type(error).__name__}: {error}"
+                # The first line only: the rest may list local paths, which clients have no business seeing.
+                self._failed[name] = f"{type(error).__name__}: {next(iter(str(error).splitlines()), '')}"
             return
         self._metrics.track_queue(name, lambda: batcher.depth)
         with self._lock:

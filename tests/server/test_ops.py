@@ -39,6 +39,21 @@ def test_readyz_is_503_until_the_models_are_loaded(tiny_models_dir):
         assert score.status == 200
 
 
+def test_a_model_that_fails_to_load_is_reported_not_retried(tiny_models_dir):
+    with tiny_server(tiny_models_dir, "--model", "test/missing").start(wait_ready=False) as broken:
+        deadline = time.monotonic() + 60
+        while (ready := broken.client.get("/readyz")).data()["detail"]["code"] == "MODEL_LOADING":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert ready.status == 503 and ready.data()["detail"]["code"] == "MODEL_LOAD_FAILED"
+        reply = broken.client.post("/v1/score/test/missing", {"query": "q", "items": ["a"]})
+        assert reply.status == 502 and reply.data()["detail"]["code"] == "MODEL_LOAD_FAILED"
+        assert "ModelNotFoundError" in reply.data()["detail"]["message"]
+        assert str(tiny_models_dir) not in reply.body.decode()
+        models = {model["name"]: model for model in broken.client.get("/v1/models").data()["models"]}
+        assert models["test/missing"]["state"] == "failed"
+
+
 def test_a_locally_installed_model_loads_on_demand(server):
     path = f"/v1/score/{TINY_XLMR}"
     body = {"query": "what", "items": ["python", "rain"]}
