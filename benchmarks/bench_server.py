@@ -1,7 +1,8 @@
 """Server benchmark: N concurrent clients against `sie serve`, next to the in-process engine on the same requests.
 
 The baseline is the engine in this process, scoring the same requests one after another (``Reranker.score``),
-measured in the same run; one-document requests alternate between the two, so both see the same machine.
+measured in the same run, before and after the server lines (their mean); one-document requests alternate
+between the two, so both see the same machine.
 The server line sends them from N client threads, each with its own keep-alive connection, as msgpack the
 way sie-sdk does; its batcher may merge requests from different clients.
 
@@ -74,8 +75,8 @@ def _summary(mode: str, clients: int, requests: list[dict], wall_s: float, laten
                float(np.percentile(latency_ms, 50)), float(np.percentile(latency_ms, 99)))
 
 
-def run_in_process(reranker: Reranker, requests: list[dict]) -> Row:
-    """The baseline: each request scored in turn by the engine in this process."""
+def time_in_process(reranker: Reranker, requests: list[dict]) -> tuple[float, list[float]]:
+    """The baseline: each request scored in turn by the engine in this process; (wall seconds, latencies)."""
     for request in requests[:2]:  # warm-up
         reranker.score(request["query"], request["items"])
     latencies = []
@@ -84,7 +85,7 @@ def run_in_process(reranker: Reranker, requests: list[dict]) -> Row:
         began = time.perf_counter()
         reranker.score(request["query"], request["items"])
         latencies.append(time.perf_counter() - began)
-    return _summary("in-process", 1, requests, time.perf_counter() - started, latencies)
+    return time.perf_counter() - started, latencies
 
 
 def _post(client: HttpClient, path: str, request: dict) -> tuple[float, float, float]:
@@ -161,16 +162,19 @@ def main() -> None:
     reranker = Reranker(args.model, device=args.device)
     device = torch.cuda.get_device_name() if reranker.device.type == "cuda" else platform.processor() or "cpu"
 
-    baseline = run_in_process(reranker, requests)
-    rows = [baseline]
+    # The baseline runs before and after the server lines and counts as their mean, so that a machine whose
+    # load drifts during the run (a shared CI runner) tilts neither side.
+    before = time_in_process(reranker, requests)
     path = f"/v1/score/{args.model}"
     with ServerProcess(["--model", args.model, "--device", args.device, "--threads", str(max(args.clients) * 2)],
                        env={"HF_HUB_OFFLINE": "1"}) as server:
-        for clients in args.clients:
-            row = run_server(server.client, path, requests, clients)
-            row.ratio = row.pairs_per_s / baseline.pairs_per_s
-            rows.append(row)
+        served = [run_server(server.client, path, requests, clients) for clients in args.clients]
         single_baseline, single = run_interleaved(reranker, server.client, path, singles)
+    after = time_in_process(reranker, requests)
+    baseline = _summary("in-process", 1, requests, (before[0] + after[0]) / 2, before[1] + after[1])
+    for row in served:
+        row.ratio = row.pairs_per_s / baseline.pairs_per_s
+    rows = [baseline, *served]
     single.ratio = single.pairs_per_s / single_baseline.pairs_per_s
     rows += [single_baseline, single]
     overhead_ms = single.p50_ms - single_baseline.p50_ms
