@@ -1,7 +1,8 @@
 # One entry point: every target sets up what it needs from scratch (a fresh machine has Python 3.11).
 #   make serve   set up, fetch the default model, serve the score API on :8080
-#   make test    set up, fetch the default model, run the test suite, the GPU check's CPU dry run and
-#                the benchmarks' smoke runs
+#   make test    set up, fetch the default model, run the test suite, then the GPU check's CPU dry run and
+#                small runs of the end-to-end and server benchmarks, so that none of them rots unnoticed
+#   make bench   the end-to-end benchmark recorded in benchmarks/RESULTS.md
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -29,7 +30,9 @@ serve: model
 
 test: model
 	$(BIN)/python -m pytest
-	bash benchmarks/gpu_check.sh --cpu
+	PYTHON=$(BIN)/python bash benchmarks/gpu_check.sh --cpu
+	$(BIN)/python benchmarks/bench_rerank.py --documents 8 --repeats 1
+	$(BIN)/python benchmarks/bench_server.py --quick
 
 bench: model
 	$(BIN)/python benchmarks/bench_rerank.py

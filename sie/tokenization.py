@@ -112,7 +112,8 @@ class PairTokenizer:
         query_lengths = self._variant(None).encode_batch(unique_queries, add_special_tokens=False)
         too_long_queries = {
             query for query, encoding in zip(unique_queries, query_lengths, strict=True)
-            if len(encoding.ids) + self.num_special_tokens > max_length
+            # only_second must leave the document at least one token, or the tokenizer refuses the batch.
+            if len(encoding.ids) + self.num_special_tokens >= max_length
         }
         if not too_long_queries:
             return EncodedPairs.from_encodings(self._variant((max_length, "only_second")).encode_batch(pairs))

@@ -48,3 +48,12 @@ def test_no_truncation_reports_the_first_pair_too_long(tokenizers):
         ours.encode(["q"] * 3, ["short", "long " * 100, "long " * 100], max_length=64, truncate=False)
     assert error.value.field == "items[1]" and error.value.limit == 64 and error.value.length > 64
     assert ours.encode(["q"], ["short"], max_length=64, truncate=False).num_pairs == 1
+
+
+def test_a_query_that_exactly_fills_the_limit_still_encodes(tokenizers):
+    _, ours = tokenizers
+    query = "what is python"
+    query_tokens = len(ours.encode([query], [""], max_length=512).input_ids) - ours.num_special_tokens
+    limit = query_tokens + ours.num_special_tokens
+    encoded = ours.encode([query, query], ["a document that cannot fit at all", ""], max_length=limit)
+    assert encoded.lengths.tolist() == [limit, limit]
