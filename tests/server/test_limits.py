@@ -77,15 +77,25 @@ def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def heavy(slow: ServerProcess) -> dict:
-    """A request that takes about TARGET_S alone on this machine (sized from a measured one)."""
+    """A request that takes at least TARGET_S alone on this machine, grown until the faster of two runs does.
+
+    Calibrating on the request itself (not extrapolating from a small probe) keeps a slow moment during
+    calibration from producing a request too light for the deadline tests.
+    """
     def body(num_items: int) -> dict:
         return {"query": "what is the capital of france",
                 "items": [f"paris {i} " + "the city of london is a capital " * 7 for i in range(num_items)]}
 
-    # The fastest of a few probes: the first batches of a fresh worker are slower than the rest.
-    seconds = min(float(slow.client.post(f"/v1/score/{SLOW}", body(8)).headers["x-inference-time"]) / 1000
-                  for _ in range(3))
-    return body(max(8, math.ceil(8 * TARGET_S / seconds)))
+    def seconds(payload: dict) -> float:
+        return float(slow.client.post(f"/v1/score/{SLOW}", payload).headers["x-inference-time"]) / 1000
+
+    num_items = 8
+    for _ in range(8):
+        taken = min(seconds(body(num_items)), seconds(body(num_items)))
+        if taken >= TARGET_S:
+            return body(num_items)
+        num_items = math.ceil(num_items * min(8.0, 1.25 * TARGET_S / taken))
+    pytest.fail(f"could not size a request of {TARGET_S} s: {num_items} items took {taken:.2f} s")
 
 
 def _post(server: ServerProcess, payload: dict) -> Reply:
