@@ -53,6 +53,7 @@ ACCURACY_LIMIT = {torch.float32: TOLERANCE[torch.float32], torch.float16: 1e-2, 
 # Engine logits vs transformers fp32, relative to the largest |logit|; a low-precision engine also passes when
 # it is no further off than 1.5x transformers run in the same dtype.
 PARITY_LIMIT = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 3e-2}
+PARITY_CAP = 0.1
 
 
 def stage_env(device: torch.device) -> dict:
@@ -153,7 +154,8 @@ def engine_backends(device: torch.device, dtype: torch.dtype) -> list[str]:
 
 
 def stage_parity(device: torch.device, tiny: bool, checkpoints: dict[str, Path]) -> list[dict]:
-    pairs = random_pairs(6 if tiny else 24, 80 if tiny else 700, seed=int(time.time()))
+    seed = int(time.time())
+    pairs = random_pairs(6 if tiny else 24, 80 if tiny else 700, seed=seed)
     rows = []
     max_length = max_length_for(tiny)
     for name, path in checkpoints.items():
@@ -167,9 +169,11 @@ def stage_parity(device: torch.device, tiny: bool, checkpoints: dict[str, Path])
                 reranker = sie.Reranker(str(path), device=device, dtype=dtype, backend=backend, max_length=max_length)
                 ours = reranker.predict(pairs, activation_fn=torch.nn.Identity())
                 error = float(np.abs(ours - reference).max()) / scale
+                # transformers' own low-precision error widens the bar, up to a cap that still catches nonsense.
+                limit = min(max(PARITY_LIMIT[dtype_name], 1.5 * hf_error), PARITY_CAP)
                 rows.append({"model": name, "dtype": dtype_name, "backend": backend, "backends": reranker.backends,
-                             "error": error, "transformers same-dtype error": hf_error,
-                             "ok": error <= max(PARITY_LIMIT[dtype_name], 1.5 * hf_error)})
+                             "seed": seed, "error": error, "transformers same-dtype error": hf_error,
+                             "ok": error <= limit})
                 del reranker
                 release(device)
     return rows

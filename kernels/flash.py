@@ -1,17 +1,30 @@
 """The ``flash`` attention backend: the flash-attn package's varlen function, else PyTorch's own.
 
-Both are CUDA-only fp16/bf16 kernels. Probing imports nothing heavy and never touches CUDA; the device
-check runs when a model resolves its backends (kernels/dispatch.py).
+Both are CUDA-only fp16/bf16 kernels. Probing never touches CUDA and imports flash-attn only when it is
+installed; the device check runs when a model resolves its backends (kernels/dispatch.py).
 """
 
+import functools
 import importlib.util
+import logging
 
 import torch
 
+logger = logging.getLogger(__name__)
 
+
+@functools.cache
 def flash_attn_installed() -> bool:
-    """Whether the flash-attn package is importable (without importing it)."""
-    return importlib.util.find_spec("flash_attn") is not None
+    """Whether the flash-attn package imports. Checked by importing it once: flash-attn ships no wheels, and a
+    build made against another torch is found by the import system yet fails to load."""
+    if importlib.util.find_spec("flash_attn") is None:
+        return False
+    try:
+        import flash_attn  # noqa: F401
+    except Exception as error:  # an ABI mismatch surfaces as ImportError, OSError or RuntimeError
+        logger.warning("flash-attn is installed but does not import (%s); using PyTorch's flash kernel", error)
+        return False
+    return True
 
 
 def torch_flash_varlen_available() -> bool:

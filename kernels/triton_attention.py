@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_support import autotune, check_kernel_dtype, check_tensors, upcast_bf16
+from .triton_support import autotune, check_kernel_dtype, check_tensors, on_device, upcast_bf16
 
 LOG2_E = 1.4426950408889634
 
@@ -173,16 +173,17 @@ def varlen_attention_triton(
     def grid(meta):
         return (triton.cdiv(max_seqlen_q, meta["BLOCK_M"]), batch, nheads)
 
-    kernel[grid](
-        q, k, v, out, cu_seqlens_q, cu_seqlens,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-        v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        softmax_scale * LOG2_E,
-        HEAD_DIM=head_dim,
-        BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
-        IS_CAUSAL=causal,
-        UPCAST=upcast_bf16(q.dtype),
-        # fp32 inputs would otherwise run tl.dot in TF32 on GPUs, far outside fp32 tolerance.
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-    )
+    with on_device(q):
+        kernel[grid](
+            q, k, v, out, cu_seqlens_q, cu_seqlens,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+            v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+            softmax_scale * LOG2_E,
+            HEAD_DIM=head_dim,
+            BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+            IS_CAUSAL=causal,
+            UPCAST=upcast_bf16(q.dtype),
+            # fp32 inputs would otherwise run tl.dot in TF32 on GPUs, far outside fp32 tolerance.
+            DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        )
     return out

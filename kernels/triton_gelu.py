@@ -8,7 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_support import check_kernel_dtype, check_tensors
+from .triton_support import check_kernel_dtype, check_tensors, on_device
 
 _BLOCK_N = 1024
 _ELEMENTS_PER_PROGRAM = 8192
@@ -47,7 +47,8 @@ def bias_gelu_triton(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     block_n = min(_BLOCK_N, triton.next_power_of_2(n_cols))
     block_r = _ELEMENTS_PER_PROGRAM // block_n
     grid = (triton.cdiv(n_rows, block_r), triton.cdiv(n_cols, block_n))
-    _bias_gelu_kernel[grid](
-        x, bias, out, n_rows, n_cols, x.stride(0), out.stride(0), BLOCK_R=block_r, BLOCK_N=block_n, num_warps=8
-    )
+    with on_device(x):
+        _bias_gelu_kernel[grid](
+            x, bias, out, n_rows, n_cols, x.stride(0), out.stride(0), BLOCK_R=block_r, BLOCK_N=block_n, num_warps=8
+        )
     return out

@@ -8,7 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_support import check_kernel_dtype, check_tensors
+from .triton_support import check_kernel_dtype, check_tensors, on_device
 
 # Elements one program holds: enough rows per program to keep loads wide when hidden is small (MiniLM: 384).
 _ELEMENTS_PER_PROGRAM = 8192
@@ -63,10 +63,11 @@ def layer_norm_triton(
         return out
     block_h = triton.next_power_of_2(hidden)
     block_r = max(1, min(16, _ELEMENTS_PER_PROGRAM // block_h))
-    _layer_norm_kernel[(triton.cdiv(n_rows, block_r),)](
-        x, x if residual is None else residual, weight, bias, out,
-        n_rows, x.stride(0), 0 if residual is None else residual.stride(0), out.stride(0), eps,
-        HIDDEN=hidden, HAS_RESIDUAL=residual is not None, BLOCK_R=block_r, BLOCK_H=block_h,
-        num_warps=8 if block_r * block_h >= 4096 else 4,
-    )
+    with on_device(x):
+        _layer_norm_kernel[(triton.cdiv(n_rows, block_r),)](
+            x, x if residual is None else residual, weight, bias, out,
+            n_rows, x.stride(0), 0 if residual is None else residual.stride(0), out.stride(0), eps,
+            HIDDEN=hidden, HAS_RESIDUAL=residual is not None, BLOCK_R=block_r, BLOCK_H=block_h,
+            num_warps=8 if block_r * block_h >= 4096 else 4,
+        )
     return out

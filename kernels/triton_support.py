@@ -1,5 +1,6 @@
 """What the Triton kernels share: interpreter detection and the launch configurations to tune over."""
 
+import contextlib
 import os
 
 import torch
@@ -35,3 +36,12 @@ def check_kernel_dtype(op: str, dtype: torch.dtype) -> None:
     """Raise ValueError unless the kernels compute in ``dtype``."""
     if dtype not in KERNEL_DTYPES:
         raise ValueError(f"{op}: Triton kernels take fp16, bf16 or fp32, got {dtype}")
+
+
+def on_device(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Make ``tensor``'s GPU the current device for a launch.
+
+    Triton launches on the calling thread's current device, which is cuda:0 in every new thread: without this,
+    a model on cuda:1 driven from the server's batcher thread would run its kernels on the wrong GPU.
+    """
+    return torch.cuda.device(tensor.device) if tensor.device.type == "cuda" else contextlib.nullcontext()

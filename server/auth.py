@@ -19,10 +19,6 @@ class ApiKeys:
     def __init__(self, keys: Iterable[str]) -> None:
         self._keys = tuple(key.encode() for key in keys)
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._keys)
-
     def check(self, path: str, authorization: str | None) -> None:
         """Raises UnauthorizedError unless ``path`` is open or ``authorization`` carries a configured key."""
         if not self._keys or path in OPEN_PATHS:

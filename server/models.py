@@ -91,12 +91,6 @@ class ModelRegistry:
             self._loading.discard(name)
         logger.info("serving %s on %s (%s), backends %s", name, reranker.device, reranker.dtype, reranker.backends)
 
-    @property
-    def ready(self) -> bool:
-        """True once every configured model is loaded."""
-        with self._lock:
-            return all(name in self._served for name in self._config.models)
-
     def pending(self) -> dict[str, str]:
         """Configured models that are not loaded, each with its state (``loading`` or the failure)."""
         with self._lock:

@@ -65,6 +65,14 @@ def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
 
     Raises InvalidInputError (field ``body``, or the path of a string that is not UTF-8).
     """
+    try:
+        return _decode(body, content_type)
+    except RecursionError:
+        # json.loads and the UTF-8 walk recurse per level: a body of 100,000 "[" is a client's mistake.
+        raise InvalidInputError("body", "is nested too deeply") from None
+
+
+def _decode(body: bytes, content_type: str | None) -> dict[str, Any]:
     if not body:
         raise InvalidInputError("body", "is empty; expected a map with query and items")
     if is_msgpack(content_type):

@@ -28,6 +28,9 @@ def architecture_of(config) -> type[nn.Module]:
             break
     else:
         raise UnsupportedModelError(f"architecture {names or config.model_type!r} is not supported; sie runs {supported}")
+    position_type = getattr(config, "position_embedding_type", "absolute")
+    if position_type != "absolute":
+        raise UnsupportedModelError(f"position_embedding_type {position_type!r} is not supported; sie runs 'absolute'")
     if config.num_labels != 1:
         raise UnsupportedModelError(
             f"the checkpoint has {config.num_labels} labels; sie runs cross-encoders with exactly one relevance logit"

@@ -88,7 +88,7 @@ class Reranker:
         hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model_max_length = max_sequence_length(config, _tokenizer_limit(hf_tokenizer))
         self.tokenizer = PairTokenizer(hf_tokenizer.backend_tokenizer)
-        self.max_length = self._check_max_length(max_length, "max_length") if max_length else self.model_max_length
+        self.max_length = self.model_max_length if max_length is None else self._check_max_length(max_length, "max_length")
         self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self.device.type, 8192)
         self._lock = threading.Lock()
         logger.info("loaded %s (%s) on %s in %s, backends %s", self.model_id, self.architecture, self.device,
@@ -104,8 +104,12 @@ class Reranker:
                 f"max_length={self.max_length}, backends={self.backends})")
 
     def _check_max_length(self, max_length: int, field: str) -> int:
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 < max_length <= self.model_max_length:
-            raise InvalidInputError(field, f"must be an integer from 3 to {self.model_max_length}, got {max_length!r}")
+        # A pair needs its special tokens and one more; below that the tokenizer silently stops truncating.
+        shortest = self.tokenizer.num_special_tokens + 1
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or not shortest <= max_length <= self.model_max_length:
+            raise InvalidInputError(
+                field, f"must be an integer from {shortest} to {self.model_max_length}, got {max_length!r}"
+            )
         return max_length
 
     def encode(
@@ -165,13 +169,14 @@ class Reranker:
         return results
 
     def predict(
-        self, pairs: Sequence[Sequence[str]], batch_size: int = 32, show_progress_bar: bool | None = None,
+        self, pairs: Sequence[Sequence[str]], batch_size: int | None = None, show_progress_bar: bool | None = None,
         activation_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, convert_to_tensor: bool = False,
     ) -> np.ndarray | torch.Tensor:
         """sentence-transformers' ``CrossEncoder.predict``: scores of ``[(query, document), ...]`` in input order.
 
         The default activation is the sigmoid; ``activation_fn=torch.nn.Identity()`` gives logits.
-        Returns a 1-D array (or tensor) of ``len(pairs)`` scores.
+        ``batch_size`` caps the pairs of one micro-batch on top of the token budget (``max_batch_tokens``), which
+        alone decides by default. Returns a 1-D array (or tensor) of ``len(pairs)`` scores.
         """
         if len(pairs) == 2 and all(isinstance(text, str) for text in pairs):
             pairs = [pairs]
@@ -185,7 +190,7 @@ class Reranker:
 
     def rank(
         self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
-        batch_size: int = 32, show_progress_bar: bool | None = None,
+        batch_size: int | None = None, show_progress_bar: bool | None = None,
     ) -> list[dict[str, Any]]:
         """sentence-transformers' ``CrossEncoder.rank``: ``[{"corpus_id", "score", "text"?}]`` best first."""
         scores = self.predict([(query, document) for document in documents], batch_size=batch_size,

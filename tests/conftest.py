@@ -23,7 +23,6 @@ def device() -> torch.device:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped with a reason on CPU")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
 
 

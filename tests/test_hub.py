@@ -37,6 +37,7 @@ def test_models_directory_and_explicit_paths_resolve(tmp_path, monkeypatch, rand
     [
         ({"architectures": ["GPT2LMHeadModel"]}, "not supported; sie runs BertForSequenceClassification"),
         ({"num_labels": 3, "id2label": {"0": "a", "1": "b", "2": "c"}}, "3 labels"),
+        ({"position_embedding_type": "relative_key"}, "position_embedding_type 'relative_key' is not supported"),
     ],
 )
 def test_unsupported_checkpoints_raise_clear_errors(tmp_path, random_bert_path, change, message):

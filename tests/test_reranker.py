@@ -129,5 +129,17 @@ def test_truncation_options(reranker):
 
 
 def test_a_query_longer_than_the_limit_is_cut_with_its_document(reranker):
-    results = reranker.rerank("python " * 40, ["a short document", "another"], max_length=16)
-    assert len(results) == 2
+    long_query = "python " * 40
+    encoded = reranker.encode(long_query, ["a short document", "another"], max_length=16)
+    assert encoded.lengths.tolist() == [16, 16]
+    results = reranker.rerank(long_query, ["a short document", "another"], max_length=16)
+    assert len(results) == 2 and all(np.isfinite(result["score"]) for result in results)
+
+
+def test_max_length_must_leave_room_for_a_document_token(random_xlm_roberta_path):
+    xlm_roberta = sie.Reranker(str(random_xlm_roberta_path), device="cpu", dtype=torch.float32)
+    shortest = xlm_roberta.tokenizer.num_special_tokens + 1  # <s> A </s></s> B </s>: four specials
+    with pytest.raises(InvalidInputError, match=f"from {shortest} to"):
+        xlm_roberta.score("what is python", ["python " * 200], options={"max_length": shortest - 1})
+    result = xlm_roberta.score("what is python", ["python " * 200], options={"max_length": shortest})
+    assert result["usage"]["input_tokens"] == shortest

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sie.errors import UnsupportedModelError
 from sie.kernels import KernelBackends, bias_gelu, layer_norm, varlen_attention
 from sie.packing import PackedBatch
 
@@ -176,7 +177,8 @@ def fuse_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Renames a transformers BERT-family state dict to ours: ``attention.self.{query,key,value}`` -> ``attention.qkv``.
 
     Also accepts the old ``LayerNorm.gamma``/``beta`` names. Keys it does not know are kept, so the
-    caller's strict load reports them.
+    caller's strict load reports them; an attention weight other than the three projections (relative
+    position embeddings, say) raises UnsupportedModelError.
     """
     renamed: dict[str, torch.Tensor] = {}
     projections: dict[str, dict[str, torch.Tensor]] = {}
@@ -189,5 +191,7 @@ def fuse_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         else:
             renamed[key] = tensor
     for key, parts in projections.items():
+        if sorted(parts) != ["key", "query", "value"]:
+            raise UnsupportedModelError(f"{key}: expected query, key and value projections, got {sorted(parts)}")
         renamed[key] = torch.cat([parts["query"], parts["key"], parts["value"]])
     return renamed

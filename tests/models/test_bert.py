@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sie import Reranker
+from sie import Reranker, UnsupportedModelError
 from sie.models.bert import fuse_qkv
 from tests.words import random_text
 
@@ -64,3 +64,10 @@ def test_a_pair_scores_the_same_alone_batched_and_reordered(tiny):
     reordered = tiny.predict([pairs[i] for i in order], activation_fn=torch.nn.Identity())
     np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5)
     np.testing.assert_allclose(reordered, together[order], rtol=0, atol=1e-5)
+
+
+def test_attention_weights_beyond_query_key_value_are_refused(random_bert_path):
+    state = load_file(random_bert_path / "model.safetensors")
+    state["bert.encoder.layer.0.attention.self.distance_embedding.weight"] = torch.zeros(3, 4)
+    with pytest.raises(UnsupportedModelError, match="distance_embedding"):
+        fuse_qkv(state)

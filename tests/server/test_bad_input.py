@@ -32,6 +32,8 @@ CASES = [
     ("malformed msgpack", b"\xc1\x00\x01", MSGPACK, 400, "INVALID_INPUT", "body", "msgpack"),
     ("truncated msgpack", _packed(GOOD)[:-3], MSGPACK, 400, "INVALID_INPUT", "body", "msgpack"),
     ("malformed JSON", b'{"query": "what", "items": [', JSON, 400, "INVALID_INPUT", "body", "JSON"),
+    ("JSON nested too deeply", b"[" * 100_000, JSON, 400, "INVALID_INPUT", "body", "nested too deeply"),
+    ("msgpack nested too deeply", b"\x91" * 100_000 + b"\xc0", MSGPACK, 400, "INVALID_INPUT", "body", "msgpack"),
     ("body not a map", _packed(["what", "python"]), MSGPACK, 400, "INVALID_INPUT", "body", "map"),
     ("empty body", b"", MSGPACK, 400, "INVALID_INPUT", "body", "empty"),
     ("missing query", _packed({"items": ["a"]}), MSGPACK, 400, "INVALID_INPUT", "query", "required"),
