@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 
 from sie.kernels import available_backends, bias_gelu, layer_norm, varlen_attention
 from sie.kernels.flash import flash_implementation
+from timing import median_seconds
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # The mix the padded-SDPA target is stated on (about 40% of a padded batch is padding).
@@ -85,13 +85,7 @@ def median_ms(run: Callable[[], object], device: torch.device, repeats: int) -> 
         import triton.testing
 
         return triton.testing.do_bench(run, warmup=25, rep=100, return_mode="median")
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return median_seconds(run, device, repeats) * 1e3
 
 
 def padded_inputs(q, k, v, lengths):

@@ -15,7 +15,6 @@ import argparse
 import json
 import platform
 import statistics
-import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -25,6 +24,8 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 import sie
+from sie.testing import padded_logits
+from timing import median_seconds, seconds_of
 
 ROOT = Path(__file__).resolve().parent.parent
 FIDELITY_SET = ROOT / "tests" / "data" / "fidelity_set.json"
@@ -68,40 +69,15 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, repe
     """Measured matmul GFLOP/s for square ``size`` matrices in ``dtype``."""
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
-    a @ b
-    seconds = median_seconds(lambda: a @ b, repeats, device)
+    seconds = median_seconds(lambda: a @ b, device, repeats)
     return 2 * size**3 / seconds / 1e9
-
-
-def median_seconds(run: Callable[[], object], repeats: int, device: torch.device) -> float:
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def transformers_padded(path: Path, device: torch.device, dtype: torch.dtype, batch_size: int = 32):
     """The usual stack: batches of 32 in input order, each padded to its longest pair."""
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(device).eval()
-
-    @torch.inference_mode()
-    def run(query: str, documents: list[str]) -> np.ndarray:
-        logits = []
-        for start in range(0, len(documents), batch_size):
-            chunk = documents[start:start + batch_size]
-            inputs = tokenizer([query] * len(chunk), chunk, padding=True, truncation="only_second",
-                               max_length=512, return_tensors="pt").to(device)
-            logits.append(model(**inputs).logits[:, 0].float().cpu())
-        return torch.cat(logits).numpy()
-
-    return run
+    return lambda pairs: padded_logits(model, tokenizer, pairs, device, 512, batch_size)
 
 
 def top1_agreement(fp32: sie.Reranker, bf16: sie.Reranker) -> tuple[int, int]:
@@ -146,7 +122,7 @@ def main() -> None:
         "sie bf16": lambda: low.rerank(QUERY, documents),
     }
     padded = transformers_padded(fp32.path, device, torch.float32)
-    engines["transformers padded fp32 (batch 32)"] = lambda: padded(QUERY, documents)
+    engines["transformers padded fp32 (batch 32)"] = lambda: padded(pairs)
     if HAS_SENTENCE_TRANSFORMERS:
         cross_encoder = CrossEncoder(str(fp32.path), device=str(device))
         engines["sentence-transformers fp32 (batch 32)"] = lambda: cross_encoder.predict(pairs, batch_size=32)
@@ -157,7 +133,7 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in engines}
     for _ in range(args.repeats):
         for name, run in engines.items():
-            times[name].append(median_seconds(run, 1, device))
+            times[name].append(seconds_of(run, device))
     results = {}
     for name, samples in times.items():
         seconds = statistics.median(samples)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ import bench_kernels
 import sie
 from sie.kernels import available_backends, bias_gelu, layer_norm, resolve_backends, varlen_attention
 from sie.kernels.flash import flash_implementation
-from sie.testing import make_random_checkpoint
+from sie.testing import make_random_checkpoint, padded_logits
 from tests.kernels.references import (
     TOLERANCE,
     packed_qkv,
@@ -42,7 +41,8 @@ from tests.kernels.references import (
     reference_layer_norm,
     relative_error,
 )
-from tests.words import random_text
+from tests.words import random_pairs, random_text
+from timing import median_seconds
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # (arch, sie.testing shape) per model; --tiny swaps every shape for "tiny".
@@ -118,31 +118,13 @@ def stage_accuracy(device: torch.device, tiny: bool) -> list[dict]:
     return rows
 
 
-def random_pairs(count: int, max_words: int, seed: int) -> list[tuple[str, str]]:
-    """Pairs with documents from empty to longer than the model's limit (truncated)."""
-    rng = np.random.default_rng(seed)
-    words = np.linspace(0, max_words, count).astype(int)
-    return [(random_text(rng, int(rng.integers(1, 12))), random_text(rng, int(n))) for n in rng.permutation(words)]
-
-
 def transformers_logits(path: Path, pairs, device, dtype, max_length: int, batch_size: int) -> np.ndarray:
     """transformers' padded forward in batches (SDPA attention), logits in pair order."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(device).eval()
-    return padded_forward(model, tokenizer, pairs, device, max_length, batch_size)
-
-
-def padded_forward(model, tokenizer, pairs, device, max_length: int, batch_size: int) -> np.ndarray:
-    logits = []
-    with torch.inference_mode():
-        for start in range(0, len(pairs), batch_size):
-            queries, documents = zip(*pairs[start : start + batch_size])
-            inputs = tokenizer(list(queries), list(documents), truncation="only_second", max_length=max_length,
-                               padding=True, return_tensors="pt", return_token_type_ids=True).to(device)
-            logits.append(model(**inputs).logits[:, 0].float().cpu())
-    return torch.cat(logits).numpy()
+    return padded_logits(model, tokenizer, pairs, device, max_length, batch_size)
 
 
 def engine_backends(device: torch.device, dtype: torch.dtype) -> list[str]:
@@ -155,7 +137,8 @@ def engine_backends(device: torch.device, dtype: torch.dtype) -> list[str]:
 
 def stage_parity(device: torch.device, tiny: bool, checkpoints: dict[str, Path]) -> list[dict]:
     seed = int(time.time())
-    pairs = random_pairs(6 if tiny else 24, 80 if tiny else 700, seed=seed)
+    # Documents from empty to longer than the model's limit (truncated).
+    pairs = random_pairs(seed, np.linspace(0, 80 if tiny else 700, 6 if tiny else 24).astype(int))
     rows = []
     max_length = max_length_for(tiny)
     for name, path in checkpoints.items():
@@ -194,7 +177,7 @@ def stage_e2e(device: torch.device, tiny: bool, checkpoints: dict[str, Path]) ->
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(device).eval()
         lines = {"transformers padded (batch 32)":
-                 lambda: padded_forward(model, tokenizer, pairs, device, max_length, batch_size=32)}
+                 lambda: padded_logits(model, tokenizer, pairs, device, max_length, batch_size=32)}
         rerankers = {}
         for backend in engine_backends(device, dtype):
             reranker = sie.Reranker(str(path), device=device, dtype=dtype, backend=backend, max_length=max_length)
@@ -208,23 +191,6 @@ def stage_e2e(device: torch.device, tiny: bool, checkpoints: dict[str, Path]) ->
         del model, rerankers, lines
         release(device)
     return rows
-
-
-def median_seconds(run: Callable[[], object], device: torch.device, repeats: int) -> float:
-    run()  # warm-up: Triton compiles and autotunes on first use
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        run()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def release(device: torch.device) -> None:

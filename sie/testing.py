@@ -130,3 +130,19 @@ def make_random_checkpoint(
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=max_position_embeddings,
                             **specials).save_pretrained(path)
     return path
+
+
+def padded_logits(model, tokenizer, pairs, device: torch.device, max_length: int, batch_size: int):
+    """transformers' usual path, the reference sie is checked and timed against: batches of ``batch_size``
+    pairs in input order, each padded to its longest pair, documents truncated (``only_second``).
+
+    ``model`` is a transformers ``...ForSequenceClassification``; returns float32 logits, a numpy ``(len(pairs),)``.
+    """
+    logits = []
+    with torch.inference_mode():
+        for start in range(0, len(pairs), batch_size):
+            queries, documents = zip(*pairs[start : start + batch_size], strict=True)
+            inputs = tokenizer(list(queries), list(documents), truncation="only_second", max_length=max_length,
+                               padding=True, return_tensors="pt", return_token_type_ids=True).to(device)
+            logits.append(model(**inputs).logits[:, 0].float().cpu())
+    return torch.cat(logits).numpy()

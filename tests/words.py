@@ -16,3 +16,11 @@ VOCABULARY = (
 def random_text(rng: np.random.Generator, num_words: int) -> str:
     """``num_words`` words drawn from a mixed English/unicode vocabulary."""
     return " ".join(rng.choice(VOCABULARY, size=num_words))
+
+
+def random_pairs(seed: int, document_words) -> list[tuple[str, str]]:
+    """One pair per entry of ``document_words`` (document lengths in words), in random order, each with its own
+    query of 1-11 words."""
+    rng = np.random.default_rng(seed)
+    return [(random_text(rng, int(rng.integers(1, 12))), random_text(rng, int(words)))
+            for words in rng.permutation(np.asarray(document_words))]
