@@ -1,8 +1,11 @@
-"""One distribution, ``sie``: the library, its kernels (``sie.kernels``) and its server (``sie.server``)."""
+"""One distribution, ``sie``: the library, its kernels (``sie.kernels``) and its server (``sie.server``).
+
+The build backend is declared in pyproject.toml, so that ``pip install --no-build-isolation -e .`` works offline
+(PEP 660) with the setuptools already installed."""
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
 
@@ -22,11 +25,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    # kernels/ and server/ live at the top of the repository but install under the sie namespace,
-    # so nothing generic named "kernels" or "server" lands in site-packages.
-    packages=["sie", "sie.models", "sie.kernels", "sie.server"],
-    package_dir={"sie": "sie", "sie.kernels": "kernels", "sie.server": "server"},
-    package_data={"sie.server": ["*.py"]},
+    # Everything importable lives under sie/: a top-level kernels/ or server/ would shadow a dependency's package
+    # of that name whenever the repository root is on sys.path (transformers imports Hugging Face's ``kernels``).
+    packages=find_packages(include=["sie", "sie.*"]),
+    package_data={"sie.testing": ["data/*.json"]},
     install_requires=[
         "torch>=2.11",
         # Triton ships Linux wheels only; elsewhere the torch backends run.

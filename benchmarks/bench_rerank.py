@@ -4,7 +4,7 @@ One query x N documents of mixed length (20-250 document tokens by default) on t
 Lines: sie (fp32, bf16), transformers padded (batch 32, fp32), sentence-transformers ``CrossEncoder.predict``
 (fp32, when installed). Each line reports pairs/s, the ratio to the baselines, and the useful GFLOP/s
 (unpadded FLOPs / time) next to the machine's matmul peak measured in the same run. The bf16 line is
-checked for the same top-1 document as fp32 on every query of the fidelity set (tests/data/fidelity_set.json).
+checked for the same top-1 document as fp32 on every query of the fidelity set (sie/testing/data/fidelity_set.json).
 
     python benchmarks/bench_rerank.py [--documents 100] [--repeats 5] [--device cpu] [--json out.json]
 """
@@ -25,10 +25,9 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 import sie
 from sie.testing import padded_logits
+from sie.testing.fidelity import fidelity_queries
 from timing import median_seconds, seconds_of
 
-ROOT = Path(__file__).resolve().parent.parent
-FIDELITY_SET = ROOT / "tests" / "data" / "fidelity_set.json"
 QUERY = "how do vaccines train the immune system to recognise a virus"
 
 try:
@@ -41,7 +40,7 @@ except ImportError:
 
 def make_documents(tokenizer, count: int, min_tokens: int, max_tokens: int, seed: int) -> list[str]:
     """Documents cut from the fidelity set's text at uniformly drawn token lengths."""
-    queries = json.loads(FIDELITY_SET.read_text())["queries"]
+    queries = fidelity_queries()
     words = " ".join(doc for entry in queries for doc in entry["documents"]).split()
     rng = np.random.default_rng(seed)
     documents = []
@@ -82,7 +81,7 @@ def transformers_padded(path: Path, device: torch.device, dtype: torch.dtype, ba
 
 def top1_agreement(fp32: sie.Reranker, bf16: sie.Reranker) -> tuple[int, int]:
     """(queries whose top-1 document is the same in bf16 as in fp32, queries)."""
-    queries = json.loads(FIDELITY_SET.read_text())["queries"]
+    queries = fidelity_queries()
     same = sum(
         fp32.rerank(entry["query"], entry["documents"], top_k=1)[0]["index"]
         == bf16.rerank(entry["query"], entry["documents"], top_k=1)[0]["index"]

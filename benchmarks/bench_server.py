@@ -32,14 +32,10 @@ import numpy as np
 import torch
 
 from sie import DEFAULT_MODEL, Reranker
-from sie.server.process import HttpClient, ServerProcess
+from sie.testing.server import HttpClient, ServerProcess
+from sie.testing.words import random_text
 
 DEFAULT_OUT = Path(os.environ.get("OUT") or Path(__file__).resolve().parent / "out")
-VOCABULARY = (
-    "the a of and to in is was for on that with as by at from it an be are this or which python language "
-    "program code data model search query document rank score learn machine deep neural network weather "
-    "rain city river music history science water energy health food travel book film game market price year"
-).split()
 
 
 @dataclass
@@ -60,11 +56,8 @@ class Row:
 
 def make_requests(rng: np.random.Generator, count: int, docs: int, words: int) -> list[dict]:
     """``count`` score requests of ``docs`` documents of about ``words`` words, with ids (sie-sdk Items)."""
-    def text(n: int) -> str:
-        return " ".join(rng.choice(VOCABULARY, size=max(1, n)))
-
-    return [{"query": {"id": f"q{i}", "text": text(8)},
-             "items": [{"id": f"d{j}", "text": text(int(rng.integers(words // 2, words * 3 // 2 + 1)))}
+    return [{"query": {"id": f"q{i}", "text": random_text(rng, 8)},
+             "items": [{"id": f"d{j}", "text": random_text(rng, int(rng.integers(max(1, words // 2), words * 3 // 2 + 1)))}
                        for j in range(docs)]} for i in range(count)]
 
 

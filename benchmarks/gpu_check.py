@@ -33,7 +33,7 @@ import sie
 from sie.kernels import available_backends, bias_gelu, layer_norm, resolve_backends, varlen_attention
 from sie.kernels.flash import flash_implementation
 from sie.testing import make_random_checkpoint, padded_logits
-from tests.kernels.references import (
+from sie.testing.references import (
     TOLERANCE,
     packed_qkv,
     reference_attention,
@@ -41,7 +41,7 @@ from tests.kernels.references import (
     reference_layer_norm,
     relative_error,
 )
-from tests.words import random_pairs, random_text
+from sie.testing.words import random_pairs, random_text
 from timing import median_seconds
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

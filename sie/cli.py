@@ -45,7 +45,7 @@ def _models_list(args: argparse.Namespace) -> int:
 
 
 def _models_fetch_default(args: argparse.Namespace) -> int:
-    from sie.default_model import fetch_default_model
+    from sie.hub.default_model import fetch_default_model
 
     print(fetch_default_model(force=args.force))
     return 0

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sie import default_model
+from sie.hub import default_model
 from sie.errors import InvalidInputError, ModelNotFoundError
 from sie.hub import resolve_model
 from sie.kernels import resolve_backends
-from sie.loading import load_model, max_sequence_length
+from sie.models.loading import load_model, max_sequence_length
 from sie.packing import pack, plan_micro_batches
-from sie.requests import parse_documents, parse_options, parse_query, ranking, score_result, scores_from_logits
+from sie.inputs import parse_documents, parse_options, parse_query, ranking, score_result, scores_from_logits
 from sie.tokenization import EncodedPairs, PairTokenizer
 
 logger = logging.getLogger(__name__)

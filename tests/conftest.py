@@ -29,7 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def default_model_path():
     """The converted default model (fetched once into the sie models directory)."""
-    from sie.default_model import fetch_default_model
+    from sie.hub.default_model import fetch_default_model
 
     return fetch_default_model()
 

@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 
 from sie import InputTooLongError
 from sie.tokenization import PairTokenizer
-from tests.words import random_text
+from sie.testing.words import random_text
 
 
 @pytest.fixture(scope="module", params=["default_model_path", "random_xlm_roberta_path"])

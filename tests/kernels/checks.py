@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sie.kernels import available_backends
-from tests.kernels.references import TOLERANCE, relative_error
+from sie.testing.references import TOLERANCE, relative_error
 
 DTYPES = list(TOLERANCE)
 

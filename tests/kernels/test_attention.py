@@ -5,7 +5,7 @@ import torch
 
 from sie.kernels import ATTENTION_BACKENDS, varlen_attention
 from tests.kernels.checks import DTYPES, assert_matches, skip_unless_available
-from tests.kernels.references import packed_qkv, reference_attention
+from sie.testing.references import packed_qkv, reference_attention
 
 # Lengths include 1, lengths that are not multiples of any block size, and lengths spanning several blocks;
 # "fifty" draws 50 random lengths (one head, to keep the interpreter quick).

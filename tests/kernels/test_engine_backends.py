@@ -6,7 +6,7 @@ import torch
 
 from sie import Reranker
 from sie.testing import make_random_checkpoint
-from tests.words import random_text
+from sie.testing.words import random_text
 
 
 @pytest.mark.parametrize("arch", ["bert", "xlm-roberta"])

@@ -5,7 +5,7 @@ import torch
 
 from sie.kernels import bias_gelu
 from tests.kernels.checks import DTYPES, assert_matches, skip_unless_available
-from tests.kernels.references import reference_bias_gelu
+from sie.testing.references import reference_bias_gelu
 
 # (total_tokens, n): one token; MiniLM's FFN width 1536 (one and a half column blocks); an odd width.
 SHAPES = [(1, 1536), (37, 1536), (6, 3000), (70, 64)]

@@ -5,7 +5,7 @@ import torch
 
 from sie.kernels import layer_norm
 from tests.kernels.checks import DTYPES, assert_matches, skip_unless_available
-from tests.kernels.references import reference_layer_norm
+from sie.testing.references import reference_layer_norm
 
 # (total_tokens, hidden): one token; MiniLM's 384 (not a power of two); more rows than one program holds; an odd
 # width that leaves most of the last block masked.

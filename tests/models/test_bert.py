@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from sie import Reranker, UnsupportedModelError
 from sie.models.bert import fuse_qkv
-from tests.words import random_text
+from sie.testing.words import random_text
 
 
 @pytest.fixture(scope="module")

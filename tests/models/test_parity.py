@@ -9,7 +9,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sie import Reranker
 from sie.testing import padded_logits
-from tests.words import random_pairs
+from sie.testing.words import random_pairs
 
 # Document lengths in words: empty, one token, short, medium, and longer than any model's limit.
 DOCUMENT_WORDS = (0, 1, 2, 7, 23, 61, 140, 300, 700)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sie import Reranker
-from sie.server.process import ServerProcess
+from sie.testing.server import ServerProcess
 from sie.testing import make_random_checkpoint
 
 TINY_BERT = "test/tiny-bert"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sie.requests import scores_from_logits
+from sie.inputs import scores_from_logits
 from tests.server.conftest import TINY_BERT
-from tests.words import random_text
+from sie.testing.words import random_text
 
 
 def _expected(reranker, query: str, texts: list[str], raw: bool = False) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tests.server.conftest import TINY_BERT
-from tests.words import random_text
+from sie.testing.words import random_text
 
 NUM_REQUESTS = 200
 NUM_THREADS = 32

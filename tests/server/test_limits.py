@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sie.server.process import Reply, ServerProcess
+from sie.testing.server import Reply, ServerProcess
 from sie.testing import make_random_checkpoint
 from tests.server.conftest import TINY_BERT, tiny_server
 

@@ -9,9 +9,9 @@ import msgpack
 import numpy as np
 import pytest
 
-from sie.requests import scores_from_logits
+from sie.inputs import scores_from_logits
 from tests.server.conftest import TINY_BERT
-from tests.words import random_text
+from sie.testing.words import random_text
 
 PATH = f"/v1/score/{TINY_BERT}"
 

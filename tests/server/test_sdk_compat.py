@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from sie import DEFAULT_MODEL
-from sie.requests import scores_from_logits
-from sie.server.process import ServerProcess
+from sie.inputs import scores_from_logits
+from sie.testing.server import ServerProcess
 from tests.server.conftest import TINY_BERT
 
 SDK_VERSION = "0.10.1"

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from sie.errors import InvalidInputError
-from sie.requests import ScoreOptions, parse_documents, parse_options, parse_query, ranking, score_result
+from sie.inputs import ScoreOptions, parse_documents, parse_options, parse_query, ranking, score_result
 from sie.server.state import check_item_count, score_texts, state
 from sie.server.wire import decode_body, encode_response, read_body, wants_msgpack
 

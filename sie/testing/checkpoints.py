@@ -1,7 +1,7 @@
 """Random cross-encoder checkpoints of real architectures, for tests and the GPU check.
 
-They need no download: the tokenizer is built from a small word list (WordPiece for BERT, Unigram
-with the SentencePiece-style template for XLM-RoBERTa), and the weights are transformers' own
+They need no download: the tokenizer is built from the word list of ``sie.testing.words`` (WordPiece for BERT,
+Unigram with the SentencePiece-style template for XLM-RoBERTa), and the weights are transformers' own
 initialisation with LayerNorm parameters perturbed so that every parameter matters in a parity test.
 """
 
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from sie.testing.words import WORDS
 
 
 @dataclass(frozen=True)
@@ -32,18 +34,12 @@ SHAPES = {
     "xlm-r-large": Shape(num_layers=24, hidden=1024, heads=16, intermediate=4096),
 }
 
-_WORDS = (
-    "the of and to in is was for on that with as by at from it an be are this or which his her their "
-    "python snake language program code data model search query document rank score learn machine "
-    "deep neural network weather rain sun city river music history science water energy health food "
-    "travel book film game sport market price year time people world life work study system paris "
-    "london france england capital created guido van rossum reptiles what who where when how why"
-).split()
 _CHARS = "abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"-()"
 
 
 def _bert_tokenizer() -> Tokenizer:
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_CHARS, *(f"##{c}" for c in _CHARS), *_WORDS]
+    vocab = list(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_CHARS, *(f"##{c}" for c in _CHARS),
+                                *WORDS]))
     tokenizer = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -58,8 +54,9 @@ def _bert_tokenizer() -> Tokenizer:
 
 def _xlm_roberta_tokenizer() -> Tokenizer:
     pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    pieces += [(f"\u2581{word}", -5.0 - i / 100) for i, word in enumerate(_WORDS)]
-    pieces += [(c, -10.0) for c in _CHARS] + [(f"\u2581{c}", -11.0) for c in _CHARS] + [("\u2581", -12.0)]
+    pieces += [(f"\u2581{word}", -5.0 - i / 100) for i, word in enumerate(WORDS)]
+    pieces += [(c, -10.0) for c in _CHARS] + [(f"\u2581{c}", -11.0) for c in _CHARS if c not in WORDS]
+    pieces += [("\u2581", -12.0)]
     pieces += [("<mask>", 0.0)]
     tokenizer = Tokenizer(models.Unigram(pieces, unk_id=3))
     tokenizer.normalizer = normalizers.Lowercase()
@@ -130,19 +127,3 @@ def make_random_checkpoint(
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=max_position_embeddings,
                             **specials).save_pretrained(path)
     return path
-
-
-def padded_logits(model, tokenizer, pairs, device: torch.device, max_length: int, batch_size: int):
-    """transformers' usual path, the reference sie is checked and timed against: batches of ``batch_size``
-    pairs in input order, each padded to its longest pair, documents truncated (``only_second``).
-
-    ``model`` is a transformers ``...ForSequenceClassification``; returns float32 logits, a numpy ``(len(pairs),)``.
-    """
-    logits = []
-    with torch.inference_mode():
-        for start in range(0, len(pairs), batch_size):
-            queries, documents = zip(*pairs[start : start + batch_size], strict=True)
-            inputs = tokenizer(list(queries), list(documents), truncation="only_second", max_length=max_length,
-                               padding=True, return_tensors="pt", return_token_type_ids=True).to(device)
-            logits.append(model(**inputs).logits[:, 0].float().cpu())
-    return torch.cat(logits).numpy()

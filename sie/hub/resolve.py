@@ -2,7 +2,7 @@
 
 Places, in order: an explicit path; the sie models directory (``SIE_MODELS_DIR``, default
 ``~/.cache/sie/models``, a model ``org/name`` at ``<dir>/org/name``); the Hugging Face cache; the Hub,
-unless ``HF_HUB_OFFLINE`` is set.
+unless ``HF_HUB_OFFLINE`` or ``SIE_OFFLINE`` is set.
 """
 
 from __future__ import annotations
@@ -35,14 +35,16 @@ def local_models() -> list[str]:
     root = models_dir()
     if not root.is_dir():
         return []
-    # Hidden folders are fetches in progress (sie.default_model stages there before renaming).
+    # Hidden folders are fetches in progress (sie.hub.default_model stages there before renaming).
     folders = (config.parent.relative_to(root) for config in root.glob("**/config.json"))
     return sorted(folder.as_posix() for folder in folders
                   if not any(part.startswith(".") for part in folder.parts) and is_model_dir(root / folder))
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+def offline() -> bool:
+    """Whether sie may not download anything: ``HF_HUB_OFFLINE`` or ``SIE_OFFLINE`` is set to a true value."""
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in ("HF_HUB_OFFLINE", "SIE_OFFLINE"))
 
 
 def _from_hf(model: str, local_only: bool) -> Path | None:
@@ -79,8 +81,8 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
     if cached is not None:
         return cached
 
-    if _hub_offline():
-        searched.append("Hugging Face Hub (skipped: HF_HUB_OFFLINE is set)")
+    if offline():
+        searched.append("Hugging Face Hub (skipped: HF_HUB_OFFLINE or SIE_OFFLINE is set)")
     else:
         searched.append("Hugging Face Hub")
         downloaded = _from_hf(str(model), local_only=False)

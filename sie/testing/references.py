@@ -1,4 +1,6 @@
-"""float64 references and tolerances shared by the kernel tests and benchmarks/gpu_check.py (no pytest here)."""
+"""The references sie is checked against: float64 kernels with their tolerances, and transformers' padded forward.
+
+Shared by the tests and benchmarks/gpu_check.py (no pytest here)."""
 
 import math
 
@@ -57,3 +59,19 @@ def reference_bias_gelu(x, bias) -> torch.Tensor:
     """float64 exact GELU(x + bias). x: [total_tokens, n]; bias: [n]."""
     h = x.double() + bias.double()
     return 0.5 * h * (1 + torch.erf(h / math.sqrt(2)))
+
+
+def padded_logits(model, tokenizer, pairs, device: torch.device, max_length: int, batch_size: int):
+    """transformers' usual path, the reference sie is checked and timed against: batches of ``batch_size``
+    pairs in input order, each padded to its longest pair, documents truncated (``only_second``).
+
+    ``model`` is a transformers ``...ForSequenceClassification``; returns float32 logits, a numpy ``(len(pairs),)``.
+    """
+    logits = []
+    with torch.inference_mode():
+        for start in range(0, len(pairs), batch_size):
+            queries, documents = zip(*pairs[start : start + batch_size], strict=True)
+            inputs = tokenizer(list(queries), list(documents), truncation="only_second", max_length=max_length,
+                               padding=True, return_tensors="pt", return_token_type_ids=True).to(device)
+            logits.append(model(**inputs).logits[:, 0].float().cpu())
+    return torch.cat(logits).numpy()
