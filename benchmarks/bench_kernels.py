@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path

@@ -12,6 +12,7 @@ if os.environ.get("SIE_TEST_DEVICE", "cpu") == "cpu":
 # No model hub is reachable from tests: resolution must not wait on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -24,6 +25,29 @@ def device() -> torch.device:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+@pytest.fixture
+def seed(request: pytest.FixtureRequest) -> int:
+    """A fresh seed for the test's random inputs, reported when the test fails; ``SIE_TEST_SEED`` replays one."""
+    value = int(os.environ.get("SIE_TEST_SEED") or np.random.SeedSequence().entropy % 2**32)
+    request.node.sie_seed = value
+    return value
+
+
+@pytest.fixture
+def rng(seed: int) -> np.random.Generator:
+    """A numpy generator seeded with ``seed``."""
+    return np.random.default_rng(seed)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    seed = getattr(item, "sie_seed", None)
+    if report.failed and seed is not None:
+        report.sections.append(("random inputs", f"seed {seed}: SIE_TEST_SEED={seed} replays them"))
+    return report
 
 
 @pytest.fixture(scope="session")

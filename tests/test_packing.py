@@ -11,8 +11,7 @@ from sie.tokenization import EncodedPairs
 
 
 @pytest.mark.parametrize("max_batch_size", [None, 3])
-def test_micro_batches_cover_every_pair_once_within_the_budget(max_batch_size):
-    rng = np.random.default_rng()
+def test_micro_batches_cover_every_pair_once_within_the_budget(max_batch_size, rng):
     lengths = rng.integers(1, 300, size=57)
     lengths[5] = 1000  # longer than the budget: runs alone
     batches = plan_micro_batches(lengths, max_batch_tokens=512, max_batch_size=max_batch_size)

@@ -47,8 +47,7 @@ def test_items_without_ids_get_their_position(reranker):
     assert result["query_id"] is None
 
 
-def test_results_follow_the_documents_in_any_input_order(reranker):
-    rng = np.random.default_rng()
+def test_results_follow_the_documents_in_any_input_order(reranker, rng):
     order = rng.permutation(len(GUIDE_DOCUMENTS))
     shuffled = [GUIDE_DOCUMENTS[i] for i in order]
     baseline = {GUIDE_DOCUMENTS[r["index"]]: r["score"] for r in reranker.rerank("What is Python?", GUIDE_DOCUMENTS)}

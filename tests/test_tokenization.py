@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
@@ -17,9 +16,8 @@ def tokenizers(request):
     return hf, PairTokenizer(hf.backend_tokenizer)
 
 
-def test_ids_match_transformers_only_second_truncation(tokenizers):
+def test_ids_match_transformers_only_second_truncation(tokenizers, rng):
     hf, ours = tokenizers
-    rng = np.random.default_rng()
     queries = [random_text(rng, int(n)) for n in rng.integers(1, 8, size=20)]
     documents = [random_text(rng, int(n)) for n in rng.integers(0, 120, size=20)]
     encoded = ours.encode(queries, documents, max_length=64)
