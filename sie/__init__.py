@@ -6,6 +6,7 @@
 
 from sie.api import load, rerank, score
 from sie.errors import (
+    BackendError,
     InputTooLongError,
     InvalidInputError,
     ModelNotFoundError,
@@ -17,6 +18,7 @@ from sie.version import __version__
 
 __all__ = [
     "DEFAULT_MODEL",
+    "BackendError",
     "InputTooLongError",
     "InvalidInputError",
     "ModelNotFoundError",

@@ -21,6 +21,10 @@ class UnsupportedModelError(SieError, ValueError):
     """A checkpoint sie cannot run: an unknown architecture, or more than one output label."""
 
 
+class BackendError(SieError, ValueError):
+    """A kernel backend that does not exist, or cannot run on the device, dtype or head size asked for."""
+
+
 class InvalidInputError(SieError, ValueError):
     """A caller's input is malformed; ``field`` is its path in the request, e.g. ``items[3].text``."""
 

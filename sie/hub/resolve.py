@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 
 from sie.errors import ModelNotFoundError
+from sie.models import checkpoint
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("model.safetensors",)
+# Config, tokenizer and safetensors weights (one file or shards with their index); .bin only when no safetensors.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "sentencepiece.bpe.model"]
 
 
@@ -26,8 +27,8 @@ def models_dir() -> Path:
 
 
 def is_model_dir(path: Path) -> bool:
-    """True when ``path`` holds a config and safetensors weights."""
-    return (path / "config.json").is_file() and any((path / name).is_file() for name in WEIGHT_FILES)
+    """True when ``path`` holds a config and weights in a layout sie reads (``sie.models.checkpoint``)."""
+    return (path / "config.json").is_file() and any((path / name).is_file() for name in checkpoint.LAYOUTS)
 
 
 def local_models() -> list[str]:
@@ -52,6 +53,10 @@ def _from_hf(model: str, local_only: bool) -> Path | None:
 
     try:
         path = Path(snapshot_download(model, allow_patterns=HUB_PATTERNS, local_files_only=local_only))
+        if not is_model_dir(path):
+            # Older repositories ship only pytorch_model.bin; fetched only then, never beside safetensors.
+            path = Path(snapshot_download(model, allow_patterns=[*HUB_PATTERNS, checkpoint.PYTORCH_BIN],
+                                          local_files_only=local_only))
     except Exception as error:  # huggingface_hub raises many types for "not there" and "unreachable"
         logger.debug("hugging face %s lookup of %s failed: %s", "cache" if local_only else "hub", model, error)
         return None

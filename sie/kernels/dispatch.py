@@ -1,30 +1,36 @@
-"""Backend choice for the three ops, and the public ops that route to the chosen implementation.
+"""Backend choice for the ops, resolved once per model, and the public ops that validate and route each call.
 
-Backends: ``flash`` (attention only; kernels/flash.py), ``triton`` (ours), ``torch`` (kernels/reference.py).
-A model resolves its backends once with :func:`resolve_backends` and passes the names to every call; ops called
-with ``backend="auto"`` resolve from the tensor's device (cached). Probing never raises and nothing here touches
-CUDA or imports Triton at import time: Triton modules load on first use.
+Backends: ``flash`` (attention only; flash.py), ``triton`` (ours), ``torch`` (reference.py). A model calls
+:func:`resolve_kernels` once when it is built and then calls the implementations it holds directly: no name
+lookup or ``"auto"`` resolution per call. The public ops (``varlen_attention``, ``layer_norm``, ``bias_gelu``)
+check their inputs and take a ``backend=`` name, for callers outside the engine. Probing never raises and
+nothing here touches CUDA or imports Triton at import time: Triton modules load on first use.
 """
+
+from __future__ import annotations
 
 import functools
 import importlib
 import importlib.util
 import logging
-import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 
+from sie.errors import BackendError
+
+from .environment import requested_backend, triton_interpreted
 from .flash import flash_implementation
 
 logger = logging.getLogger(__name__)
 
-ENV_ATTENTION_BACKEND = "SIE_ATTENTION_BACKEND"
 ATTENTION_BACKENDS = ("flash", "triton", "torch")
 NORM_BACKENDS = ("triton", "torch")  # layer_norm and gelu have no flash variant
 _REQUESTS = ("auto", *ATTENTION_BACKENDS)
 
 # (op, backend) -> (module in this package, function); imported on first use so Triton stays optional.
+# linear_gelu is the engine's form of the gelu op: the FFN's first matmul followed by bias + GELU.
 _IMPLEMENTATIONS = {
     ("attention", "torch"): ("reference", "varlen_attention_torch"),
     ("attention", "triton"): ("triton_attention", "varlen_attention_triton"),
@@ -33,6 +39,8 @@ _IMPLEMENTATIONS = {
     ("layer_norm", "triton"): ("triton_layer_norm", "layer_norm_triton"),
     ("gelu", "torch"): ("reference", "bias_gelu_torch"),
     ("gelu", "triton"): ("triton_gelu", "bias_gelu_triton"),
+    ("linear_gelu", "torch"): ("reference", "linear_gelu_torch"),
+    ("linear_gelu", "triton"): ("triton_gelu", "linear_gelu_triton"),
 }
 
 
@@ -48,14 +56,30 @@ class KernelBackends:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Kernels:
+    """The implementations a model calls, resolved once from ``backends``. Inputs are not checked: the model
+    owns their shapes (the public ops check them).
+
+    attention(q, k, v, cu_seqlens, max_seqlen, cu_seqlens_q, max_seqlen_q, *, causal, softmax_scale):
+        shapes as :func:`varlen_attention`, every argument given.
+    layer_norm(x, weight, bias, eps, residual): as :func:`layer_norm`.
+    linear_gelu(x, weight, bias): exact GELU(x @ weight.T + bias); x [rows, in], weight [out, in] -> [rows, out].
+    """
+
+    backends: KernelBackends
+    attention: Callable[..., torch.Tensor]
+    layer_norm: Callable[..., torch.Tensor]
+    linear_gelu: Callable[..., torch.Tensor]
+
+
 def triton_runs_on(device: torch.device) -> bool:
     """Whether our Triton kernels can run on ``device``: CUDA, or CPU through Triton's interpreter."""
     if importlib.util.find_spec("triton") is None:
         return False
     if device.type == "cuda":
         return True
-    # The interpreter flag is read when the @triton.jit modules are imported; tests set it first.
-    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+    return device.type == "cpu" and triton_interpreted()
 
 
 def flash_runs_on(device: torch.device, dtype: torch.dtype, head_dim: int | None = None) -> bool:
@@ -87,25 +111,38 @@ def available_backends(
 
 
 def resolve_backends(
-    device: torch.device, dtype: torch.dtype, attention: str = "auto", head_dim: int | None = None
+    device: torch.device, dtype: torch.dtype, backend: str = "auto", head_dim: int | None = None
 ) -> KernelBackends:
     """Pick the backends for a model on ``device`` with activations in ``dtype`` and attention heads of ``head_dim``.
 
-    ``attention="auto"`` takes ``$SIE_ATTENTION_BACKEND`` when set, else the fastest available backend for every
-    op (logged once). "triton" or "torch" requested explicitly applies to all three ops (a whole-engine switch,
-    e.g. to compare against the torch path); "flash" covers attention, the other ops resolve as with "auto".
-    A requested backend that cannot run raises ValueError naming those that can.
+    ``backend="auto"`` takes ``$SIE_BACKEND`` when set, else the fastest available backend for every op (logged
+    once). "triton" or "torch" requested explicitly applies to all three ops (a whole-engine switch, e.g. to
+    compare against the torch path); "flash" covers attention, the other ops resolve as with "auto".
+    A request that is unknown or cannot run raises BackendError naming the backends that can.
     """
-    request = attention
+    request = backend
     if request == "auto":
-        request = os.environ.get(ENV_ATTENTION_BACKEND, "").strip().lower() or "auto"
+        request = requested_backend() or "auto"
     return _resolve(torch.device(device), dtype, request, head_dim)
+
+
+def resolve_kernels(
+    device: torch.device, dtype: torch.dtype, backend: str = "auto", head_dim: int | None = None
+) -> Kernels:
+    """:func:`resolve_backends`, then the implementations of the chosen backends, ready to call."""
+    backends = resolve_backends(device, dtype, backend, head_dim)
+    return Kernels(
+        backends=backends,
+        attention=_load("attention", backends.attention),
+        layer_norm=_load("layer_norm", backends.layer_norm),
+        linear_gelu=_load("linear_gelu", backends.gelu),
+    )
 
 
 @functools.cache
 def _resolve(device: torch.device, dtype: torch.dtype, request: str, head_dim: int | None) -> KernelBackends:
     if request not in _REQUESTS:
-        raise ValueError(f"unknown attention backend {request!r}; expected one of {', '.join(_REQUESTS)}")
+        raise BackendError(f"unknown backend {request!r}; expected one of {', '.join(_REQUESTS)}")
     available = available_backends(device, dtype, head_dim)
     if request == "auto":
         backends = KernelBackends(available["attention"][0], available["layer_norm"][0], available["gelu"][0])
@@ -114,8 +151,8 @@ def _resolve(device: torch.device, dtype: torch.dtype, request: str, head_dim: i
     for op in ("attention", "layer_norm", "gelu"):
         if request in _op_choices(op) and request not in available[op]:
             shape = "" if head_dim is None else f" and head_dim {head_dim}"
-            raise ValueError(f"{op} backend {request!r} is not available on {device} with {dtype}{shape}; "
-                             f"available: {', '.join(available[op])}")
+            raise BackendError(f"{op} backend {request!r} is not available on {device} with {dtype}{shape}; "
+                               f"available: {', '.join(available[op])}")
     norm = request if request in NORM_BACKENDS else available["layer_norm"][0]
     return KernelBackends(request, norm, norm)
 
@@ -128,10 +165,10 @@ def _op_choices(op: str) -> tuple[str, ...]:
 def _checked(op: str, backend: str, device: torch.device, dtype: torch.dtype) -> str:
     """Validate a per-call backend name once per (op, backend, device, dtype)."""
     if backend not in _op_choices(op):
-        raise ValueError(f"unknown {op} backend {backend!r}; expected auto or one of {', '.join(_op_choices(op))}")
+        raise BackendError(f"unknown {op} backend {backend!r}; expected auto or one of {', '.join(_op_choices(op))}")
     available = available_backends(device, dtype)[op]
     if backend not in available:
-        raise ValueError(
+        raise BackendError(
             f"{op} backend {backend!r} is not available on {device} with {dtype}; available: {', '.join(available)}"
         )
     return backend

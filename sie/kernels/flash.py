@@ -1,7 +1,7 @@
 """The ``flash`` attention backend: the flash-attn package's varlen function, else PyTorch's own.
 
 Both are CUDA-only fp16/bf16 kernels. Probing never touches CUDA and imports flash-attn only when it is
-installed; the device check runs when a model resolves its backends (kernels/dispatch.py).
+installed; the device check runs when a model resolves its backends (sie/kernels/dispatch.py).
 """
 
 import functools

@@ -71,6 +71,15 @@ def layer_norm_torch(
     return F.layer_norm(h, (h.shape[-1],), weight.to(h.dtype), bias.to(h.dtype), eps)
 
 
+def linear_gelu_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU(x @ weight.T + bias), the FFN's first half. x: [rows, in]; weight: [out, in]; bias: [out].
+
+    Returns [rows, out] in x's dtype. The BLAS matmul adds the bias as it writes its output; a separate bias
+    pass would read and write the whole [rows, out] tensor once more.
+    """
+    return F.gelu(F.linear(x, weight, bias))
+
+
 def bias_gelu_torch(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """Exact (erf) GELU(x + bias), as BERT uses. x: [total_tokens, n]; bias: [n]. Returns x's dtype.
 

@@ -1,6 +1,6 @@
 """Varlen flash-attention forward in Triton: packed sequences, bounds from cu_seqlens, nothing padded.
 
-Reference: kernels/reference.py ``varlen_attention_torch``. One program per (query block, sequence, head) runs
+Reference: sie/kernels/reference.py ``varlen_attention_torch``. One program per (query block, sequence, head) runs
 the flash-attention loop over its sequence's key blocks: online softmax in fp32 with exp2, no [L, L] matrix.
 Key blocks wholly inside the sequence (and wholly visible, when causal) skip the masks; only the tail and the
 causal diagonal pay for them.

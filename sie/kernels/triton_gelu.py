@@ -1,10 +1,11 @@
 """Bias add + exact (erf) GELU, as BERT's intermediate layer uses, in one pass over [total_tokens, n].
 
-Reference: kernels/reference.py ``bias_gelu_torch``. Elementwise and bound by memory: each program handles a
+Reference: sie/kernels/reference.py ``bias_gelu_torch``. Elementwise and bound by memory: each program handles a
 BLOCK_R x BLOCK_N tile, so the bias is read once per tile, not once per element.
 """
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -28,6 +29,14 @@ def _bias_gelu_kernel(
     x += tl.load(BIAS + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
     y = 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
     tl.store(OUT + rows[:, None] * stride_o_row + cols[None, :], y.to(OUT.dtype.element_ty), mask=mask)
+
+
+def linear_gelu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """GELU(x @ weight.T + bias): the matmul without its bias, then the fused bias + GELU kernel.
+
+    x: [rows, in]; weight: [out, in]; bias: [out]. Returns [rows, out] in x's dtype.
+    """
+    return bias_gelu_triton(F.linear(x, weight), bias)
 
 
 def bias_gelu_triton(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Residual add + LayerNorm in one pass over [total_tokens, hidden], fp32 statistics.
 
-Reference: kernels/reference.py ``layer_norm_torch``. Each program normalises BLOCK_R whole rows held in
+Reference: sie/kernels/reference.py ``layer_norm_torch``. Each program normalises BLOCK_R whole rows held in
 registers, so x and the residual are read once and the output written once: the op is bound by memory.
 """
 

@@ -1,13 +1,14 @@
 """What the Triton kernels share: interpreter detection and the launch configurations to tune over."""
 
 import contextlib
-import os
 
 import torch
 import triton
 
-# Triton reads this flag when @triton.jit functions are defined, so reading it once at import agrees with it.
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+from .environment import triton_interpreted
+
+# Triton reads the flag when @triton.jit functions are defined, so reading it once at import agrees with it.
+INTERPRETED = triton_interpreted()
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 

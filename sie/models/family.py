@@ -1,0 +1,44 @@
+"""What a model family registers: everything sie needs to run the checkpoints of one architecture."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from sie.kernels import Kernels
+
+StateDict = dict[str, torch.Tensor]
+
+
+def single_logit(logits: torch.Tensor) -> torch.Tensor:
+    """The relevance of a one-label classifier: its logit. ``(batch, 1)`` -> ``(batch,)``."""
+    return logits[:, 0]
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One architecture family, as the registry (``sie/models/registry.py``) holds it.
+
+    Attributes:
+        name: the family's short name, e.g. ``"bert"``.
+        architectures: the ``config.architectures`` names it runs, e.g. ``("BertForSequenceClassification",)``.
+        module: the module class, built as ``module(config, kernels)``; its ``forward(PackedBatch)`` returns
+            ``(batch, outputs)`` logits and its ``position_offset`` is where positions start in each sequence.
+        convert_checkpoint: a transformers state dict -> the module's keys (renames, fused projections; entries
+            sie never uses dropped). Keys it does not know are kept, so the strict load names them.
+        max_length: ``config`` -> the longest sequence the model can read.
+        check_config: raises ``UnsupportedModelError`` for a config the module does not implement.
+        relevance: the scoring head's last step, ``(batch, outputs)`` logits -> ``(batch,)`` relevance logits.
+    """
+
+    name: str
+    architectures: tuple[str, ...]
+    module: Callable[[Any, Kernels], nn.Module]
+    convert_checkpoint: Callable[[StateDict], StateDict]
+    max_length: Callable[[Any], int]
+    check_config: Callable[[Any], None]
+    relevance: Callable[[torch.Tensor], torch.Tensor] = single_logit

@@ -1,0 +1,95 @@
+"""Checkpoint layouts: one safetensors file, sharded safetensors with an index, and pytorch_model.bin load the
+same weights and give identical scores; incomplete or unsafe checkpoints are refused with a clear error."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification
+
+from sie import Reranker, UnsupportedModelError
+from sie.hub import is_model_dir
+from sie.models.checkpoint import SAFETENSORS, SAFETENSORS_INDEX, read_state_dict, weight_files
+from sie.testing import make_random_checkpoint, random_pairs
+
+NON_WEIGHT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _copy_without_weights(source: Path, target: Path) -> Path:
+    target.mkdir()
+    for name in NON_WEIGHT_FILES:
+        if (source / name).exists():
+            shutil.copy(source / name, target / name)
+    return target
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory) -> dict[str, Path]:
+    """The same tiny XLM-R checkpoint in each of the three layouts."""
+    root = tmp_path_factory.mktemp("layouts")
+    single = make_random_checkpoint(root / "single", "xlm-roberta", seed=5)
+    sharded = _copy_without_weights(single, root / "sharded")
+    AutoModelForSequenceClassification.from_pretrained(single).save_pretrained(sharded, max_shard_size="40KB")
+    pickled = _copy_without_weights(single, root / "bin")
+    # transformers 5 writes only safetensors: an older checkpoint's .bin is a pickled state dict.
+    torch.save(load_file(single / SAFETENSORS), pickled / "pytorch_model.bin")
+    return {"single": single, "sharded": sharded, "bin": pickled}
+
+
+def test_each_layout_is_recognised(layouts):
+    assert [path.name for path in weight_files(layouts["single"])] == [SAFETENSORS]
+    shards = weight_files(layouts["sharded"])
+    assert len(shards) > 2 and all(path.name.startswith("model-0") for path in shards)
+    assert not (layouts["sharded"] / SAFETENSORS).exists() and (layouts["sharded"] / SAFETENSORS_INDEX).exists()
+    assert [path.name for path in weight_files(layouts["bin"])] == ["pytorch_model.bin"]
+    assert all(is_model_dir(path) for path in layouts.values())
+
+
+def test_every_layout_reads_the_same_tensors_in_the_dtype_asked_for(layouts):
+    states = {name: read_state_dict(path, torch.device("cpu"), torch.bfloat16) for name, path in layouts.items()}
+    reference = states["single"]
+    for name, state in states.items():
+        assert state.keys() == reference.keys(), name
+        for key, tensor in state.items():
+            assert tensor.dtype == (torch.bfloat16 if tensor.is_floating_point() else reference[key].dtype)
+            assert torch.equal(tensor, reference[key]), (name, key)
+
+
+def test_every_layout_gives_identical_scores(layouts, seed):
+    pairs = random_pairs(seed, [0, 3, 17, 60, 200])
+    scores = {name: Reranker(str(path), device="cpu", dtype=torch.float32).predict(pairs)
+              for name, path in layouts.items()}
+    for name in ("sharded", "bin"):
+        np.testing.assert_array_equal(scores[name], scores["single"], err_msg=name)
+
+
+def test_a_missing_shard_is_named(layouts, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(layouts["sharded"], broken)
+    victim = weight_files(broken)[1]
+    victim.unlink()
+    with pytest.raises(UnsupportedModelError, match=f"missing: \\['{victim.name}'\\]"):
+        Reranker(str(broken), device="cpu")
+
+
+def test_a_folder_without_weights_is_not_a_model(layouts, tmp_path):
+    empty = _copy_without_weights(layouts["single"], tmp_path / "empty")
+    assert not is_model_dir(empty)
+    with pytest.raises(UnsupportedModelError, match="holds no weights"):
+        read_state_dict(empty, torch.device("cpu"), torch.float32)
+
+
+class _Payload:
+    """Anything but tensors in a pickle could run code when loaded."""
+
+
+def test_a_pickle_with_more_than_tensors_is_refused(layouts, tmp_path):
+    unsafe = _copy_without_weights(layouts["single"], tmp_path / "unsafe")
+    torch.save({"classifier.weight": _Payload()}, unsafe / "pytorch_model.bin")
+    with pytest.raises(UnsupportedModelError, match="weights_only"):
+        read_state_dict(unsafe, torch.device("cpu"), torch.float32)
