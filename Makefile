@@ -1,7 +1,10 @@
 # One entry point: every target sets up what it needs from scratch (a fresh machine has Python 3.11).
 #   make serve   set up, fetch the default model, serve the score API on :8080
-#   make test    set up, fetch the default model, run the test suite, then the GPU check's CPU dry run and
-#                small runs of the end-to-end and server benchmarks, so that none of them rots unnoticed
+#   make test    set up, fetch the default model, prove the offline editable install (check-offline-install), run
+#                the test suite, then the GPU check's CPU dry run and small runs of the end-to-end and server
+#                benchmarks, so that none of them rots unnoticed
+#   make check-offline-install   `pip install --no-index --no-build-isolation -e .` into a fresh environment that
+#                reuses $(VENV)'s packages, as on the GPU machine (no network); a few seconds
 #   make bench   the end-to-end benchmark recorded in benchmarks/RESULTS.md
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -9,7 +12,7 @@ BIN := $(VENV)/bin
 # torch first and pinned: this version's CPU wheel is local here, and any looser spec may pull a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup model serve test bench clean
+.PHONY: setup model serve test check-offline-install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +31,14 @@ model: setup
 serve: model
 	$(BIN)/sie serve --model cross-encoder/ms-marco-MiniLM-L-12-v2
 
-test: model
+test: model check-offline-install
 	$(BIN)/python -m pytest
 	PYTHON=$(BIN)/python bash benchmarks/gpu_check.sh --cpu
 	$(BIN)/python benchmarks/bench_rerank.py --documents 8 --repeats 1
 	$(BIN)/python benchmarks/bench_server.py --quick
+
+check-offline-install: setup
+	bash .ci/check-offline-install $(VENV)
 
 bench: model
 	$(BIN)/python benchmarks/bench_rerank.py

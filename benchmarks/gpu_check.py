@@ -1,28 +1,44 @@
 """The GPU check's Python stages, run by benchmarks/gpu_check.sh after the kernel tests.
 
-Stages, each timed and recorded whatever the others do:
-  env       device, versions, the backends "auto" resolves to per dtype
-  accuracy  every kernel on every available backend at realistic shapes vs float64 (fp32, fp16, bf16)
-  parity    engine logits vs transformers on random MiniLM-L12, BERT-base and XLM-R-large shaped checkpoints,
-            fp32/fp16/bf16, backends auto and triton
-  kernels   benchmarks/bench_kernels.py
-  e2e       pairs/s of sie (auto, triton) vs transformers padded on the same checkpoints
-Then a summary table, printed last and written with everything else under --results.
+Stages, each timed, bounded by its own time limit and recorded whatever the others do:
+  env          device, versions, the backends "auto" resolves to per dtype
+  accuracy     every kernel on every available backend at realistic shapes vs float64 (fp32, fp16, bf16)
+  checkpoints  random MiniLM-L12, BERT-base and XLM-R-large shaped checkpoints
+  parity       engine logits vs transformers on those checkpoints, fp32/fp16/bf16, backends auto and triton
+  kernels      benchmarks/bench_kernels.py
+  e2e          pairs/s of sie (auto, triton) vs transformers padded on the same checkpoints
+Each prints a flushed line per sub-step with the seconds since the stage began. The summary table is printed last;
+it and gpu_check.json are rewritten under --results around every stage, so a run cut short still leaves them.
 --tiny runs tiny shapes (CPU dry run through Triton's interpreter; same code paths).
 
-    PYTHONPATH=. python benchmarks/gpu_check.py --device cuda --results DIR [--tiny] [--pytest-status "ok 9 passed"]
+Time limits (--limit): a stage that runs past its limit is interrupted (StageTimeout), recorded as failed "timed out
+after N s" with its stacks in <stage>.traceback.txt, and the next stage runs. A stall that Python cannot interrupt
+(one C call that never returns) is ended --grace seconds later by faulthandler, which writes every thread's stack to
+the same file and exits; the results on disk then name the stage.
+
+Randomness comes from one seed (--seed, default the current time), split into one seed per stage; all of them are
+recorded in gpu_check.json and the summary, and --seed replays a run.
+
+    PYTHONPATH=. python benchmarks/gpu_check.py --device cuda --results DIR [--tiny] [--seed N]
+        [--limit [STAGE=]SECONDS ...] [--grace SECONDS] [--pytest-status "ok 9 passed"]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
+import functools
+import gc
 import json
+import signal
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -54,6 +70,24 @@ ACCURACY_LIMIT = {torch.float32: TOLERANCE[torch.float32], torch.float16: 1e-2, 
 # it is no further off than 1.5x transformers run in the same dtype.
 PARITY_LIMIT = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 3e-2}
 PARITY_CAP = 0.1
+# Each stage's default time limit, in seconds. 470 s in all: with gpu_check.sh's 120 s for the kernel tests, a run
+# in which every stage stalls still ends within about 10 minutes. A run that is expected to take longer (a slower
+# card, a cold Triton cache) raises them with --limit.
+STAGE_LIMITS = {"env": 20, "accuracy": 90, "checkpoints": 45, "parity": 150, "kernels": 75, "e2e": 90}
+# Seconds past its limit after which a stage that could not be interrupted ends the process (faulthandler).
+GRACE = 30
+# While a stage runs on past its limit, StageTimeout is raised again this often, in case library code swallowed it.
+RETRY = 5
+# The stages that draw random numbers, each from its own seed derived from the run's.
+SEEDED_STAGES = ("accuracy", "checkpoints", "parity", "kernels", "e2e")
+TRANSFORMERS_LINE = "transformers padded (batch 32)"
+
+Log = Callable[[str], None]
+
+
+def stage_seeds(seed: int) -> dict[str, int]:
+    """One seed per stage that draws random numbers, derived from the run's ``seed`` (what --seed replays)."""
+    return {stage: seed + offset for offset, stage in enumerate(SEEDED_STAGES)}
 
 
 def stage_env(device: torch.device) -> dict:
@@ -71,21 +105,15 @@ def stage_env(device: torch.device) -> dict:
     }
 
 
-def stage_accuracy(device: torch.device, tiny: bool) -> list[dict]:
-    """Every backend of every op vs float64 on the dtype-rounded inputs."""
-    generator = torch.Generator().manual_seed(0)
+def stage_accuracy(device: torch.device, tiny: bool, seed: int, log: Log) -> Iterator[dict]:
+    """Every backend of every op vs float64 on the dtype-rounded inputs: one row per op, case, dtype and backend."""
+    generator = torch.Generator().manual_seed(seed)
     lengths = [1, 17, 40, 9] if tiny else torch.randint(16, 513, (128,), generator=generator).tolist()
     heads = [(2, 32)] if tiny else [(12, 32), (12, 64), (8, 128)]
     tokens, hidden, ffn = (64, 64, 256) if tiny else (8192, 1024, 4096)
-    rows = []
     for dtype_name, dtype in DTYPES.items():
         backends = available_backends(device, dtype)
-
-        def record(op, case, backend, out, reference):
-            error = relative_error(out, reference)
-            rows.append({"op": op, "case": case, "dtype": dtype_name, "backend": backend, "error": error,
-                         "ok": error <= ACCURACY_LIMIT[dtype]})
-
+        row = functools.partial(accuracy_row, dtype_name=dtype_name, log=log)
         for nheads, headdim in heads:
             q, k, v, cu_seqlens = packed_qkv(lengths, nheads, headdim, dtype, device, generator)
             cls_q = q[cu_seqlens[:-1].long()]
@@ -97,25 +125,35 @@ def stage_accuracy(device: torch.device, tiny: bool) -> list[dict]:
                 "cls rows": reference_attention(cls_q, k, v, cu_seqlens, cu_seqlens_q, False, scale),
             }
             for backend in backends["attention"]:
+                log(f"attention {nheads}x{headdim} {dtype_name} {backend} ...")
                 for variant in ("full", "causal"):
                     out = varlen_attention(q, k, v, cu_seqlens, max(lengths), causal=variant == "causal",
                                            backend=backend)
-                    record("attention", f"{variant} {nheads}x{headdim}", backend, out, references[variant])
+                    yield row("attention", f"{variant} {nheads}x{headdim}", backend, out, references[variant])
                 out = varlen_attention(cls_q, k, v, cu_seqlens, max(lengths), cu_seqlens_q=cu_seqlens_q,
                                        max_seqlen_q=1, backend=backend)
-                record("attention", f"cls rows {nheads}x{headdim}", backend, out, references["cls rows"])
+                yield row("attention", f"cls rows {nheads}x{headdim}", backend, out, references["cls rows"])
         x, residual = (torch.randn(tokens, hidden, generator=generator).to(device, dtype) for _ in range(2))
         weight, bias = (torch.randn(hidden, generator=generator).to(device, dtype) for _ in range(2))
         expected = reference_layer_norm(x, weight, bias, 1e-12, residual)
         for backend in backends["layer_norm"]:
-            record("layer_norm", f"{tokens}x{hidden}", backend, layer_norm(x, weight, bias, 1e-12, residual,
-                                                                            backend=backend), expected)
+            log(f"layer_norm {tokens}x{hidden} {dtype_name} {backend} ...")
+            yield row("layer_norm", f"{tokens}x{hidden}", backend,
+                      layer_norm(x, weight, bias, 1e-12, residual, backend=backend), expected)
         x = (3 * torch.randn(tokens, ffn, generator=generator)).to(device, dtype)
         bias = torch.randn(ffn, generator=generator).to(device, dtype)
         expected = reference_bias_gelu(x, bias)
         for backend in backends["gelu"]:
-            record("bias_gelu", f"{tokens}x{ffn}", backend, bias_gelu(x, bias, backend=backend), expected)
-    return rows
+            log(f"bias_gelu {tokens}x{ffn} {dtype_name} {backend} ...")
+            yield row("bias_gelu", f"{tokens}x{ffn}", backend, bias_gelu(x, bias, backend=backend), expected)
+
+
+def accuracy_row(op: str, case: str, backend: str, out: torch.Tensor, reference: torch.Tensor, *, dtype_name: str,
+                 log: Log) -> dict:
+    error = relative_error(out, reference)
+    ok = error <= ACCURACY_LIMIT[DTYPES[dtype_name]]
+    log(f"{op} {case} {dtype_name} {backend}: {error:.1e} {'ok' if ok else 'FAIL'}")
+    return {"op": op, "case": case, "dtype": dtype_name, "backend": backend, "error": error, "ok": ok}
 
 
 def transformers_logits(path: Path, pairs, device, dtype, max_length: int, batch_size: int) -> np.ndarray:
@@ -135,75 +173,102 @@ def engine_backends(device: torch.device, dtype: torch.dtype) -> list[str]:
     return requests
 
 
-def stage_parity(device: torch.device, tiny: bool, checkpoints: dict[str, Path]) -> list[dict]:
-    seed = int(time.time())
+def stage_parity(device: torch.device, tiny: bool, seed: int, checkpoints: dict[str, Path], log: Log) -> Iterator[dict]:
+    """Engine logits vs transformers fp32: one row per model, dtype and engine backend."""
+    require_checkpoints(checkpoints)
     # Documents from empty to longer than the model's limit (truncated).
     pairs = random_pairs(seed, np.linspace(0, 80 if tiny else 700, 6 if tiny else 24).astype(int))
-    rows = []
     max_length = max_length_for(tiny)
     for name, path in checkpoints.items():
+        log(f"{name} transformers fp32 (the reference) ...")
         reference = transformers_logits(path, pairs, device, torch.float32, max_length, batch_size=8)
         scale = float(np.abs(reference).max())
         for dtype_name, dtype in DTYPES.items():
+            if dtype != torch.float32:
+                log(f"{name} transformers {dtype_name} ...")
             same_dtype = reference if dtype == torch.float32 else transformers_logits(
                 path, pairs, device, dtype, max_length, batch_size=8)
             hf_error = float(np.abs(same_dtype - reference).max()) / scale
             for backend in engine_backends(device, dtype):
+                log(f"{name} {dtype_name} sie {backend} ...")
                 reranker = sie.Reranker(str(path), device=device, dtype=dtype, backend=backend, max_length=max_length)
                 ours = reranker.predict(pairs, activation_fn=torch.nn.Identity())
+                backends = reranker.backends
+                del reranker
+                release(device)
                 error = float(np.abs(ours - reference).max()) / scale
                 # transformers' own low-precision error widens the bar, up to a cap that still catches nonsense.
                 limit = min(max(PARITY_LIMIT[dtype_name], 1.5 * hf_error), PARITY_CAP)
-                rows.append({"model": name, "dtype": dtype_name, "backend": backend, "backends": reranker.backends,
-                             "seed": seed, "error": error, "transformers same-dtype error": hf_error,
-                             "ok": error <= limit})
-                del reranker
-                release(device)
-    return rows
+                log(f"{name} {dtype_name} sie {backend} ({backends['attention']}): {error:.1e} (limit {limit:.1e}) "
+                    f"{'ok' if error <= limit else 'FAIL'}")
+                yield {"model": name, "dtype": dtype_name, "backend": backend, "backends": backends, "error": error,
+                       "transformers same-dtype error": hf_error, "ok": error <= limit}
 
 
-def stage_e2e(device: torch.device, tiny: bool, checkpoints: dict[str, Path]) -> list[dict]:
+def stage_kernels(device: torch.device, tiny: bool, seed: int, out: Path, log: Log) -> dict:
+    """benchmarks/bench_kernels.py. Its LayerNorm and GELU inputs come from torch's global generator, seeded here;
+    its length mixes and attention inputs from its own fixed seeds."""
+    torch.manual_seed(seed)
+    log("bench_kernels (prints its table when done) ...")
+    return bench_kernels.main(["--device", str(device), "--out", str(out)] + (["--tiny"] if tiny else []))
+
+
+def stage_e2e(device: torch.device, tiny: bool, seed: int, checkpoints: dict[str, Path], log: Log) -> Iterator[dict]:
     """Pairs/s for one query and many documents of 20-250 words, tokenization included, all in one run."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
+    require_checkpoints(checkpoints)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     count, repeats = (8, 1) if tiny else (256, 5)
     query = random_text(rng, 8)
     pairs = [(query, random_text(rng, int(n))) for n in rng.integers(20, 251, size=count)]
-    rows = []
     max_length = max_length_for(tiny)
     for name, path in checkpoints.items():
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(device).eval()
-        lines = {"transformers padded (batch 32)":
-                 lambda: padded_logits(model, tokenizer, pairs, device, max_length, batch_size=32)}
-        rerankers = {}
-        for backend in engine_backends(device, dtype):
-            reranker = sie.Reranker(str(path), device=device, dtype=dtype, backend=backend, max_length=max_length)
-            rerankers[backend] = reranker
-            lines[f"sie {backend} ({reranker.backends['attention']})"] = lambda r=reranker: r.predict(pairs)
-        seconds = {line: median_seconds(run, device, repeats) for line, run in lines.items()}
-        baseline = seconds["transformers padded (batch 32)"]
-        for line, s in seconds.items():
-            rows.append({"model": name, "dtype": str(dtype).removeprefix("torch."), "line": line,
-                         "pairs_per_s": count / s, "x transformers": baseline / s})
-        del model, rerankers, lines
+        seconds = e2e_seconds(name, path, pairs, device, dtype, max_length, repeats, log)
         release(device)
-    return rows
+        for line, s in seconds.items():
+            yield {"model": name, "dtype": str(dtype).removeprefix("torch."), "line": line,
+                   "pairs_per_s": count / s, "x transformers": seconds[TRANSFORMERS_LINE] / s}
+
+
+def e2e_seconds(name: str, path: Path, pairs, device, dtype, max_length: int, repeats: int, log: Log) -> dict:
+    """Median seconds per run of every line on one checkpoint; its models live only as long as this call."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    log(f"{name} loading transformers and sie ...")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(device).eval()
+    lines = {TRANSFORMERS_LINE: lambda: padded_logits(model, tokenizer, pairs, device, max_length, batch_size=32)}
+    for backend in engine_backends(device, dtype):
+        reranker = sie.Reranker(str(path), device=device, dtype=dtype, backend=backend, max_length=max_length)
+        lines[f"sie {backend} ({reranker.backends['attention']})"] = lambda r=reranker: r.predict(pairs)
+    seconds = {}
+    for line, run in lines.items():
+        log(f"{name} {line} ...")
+        seconds[line] = median_seconds(run, device, repeats)
+        log(f"{name} {line}: {len(pairs) / seconds[line]:,.0f} pairs/s")
+    return seconds
 
 
 def release(device: torch.device) -> None:
+    """Returns the memory of models that are gone to the GPU (reference cycles collected first); a no-op on CPU."""
     if device.type == "cuda":
+        gc.collect()
         torch.cuda.empty_cache()
 
 
-def make_checkpoints(folder: Path, tiny: bool, checkpoints: dict[str, Path]) -> dict[str, str]:
+def make_checkpoints(folder: Path, tiny: bool, seed: int, checkpoints: dict[str, Path], log: Log) -> dict[str, str]:
     """Random checkpoints of every model shape (fp32 safetensors) into ``folder``, recorded in ``checkpoints``."""
     for name, (arch, shape) in MODELS.items():
+        log(f"{name} ...")
         checkpoints[name] = make_random_checkpoint(folder / name, arch, shape="tiny" if tiny else shape,
-                                                   max_position_embeddings=max_length_for(tiny))
+                                                   max_position_embeddings=max_length_for(tiny), seed=seed)
     return {name: str(path) for name, path in checkpoints.items()}
+
+
+def require_checkpoints(checkpoints: dict[str, Path]) -> None:
+    missing = [name for name in MODELS if name not in checkpoints]
+    if missing:
+        raise RuntimeError(f"no checkpoint for {', '.join(missing)} (see the checkpoints stage)")
 
 
 def max_length_for(tiny: bool) -> int:
@@ -245,10 +310,12 @@ def summary(results: dict, pytest_status: str) -> tuple[str, bool]:
     line("kernel tests (pytest tests/kernels)", status, detail)
     ok &= not pytest_status.startswith("FAIL")
     for stage, outcome in results["stages"].items():
-        status = "ok" if outcome["ok"] else "FAIL"
         ok &= outcome["ok"]
-        line(f"stage {stage}", status, f"{outcome['seconds']:.0f} s" + (f"  {outcome['error']}" if not
-                                                                          outcome["ok"] else ""))
+        line(f"stage {stage}", "ok" if outcome["ok"] else "FAIL",
+             f"{outcome['seconds']:.1f} s (limit {outcome['limit_s']:g} s)"
+             + (f"  {outcome['error']}" if outcome.get("error") else ""))
+    seeds = ", ".join(f"{stage} {seed}" for stage, seed in results["seeds"].items())
+    line(f"seeds (replay: --seed {results['seed']})", "", seeds)
     for row in results.get("accuracy", []):
         if not row["ok"]:
             line(f"accuracy {row['op']} {row['case']} {row['dtype']} {row['backend']}", "FAIL", f"{row['error']:.2e}")
@@ -269,20 +336,114 @@ def summary(results: dict, pytest_status: str) -> tuple[str, bool]:
     return "\n".join(lines), ok
 
 
-def run_stage(results: dict, name: str, run: Callable[[], object]) -> None:
-    print(f"== {name}", flush=True)
-    start = time.perf_counter()
+class StageTimeout(BaseException):
+    """A stage ran past its time limit. A BaseException, as KeyboardInterrupt is, so that library code catching
+    Exception does not swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float, grace: float, stacks: TextIO) -> Iterator[None]:
+    """Raises StageTimeout in the main thread once ``seconds`` have passed (and again every RETRY s until the block
+    ends), after writing every thread's stack to ``stacks``. ``grace`` s later faulthandler writes them again and
+    ends the process: the backstop for a stall inside one C call, where no Python exception can arrive."""
+    expired = False
+
+    def expire(signum, frame):
+        nonlocal expired
+        if not expired:
+            expired = True
+            stacks.write(f"== the stacks when the time limit ({seconds:g} s) passed\n")
+            stacks.flush()
+            faulthandler.dump_traceback(stacks, all_threads=True)
+        raise StageTimeout(f"timed out after {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds, RETRY)
+    faulthandler.dump_traceback_later(seconds + grace, file=stacks, exit=True)
     try:
-        results[name] = run()
-        results["stages"][name] = {"ok": True, "seconds": time.perf_counter() - start}
-    except Exception as error:  # one failing stage must not hide the others' results
-        traceback.print_exc()
-        results["stages"][name] = {"ok": False, "seconds": time.perf_counter() - start,
-                                   "error": f"{type(error).__name__}: {error}"[:300]}
-    stage_ok = results["stages"][name]["ok"]
-    if stage_ok and isinstance(results[name], list):
-        stage_ok = all(row.get("ok", True) for row in results[name])
-        results["stages"][name]["ok"] = stage_ok
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        faulthandler.cancel_dump_traceback_later()
+        signal.signal(signal.SIGALRM, previous)
+
+
+class Stages:
+    """Runs stages one after another, each under its time limit, and keeps the results and summary on disk."""
+
+    def __init__(self, results: dict, folder: Path, limits: dict[str, float], grace: float, pytest_status: str):
+        self.results, self.folder, self.limits, self.grace = results, folder, limits, grace
+        self.pytest_status = pytest_status
+
+    def run(self, name: str, run: Callable[[Log], object]) -> None:
+        """Runs ``run(log)``; one that returns an iterator yields rows, and those it yielded are kept when it fails.
+        Any failure (an exception, the time limit) is recorded, and the next stage runs."""
+        limit, stacks_path = self.limits[name], self.folder / f"{name}.traceback.txt"
+        print(f"== {name} (limit {limit:g} s)", flush=True)
+        # What the files say if this process is ended by the backstop before the stage finishes.
+        outcome = self.results["stages"][name] = {
+            "ok": False, "seconds": limit + self.grace, "limit_s": limit,
+            "error": f"killed after {limit + self.grace:g} s, stuck where the time limit could not interrupt it "
+                     f"(stacks in {stacks_path.name})"}
+        self.save()
+        start = time.perf_counter()
+        with stacks_path.open("w") as stacks:
+            try:
+                with time_limit(limit, self.grace, stacks):
+                    result = run(Progress())
+                    if isinstance(result, Iterator):
+                        self.results[name] = []
+                        for row in result:
+                            self.results[name].append(row)
+                    else:
+                        self.results[name] = result
+            except (StageTimeout, Exception) as error:  # one failing stage must not hide the others' results
+                traceback.print_exc()
+                stacks.write("== the exception\n" + traceback.format_exc())
+                message = str(error) if isinstance(error, StageTimeout) else f"{type(error).__name__}: {error}"
+                outcome.update(ok=False, error=message[:300])
+            else:
+                outcome.update(ok=True, error=None)
+                result = self.results[name]
+                if isinstance(result, list) and not all(row.get("ok", True) for row in result):
+                    outcome.update(ok=False, error="some checks failed")
+        outcome["seconds"] = time.perf_counter() - start
+        if stacks_path.stat().st_size == 0:
+            stacks_path.unlink()
+        release(torch.device("cuda" if torch.cuda.is_initialized() else "cpu"))
+        print(f"-- {name}: {'ok' if outcome['ok'] else 'FAIL'} in {outcome['seconds']:.1f} s", flush=True)
+        self.save()
+
+    def save(self) -> tuple[str, bool]:
+        """Writes gpu_check.json and summary.txt as they stand; returns the summary and whether all passed."""
+        (self.folder / "gpu_check.json").write_text(json.dumps(self.results, indent=1, default=str))
+        table, ok = summary(self.results, self.pytest_status)
+        (self.folder / "summary.txt").write_text(table + "\n")
+        return table, ok
+
+
+class Progress:
+    """Prints a flushed line per sub-step of a stage, with the seconds since the stage began."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        print(f"  [{time.perf_counter() - self.start:6.1f} s] {message}", flush=True)
+
+
+def limit_spec(text: str) -> tuple[str | None, float]:
+    """--limit's value: "parity=300" for one stage, "60" for every stage."""
+    stage, _, seconds = text.rpartition("=")
+    if stage and stage not in STAGE_LIMITS:
+        raise argparse.ArgumentTypeError(f"unknown stage {stage!r} (stages: {', '.join(STAGE_LIMITS)})")
+    try:
+        value = float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {seconds!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a time limit must be positive: {text!r}")
+    return stage or None, value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,29 +451,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--seed", type=int, help="the run's seed (default: the current time); replays a run")
+    parser.add_argument("--limit", type=limit_spec, action="append", default=[], metavar="[STAGE=]SECONDS",
+                        help="a stage's time limit, or every stage's without STAGE=; repeatable. Defaults: "
+                             + ", ".join(f"{stage} {s}" for stage, s in STAGE_LIMITS.items()))
+    parser.add_argument("--grace", type=float, default=GRACE,
+                        help="seconds past a stage's limit after which a stall ends the process (default %(default)s)")
     parser.add_argument("--pytest-status", default="skipped (not run)", help="e.g. 'ok 174 passed'")
     args = parser.parse_args(argv)
+    limits = dict(STAGE_LIMITS)
+    for stage, seconds in args.limit:
+        limits.update({stage: seconds} if stage else dict.fromkeys(limits, seconds))
+    seed = int(time.time()) if args.seed is None else args.seed
+    seeds = stage_seeds(seed)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     device = torch.device(args.device)
     args.results.mkdir(parents=True, exist_ok=True)
-    results: dict = {"stages": {}}
+    print(f"seed {seed} (replay with --seed {seed}): " + ", ".join(f"{stage} {s}" for stage, s in seeds.items()))
+    print("time limits: " + ", ".join(f"{stage} {s:g} s" for stage, s in limits.items())
+          + f" ({sum(limits.values()):g} s in all; a stall ends the run {args.grace:g} s past a limit)", flush=True)
+    results: dict = {"seed": seed, "seeds": seeds, "limits": limits, "stages": {}}
+    stages = Stages(results, args.results, limits, args.grace, args.pytest_status)
     with tempfile.TemporaryDirectory() as folder:
         checkpoints: dict[str, Path] = {}  # filled by the checkpoints stage, read by parity and e2e
-        run_stage(results, "env", lambda: stage_env(device))
-        print(json.dumps(results.get("env"), indent=1))
+        stages.run("env", lambda log: stage_env(device))
+        print(json.dumps(results.get("env"), indent=1), flush=True)
         with torch.inference_mode():
-            run_stage(results, "accuracy", lambda: stage_accuracy(device, args.tiny))
-        run_stage(results, "checkpoints", lambda: make_checkpoints(Path(folder), args.tiny, checkpoints))
-        run_stage(results, "parity", lambda: stage_parity(device, args.tiny, checkpoints))
-        kernel_argv = ["--device", str(device), "--out", str(args.results)] + (["--tiny"] if args.tiny else [])
-        run_stage(results, "kernels", lambda: bench_kernels.main(kernel_argv))
-        run_stage(results, "e2e", lambda: stage_e2e(device, args.tiny, checkpoints))
-    (args.results / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
-    table, ok = summary(results, args.pytest_status)
-    (args.results / "summary.txt").write_text(table + "\n")
+            stages.run("accuracy", lambda log: stage_accuracy(device, args.tiny, seeds["accuracy"], log))
+        stages.run("checkpoints",
+                   lambda log: make_checkpoints(Path(folder), args.tiny, seeds["checkpoints"], checkpoints, log))
+        stages.run("parity", lambda log: stage_parity(device, args.tiny, seeds["parity"], checkpoints, log))
+        stages.run("kernels", lambda log: stage_kernels(device, args.tiny, seeds["kernels"], args.results, log))
+        stages.run("e2e", lambda log: stage_e2e(device, args.tiny, seeds["e2e"], checkpoints, log))
+    table, ok = stages.save()
     print(f"\n== summary ({'all checks passed' if ok else 'SOME CHECKS FAILED'}; full results in {args.results})")
-    print(table)
+    print(table, flush=True)
     return 0 if ok else 1
 
 

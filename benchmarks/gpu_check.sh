@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # The one script to run on a CUDA machine. Installs nothing from the network; needs torch, triton and
 # transformers (with its tokenizers, safetensors, numpy). Runs, in order:
-#   1. makes sie importable: `pip install --no-deps --no-build-isolation -e .` (offline: see pyproject.toml)
-#   2. the kernel tests on CUDA (pytest tests/kernels with SIE_TEST_DEVICE=cuda), when pytest is installed
+#   1. makes sie importable: `pip install --no-index --no-deps --no-build-isolation -e .` (PEP 660, offline: see
+#      pyproject.toml; CI proves it with .ci/check-offline-install)
+#   2. the kernel tests on CUDA (pytest tests/kernels with SIE_TEST_DEVICE=cuda), when pytest is installed, stopped
+#      after --pytest-timeout seconds (default 120); a test running over 60 s has its stacks dumped into pytest.log
 #   3. benchmarks/gpu_check.py: kernel accuracy at realistic shapes, engine parity with transformers on random
 #      MiniLM-L12 / BERT-base / XLM-R-large shaped models (fp32, fp16, bf16), the kernel benchmark and the
-#      end-to-end benchmark, then a summary table, printed last.
-# Results (logs, JSON, kernels.png, summary.txt) go to $OUT when set, else benchmarks/out/gpu_check.
+#      end-to-end benchmark, each stage under its own time limit (470 s in all by default), then a summary table,
+#      printed last. Every random input comes from one seed, printed first and in the summary.
+# Results (logs, JSON, kernels.png, summary.txt, <stage>.traceback.txt for a stage that failed) go to $OUT when
+# set, else benchmarks/out/gpu_check. Other options are passed to gpu_check.py (see its --help), e.g.
+# --seed N to replay a run, --limit parity=300 to give a stage more time.
 #
-#   benchmarks/gpu_check.sh          # on the GPU machine: under 8 minutes on an H100
+#   benchmarks/gpu_check.sh          # on the GPU machine: about 10 minutes at most, even if every stage stalls
 #   benchmarks/gpu_check.sh --cpu    # dry run on CPU: Triton's interpreter, tiny shapes, the same code paths
 set -uo pipefail
 
+usage="usage: $0 [--cpu] [--pytest-timeout SECONDS] [gpu_check.py options: --seed N, --limit [STAGE=]SECONDS, ...]"
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 # $PYTHON, else the checkout's virtual environment (make setup), else the python on PATH (the GPU machine's).
@@ -20,26 +26,39 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 DEVICE=cuda
 TINY=()
+PYTEST_TIMEOUT=120
+CHECK_ARGS=()
 # test_compile (marked slow) compiles for sm_90 without a GPU: redundant where the kernels run for real.
 PYTEST_TARGETS=(tests/kernels -m "not slow")
-if [[ "${1:-}" == "--cpu" ]]; then
-    DEVICE=cpu
-    TINY=(--tiny)
-    export TRITON_INTERPRET=1
-    # CI's test job runs the whole kernel suite on CPU; the dry run only proves this step works.
-    PYTEST_TARGETS=(tests/kernels/test_gelu.py tests/kernels/test_dispatch.py)
-elif [[ $# -gt 0 ]]; then
-    echo "usage: $0 [--cpu]" >&2
-    exit 2
-fi
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --cpu)
+            DEVICE=cpu
+            TINY=(--tiny)
+            export TRITON_INTERPRET=1
+            # CI's test job runs the whole kernel suite on CPU; the dry run only proves this step works.
+            PYTEST_TARGETS=(tests/kernels/test_gelu.py tests/kernels/test_dispatch.py) ;;
+        --pytest-timeout)
+            [[ "${2:-}" =~ ^[0-9]+$ ]] || { echo "$usage" >&2; exit 2; }
+            PYTEST_TIMEOUT=$2
+            shift ;;
+        -h|--help) echo "$usage"; exit 0 ;;
+        *) CHECK_ARGS+=("$1") ;;
+    esac
+    shift
+done
 RESULTS=${OUT:-$ROOT/benchmarks/out/gpu_check}
 mkdir -p "$RESULTS"
-export SIE_TEST_DEVICE=$DEVICE HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# What an earlier run left that this one might not rewrite.
+rm -f "$RESULTS"/*.traceback.txt "$RESULTS/summary.txt" "$RESULTS/gpu_check.json"
+export SIE_TEST_DEVICE=$DEVICE HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 
 echo "== install"
 if ! "$PYTHON" -c "import sie.kernels" 2>/dev/null; then
-    # pyproject.toml names the build backend, so this editable install (PEP 660) needs no network.
-    if ! "$PYTHON" -m pip install --quiet --no-deps --no-build-isolation -e . >"$RESULTS/install.log" 2>&1; then
+    # pyproject.toml names the build backend, so this editable install (PEP 660) needs no network; --no-index and no
+    # version check make sure pip does not try.
+    if ! timeout 120 "$PYTHON" -m pip install --quiet --no-index --disable-pip-version-check --no-deps \
+            --no-build-isolation -e . >"$RESULTS/install.log" 2>&1; then
         # The checkout is the installed layout (every module under sie/), so the path is enough.
         echo "pip install -e . failed (see install.log): importing sie from $ROOT instead"
         export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -47,17 +66,35 @@ if ! "$PYTHON" -c "import sie.kernels" 2>/dev/null; then
 fi
 "$PYTHON" -c "import sie.kernels" || { echo "sie is not importable" >&2; exit 1; }
 
-echo "== kernel tests on $DEVICE"
+echo "== kernel tests on $DEVICE (limit $PYTEST_TIMEOUT s)"
 if "$PYTHON" -c "import pytest" 2>/dev/null; then
-    "$PYTHON" -m pytest -q -p no:cacheprovider "${PYTEST_TARGETS[@]}" 2>&1 | tee "$RESULTS/pytest.log"
+    START=$SECONDS
+    timeout -k 10 "$PYTEST_TIMEOUT" "$PYTHON" -m pytest -q -p no:cacheprovider -o faulthandler_timeout=60 \
+        "${PYTEST_TARGETS[@]}" 2>&1 | tee "$RESULTS/pytest.log"
     PYTEST_RC=${PIPESTATUS[0]}
     PYTEST_LAST=$(tail -n 1 "$RESULTS/pytest.log" | tr -d '=' | sed 's/^ *//')
-    if [[ $PYTEST_RC -eq 0 ]]; then PYTEST_STATUS="ok $PYTEST_LAST"; else PYTEST_STATUS="FAIL $PYTEST_LAST"; fi
+    if [[ $PYTEST_RC -eq 0 ]]; then
+        PYTEST_STATUS="ok $PYTEST_LAST"
+    elif [[ $PYTEST_RC -eq 124 || $PYTEST_RC -eq 137 ]]; then
+        PYTEST_STATUS="FAIL timed out after $((SECONDS - START)) s (limit $PYTEST_TIMEOUT s; see pytest.log)"
+        echo "$PYTEST_STATUS"
+    else
+        PYTEST_STATUS="FAIL $PYTEST_LAST"
+    fi
 else
     PYTEST_STATUS="skipped pytest is not installed (the accuracy stage still checks every kernel)"
     echo "$PYTEST_STATUS"
 fi
 
 "$PYTHON" benchmarks/gpu_check.py --device "$DEVICE" --results "$RESULTS" --pytest-status "$PYTEST_STATUS" \
-    "${TINY[@]}" 2>&1 | tee "$RESULTS/gpu_check.log"
-exit "${PIPESTATUS[0]}"
+    "${TINY[@]}" "${CHECK_ARGS[@]}" 2>&1 | tee "$RESULTS/gpu_check.log"
+CHECK_RC=${PIPESTATUS[0]}
+if ! grep -q '^== summary' "$RESULTS/gpu_check.log" && [[ -f "$RESULTS/summary.txt" ]]; then
+    # Ended by a stage's hard time limit (or a crash): the summary as it stood, naming the stage.
+    shopt -s nullglob
+    STACKS=("$RESULTS"/*.traceback.txt)
+    echo
+    echo "== summary (gpu_check.py stopped early, exit $CHECK_RC; stacks in: ${STACKS[*]##*/})"
+    cat "$RESULTS/summary.txt"
+fi
+exit "$CHECK_RC"
