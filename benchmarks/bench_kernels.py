@@ -2,10 +2,13 @@
 
 Attention (FLOPs = 4 * nheads * headdim * sum of L_i^2, the useful work; padding is not counted):
   triton varlen (the line) vs padded SDPA with a key mask (the baseline, what padded stacks run), the flash
-  varlen backend when present, and the torch backend (one SDPA per sequence, sie's CPU path).
+  varlen backend when present, and the torch backend (one SDPA per sequence, sie's CPU path). Head layouts
+  include grouped key/value heads (a decoder's GQA: nheads query heads on nheads_kv key/value heads).
 LayerNorm (bytes = read x and residual, write out) and bias + GELU (bytes = read x, write out):
   triton fused vs the unfused torch ops (baseline); LayerNorm also against a plain copy of x, the achievable
   bandwidth measured in the same run.
+RMSNorm (bytes = read x and residual, write normed and summed) and the gated activation act(gate) * up (bytes =
+  read [gate | up], write out): triton fused vs sie's torch backend, the unfused ops (baseline).
 
     python benchmarks/bench_kernels.py [--device cuda] [--dtype fp16] [--tiny] [--out DIR]
 
@@ -26,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sie.kernels import available_backends, bias_gelu, layer_norm, varlen_attention
+from sie.kernels import available_backends, bias_gelu, gated_activation, layer_norm, rms_norm, varlen_attention
 from sie.kernels.flash import flash_implementation
 from timing import median_seconds
 
@@ -52,26 +55,33 @@ class Row:
 
 @dataclass(frozen=True)
 class Sizes:
-    """The shapes one run covers: attention mixes and head layouts, LayerNorm widths, FFN widths."""
+    """The shapes one run covers: attention mixes and head layouts, LayerNorm and RMSNorm widths, FFN widths."""
 
     mixes: dict[str, list[int]]
-    heads: list[tuple[int, int]]  # (nheads, headdim)
-    tokens: int  # rows of the LayerNorm and GELU inputs
+    heads: list[tuple[int, int, int]]  # (nheads, nheads_kv, headdim)
+    tokens: int  # rows of the normalisation and activation inputs
     hidden: list[int]
     ffn: list[int]
+    decoder_hidden: list[int]  # RMSNorm widths
+    gated: list[tuple[int, str]]  # (n, activation) of a gated activation over [tokens, 2n]
 
 
 def sizes(tiny: bool, seed: int = 0) -> Sizes:
     """Realistic length mixes: reranking batches of 128 pairs, one uniform over 16-512 tokens (about half of a
     padded batch is padding) and one over 102-512 (about 40% padding, the target's mix)."""
     if tiny:
-        return Sizes({"tiny 4x1-40": [1, 17, 40, 9]}, [(2, 32)], tokens=64, hidden=[64], ffn=[256])
+        return Sizes({"tiny 4x1-40": [1, 17, 40, 9]}, [(2, 2, 32), (4, 2, 32)], tokens=64, hidden=[64], ffn=[256],
+                     decoder_hidden=[96], gated=[(128, "silu"), (128, "gelu")])
     generator = torch.Generator().manual_seed(seed)
     mixes = {
         "128 x 16-512": torch.randint(16, 513, (128,), generator=generator).tolist(),
         PADDED_TARGET_MIX: torch.randint(102, 513, (128,), generator=generator).tolist(),
     }
-    return Sizes(mixes, [(12, 32), (12, 64)], tokens=32768, hidden=[384, 768, 1024], ffn=[1536, 3072, 4096])
+    # (32, 8, 128): Qwen3-4B/8B's attention; RMSNorm at Qwen3-0.6B's, -4B's and -8B's hidden sizes; GeGLU at
+    # ModernBERT-base's width, SwiGLU at Qwen3-0.6B's and -4B's.
+    return Sizes(mixes, [(12, 12, 32), (12, 12, 64), (32, 8, 128)], tokens=32768, hidden=[384, 768, 1024],
+                 ffn=[1536, 3072, 4096], decoder_hidden=[1024, 2560, 4096],
+                 gated=[(1152, "gelu"), (3072, "silu"), (9728, "silu")])
 
 
 def padding_fraction(lengths: list[int]) -> float:
@@ -88,7 +98,12 @@ def median_ms(run: Callable[[], object], device: torch.device, repeats: int) -> 
 
 
 def padded_inputs(q, k, v, lengths):
-    """[batch, nheads, max_len, headdim] copies of packed q, k, v and the bool key mask [batch, 1, 1, max_len]."""
+    """[batch, nheads, max_len, headdim] copies of packed q, k, v and the bool key mask [batch, 1, 1, max_len].
+
+    Grouped key/value heads are repeated to nheads here, outside the timing, as padded GQA stacks repeat them
+    before SDPA when they pass a mask."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))
     batch, max_len = len(lengths), max(lengths)
     lengths_t = torch.tensor(lengths, device=q.device)
     valid = torch.arange(max_len, device=q.device)[None, :] < lengths_t[:, None]
@@ -108,11 +123,12 @@ def bench_attention(sizes_: Sizes, dtype, device, repeats: int) -> list[Row]:
     for mix, lengths in sizes_.mixes.items():
         cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=device)
         max_len = max(lengths)
-        for nheads, headdim in sizes_.heads:
-            qkv = torch.randn(sum(lengths), 3, nheads, headdim, generator=generator).to(device=device, dtype=dtype)
-            q, k, v = qkv.unbind(1)
+        for nheads, nheads_kv, headdim in sizes_.heads:
+            qkv = torch.randn(sum(lengths), nheads + 2 * nheads_kv, headdim, generator=generator)
+            q, k, v = qkv.to(device=device, dtype=dtype).split([nheads, nheads_kv, nheads_kv], dim=1)
             pq, pk, pv, mask = padded_inputs(q, k, v, lengths)
-            case = f"{mix} ({padding_fraction(lengths):.0%} pad), {nheads}x{headdim}"
+            layout = f"{nheads}x{headdim}" + (f" ({nheads_kv} kv)" if nheads_kv != nheads else "")
+            case = f"{mix} ({padding_fraction(lengths):.0%} pad), {layout}"
             flops = 4 * nheads * headdim * sum(n * n for n in lengths)
             impls = {"sdpa padded": lambda: F.scaled_dot_product_attention(pq, pk, pv, attn_mask=mask)}
             for backend in ("triton", "flash", "torch"):
@@ -158,6 +174,33 @@ def bench_gelu(sizes_: Sizes, dtype, device, repeats: int) -> list[Row]:
             impls["triton"] = lambda: bias_gelu(x, bias, backend="triton")
         rows += timed_rows("bias_gelu", f"{sizes_.tokens} x {width}", impls, "torch unfused", device, repeats,
                            lambda ms: 2 * x.numel() * x.element_size() / ms / 1e6, "GB/s")
+    return rows
+
+
+def bench_rms_norm(sizes_: Sizes, dtype, device, repeats: int) -> list[Row]:
+    rows = []
+    triton_ok = "triton" in available_backends(device, dtype)["layer_norm"]
+    for hidden in sizes_.decoder_hidden:
+        x, residual = (torch.randn(sizes_.tokens, hidden, device=device, dtype=dtype) for _ in range(2))
+        weight = 1 + 0.1 * torch.randn(hidden, device=device, dtype=dtype)
+        impls = {"torch unfused": lambda: rms_norm(x, weight, 1e-6, residual, backend="torch")}
+        if triton_ok:
+            impls["triton"] = lambda: rms_norm(x, weight, 1e-6, residual, backend="triton")
+        rows += timed_rows("rms_norm", f"{sizes_.tokens} x {hidden}", impls, "torch unfused", device, repeats,
+                           lambda ms: 4 * x.numel() * x.element_size() / ms / 1e6, "GB/s")
+    return rows
+
+
+def bench_gated_activation(sizes_: Sizes, dtype, device, repeats: int) -> list[Row]:
+    rows = []
+    triton_ok = "triton" in available_backends(device, dtype)["layer_norm"]
+    for width, activation in sizes_.gated:
+        x = torch.randn(sizes_.tokens, 2 * width, device=device, dtype=dtype)
+        impls = {"torch unfused": lambda: gated_activation(x, activation, backend="torch")}
+        if triton_ok:
+            impls["triton"] = lambda: gated_activation(x, activation, backend="triton")
+        rows += timed_rows("gated_act", f"{sizes_.tokens} x 2*{width} {activation}", impls, "torch unfused", device,
+                           repeats, lambda ms: 1.5 * x.numel() * x.element_size() / ms / 1e6, "GB/s")
     return rows
 
 
@@ -235,6 +278,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows = bench_attention(sizes_, dtype, device, args.repeats)
         rows += bench_layer_norm(sizes_, dtype, device, args.repeats)
         rows += bench_gelu(sizes_, dtype, device, args.repeats)
+        rows += bench_rms_norm(sizes_, dtype, device, args.repeats)
+        rows += bench_gated_activation(sizes_, dtype, device, args.repeats)
     title = (f"sie kernels on {device_name(device)}, {str(dtype).removeprefix('torch.')}, torch {torch.__version__}"
              f"{', tiny shapes' if args.tiny else ''}")
     print(title)

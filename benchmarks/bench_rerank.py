@@ -7,6 +7,13 @@ Lines: sie (fp32, bf16), transformers padded (batch 32, fp32), sentence-transfor
 checked for the same top-1 document as fp32 on every query of the fidelity set (sie/testing/data/fidelity_set.json).
 
     python benchmarks/bench_rerank.py [--documents 100] [--repeats 5] [--device cpu] [--json out.json]
+
+With ``--model-shape`` (``qwen3-0.6b``, ``qwen2-1.5b``, ... from ``sie.testing.SHAPES``) it measures a decoder
+reranker instead: a random checkpoint of that shape read through its recipe (Qwen3: qwen3-reranker; Qwen2:
+mxbai-rerank-v2), one query x N documents of 20-250 words, sie against transformers' causal LM on left-padded
+batches of 16 (SDPA, ``logits_to_keep=1``), both tokenizing as part of the timed call, in ``--dtype``.
+
+    python benchmarks/bench_rerank.py --model-shape qwen3-0.6b [--dtype bfloat16] [--documents 100]
 """
 
 from __future__ import annotations
@@ -90,6 +97,64 @@ def top1_agreement(fp32: sie.Reranker, bf16: sie.Reranker) -> tuple[int, int]:
     return same, len(queries)
 
 
+def decoder_bench(args: argparse.Namespace) -> None:
+    """sie vs transformers on a random decoder reranker of ``args.model_shape``, in ``args.dtype``."""
+    import tempfile
+
+    from transformers import AutoModelForCausalLM
+
+    from sie.testing import make_random_checkpoint, random_text
+    from sie.testing.decoders import left_padded_logits, mxbai_rerank_v2_ids, mxbai_template_length, qwen3_reranker_ids
+
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    arch = "qwen3" if args.model_shape.startswith("qwen3") else "qwen2"
+    recipe = "qwen3-reranker" if arch == "qwen3" else "mxbai-rerank-v2"
+    rng = np.random.default_rng(args.seed)
+    query = random_text(rng, 8)
+    documents = [random_text(rng, int(words)) for words in rng.integers(20, 251, size=args.documents)]
+    with tempfile.TemporaryDirectory() as folder:
+        path = make_random_checkpoint(Path(folder) / args.model_shape, arch, shape=args.model_shape,
+                                      max_position_embeddings=32768, seed=args.seed)
+        reranker = sie.Reranker(str(path), device=device, dtype=dtype, recipe=recipe)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa").to(device).eval()
+    score_ids = reranker.tokenizer.score_token_ids
+    budget = reranker.max_length - (mxbai_template_length(tokenizer) if arch == "qwen2" else 0)
+
+    def transformers_run():
+        if arch == "qwen3":
+            sequences = [qwen3_reranker_ids(tokenizer, query, d, None, budget) for d in documents]
+        else:
+            sequences = [mxbai_rerank_v2_ids(tokenizer, query, d, None, budget) for d in documents]
+        return left_padded_logits(model, sequences, tokenizer.pad_token_id, score_ids, batch_size=16)
+
+    engines = {f"sie {args.dtype}": lambda: reranker.predict([(query, d) for d in documents]),
+               f"transformers left-padded {args.dtype} (batch 16)": transformers_run}
+    lengths = reranker.encode(query, documents).lengths
+    for run in engines.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(args.repeats):
+        for name, run in engines.items():
+            times[name].append(seconds_of(run, device))
+    seconds = {name: statistics.median(samples) for name, samples in times.items()}
+    baseline = seconds[f"transformers left-padded {args.dtype} (batch 16)"]
+    print(f"# {args.model_shape} ({recipe}), {args.documents} pairs of {lengths.min()}-{lengths.max()} tokens "
+          f"(mean {lengths.mean():.0f}), {device}, {args.dtype}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {args.repeats} repeats")
+    print(f"{'engine':<48} {'pairs/s':>9} {'x transformers':>15}")
+    for name, value in seconds.items():
+        print(f"{name:<48} {args.documents / value:>9.2f} {baseline / value:>15.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+            "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "shape": args.model_shape, "recipe": recipe, "dtype": args.dtype, "pairs": args.documents,
+            "lengths": [int(lengths.min()), int(lengths.max())],
+            "pairs_per_s": {name: args.documents / value for name, value in seconds.items()},
+        }, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=sie.DEFAULT_MODEL)
@@ -101,9 +166,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--model-shape", help="a decoder shape of sie.testing.SHAPES, e.g. qwen3-0.6b (see above)")
+    parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
+                        help="dtype of the --model-shape benchmark")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.model_shape:
+        decoder_bench(args)
+        return
 
     device = torch.device(args.device)
     reduced = torch.bfloat16

@@ -7,6 +7,9 @@ Stages, each timed, bounded by its own time limit and recorded whatever the othe
   parity       engine logits vs transformers on those checkpoints, fp32/fp16/bf16, backends auto and triton
   kernels      benchmarks/bench_kernels.py
   e2e          pairs/s of sie (auto, triton) vs transformers padded on the same checkpoints
+  decoders     decoder rerankers: parity with transformers' causal LM in fp16/bf16 on Qwen3-0.6B- and
+               Qwen2-1.5B-wide checkpoints (4 layers each, through their recipes), then pairs/s of sie vs
+               transformers (left-padded batch 16) on the full Qwen3-0.6B shape in bf16
 Each prints a flushed line per sub-step with the seconds since the stage began. The summary table is printed last;
 it and gpu_check.json are rewritten under --results around every stage, so a run cut short still leaves them.
 --tiny runs tiny shapes (CPU dry run through Triton's interpreter; same code paths).
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import faulthandler
 import functools
 import gc
@@ -48,7 +52,8 @@ import bench_kernels
 import sie
 from sie.kernels import available_backends, bias_gelu, layer_norm, resolve_backends, varlen_attention
 from sie.kernels.flash import flash_implementation
-from sie.testing import make_random_checkpoint, padded_logits
+from sie.testing import SHAPES, make_random_checkpoint, padded_logits
+from sie.testing.decoders import left_padded_logits, mxbai_rerank_v2_ids, mxbai_template_length, qwen3_reranker_ids
 from sie.testing.references import (
     TOLERANCE,
     packed_qkv,
@@ -73,13 +78,18 @@ PARITY_CAP = 0.1
 # Each stage's default time limit, in seconds. 470 s in all: with gpu_check.sh's 120 s for the kernel tests, a run
 # in which every stage stalls still ends within about 10 minutes. A run that is expected to take longer (a slower
 # card, a cold Triton cache) raises them with --limit.
-STAGE_LIMITS = {"env": 20, "accuracy": 90, "checkpoints": 45, "parity": 150, "kernels": 75, "e2e": 90}
+STAGE_LIMITS = {"env": 20, "accuracy": 90, "checkpoints": 45, "parity": 150, "kernels": 75, "e2e": 90,
+                "decoders": 120}
 # Seconds past its limit after which a stage that could not be interrupted ends the process (faulthandler).
 GRACE = 30
 # While a stage runs on past its limit, StageTimeout is raised again this often, in case library code swallowed it.
 RETRY = 5
 # The stages that draw random numbers, each from its own seed derived from the run's.
-SEEDED_STAGES = ("accuracy", "checkpoints", "parity", "kernels", "e2e")
+SEEDED_STAGES = ("accuracy", "checkpoints", "parity", "kernels", "e2e", "decoders")
+# Decoder checkpoints: (arch, shape, recipe, layers kept: None for all); --tiny uses tiny-gqa with two layers.
+DECODER_PARITY = {"qwen3-0.6b-wide": ("qwen3", "qwen3-0.6b", "qwen3-reranker", 4),
+                  "qwen2-1.5b-wide": ("qwen2", "qwen2-1.5b", "mxbai-rerank-v2", 4)}
+DECODER_E2E = ("qwen3-0.6b", ("qwen3", "qwen3-0.6b", "qwen3-reranker", None))
 TRANSFORMERS_LINE = "transformers padded (batch 32)"
 
 Log = Callable[[str], None]
@@ -249,6 +259,85 @@ def e2e_seconds(name: str, path: Path, pairs, device, dtype, max_length: int, re
     return seconds
 
 
+def decoder_checkpoint(folder: Path, name: str, spec: tuple, tiny: bool, seed: int) -> Path:
+    arch, shape, _, layers = spec
+    dims = SHAPES["tiny-gqa" if tiny else shape]
+    if layers is not None and not tiny:
+        dims = dataclasses.replace(dims, num_layers=layers)
+    return make_random_checkpoint(folder / name, arch, shape=dims, max_position_embeddings=8192, seed=seed)
+
+
+def decoder_reference(path: Path, recipe: str, pairs, dtype, device, max_length: int, score_ids, batch_size: int):
+    """transformers' causal LM on the reference recipe's token ids, left-padded."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if recipe == "qwen3-reranker":
+        sequences = [qwen3_reranker_ids(tokenizer, q, d, None, max_length) for q, d in pairs]
+    else:
+        budget = max_length - mxbai_template_length(tokenizer)
+        sequences = [mxbai_rerank_v2_ids(tokenizer, q, d, None, budget) for q, d in pairs]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa").to(device).eval()
+    return lambda: left_padded_logits(model, sequences, tokenizer.pad_token_id, score_ids, batch_size)
+
+
+def stage_decoders(device: torch.device, tiny: bool, seed: int, folder: Path, log: Log) -> Iterator[dict]:
+    """Decoder rerankers: parity in fp16/bf16 (transformers fp32 the reference, transformers in the same dtype the
+    bar), then pairs/s on the full Qwen3-0.6B shape."""
+    rng = np.random.default_rng(seed)
+    max_length = 512 if tiny else 1024
+    pairs = random_pairs(seed, np.linspace(0, 60 if tiny else 900, 6 if tiny else 12).astype(int))
+    for name, spec in DECODER_PARITY.items():
+        log(f"{name} checkpoint ...")
+        path = decoder_checkpoint(folder, name, spec, tiny, seed)
+        recipe = spec[2]
+        reranker = sie.Reranker(str(path), device=device, dtype=torch.float32, recipe=recipe, max_length=max_length)
+        score_ids = reranker.tokenizer.score_token_ids
+        del reranker
+        log(f"{name} transformers fp32 (the reference) ...")
+        reference = decoder_reference(path, recipe, pairs, torch.float32, device, max_length, score_ids, 4)()
+        scale = float(np.abs(reference).max())
+        release(device)
+        for dtype_name in ("fp16", "bf16") if device.type == "cuda" else ("fp32", "bf16"):
+            dtype = DTYPES[dtype_name]
+            same_dtype = decoder_reference(path, recipe, pairs, dtype, device, max_length, score_ids, 4)()
+            hf_error = float(np.abs(same_dtype - reference).max()) / scale
+            release(device)
+            for backend in engine_backends(device, dtype):
+                log(f"{name} {dtype_name} sie {backend} ...")
+                reranker = sie.Reranker(str(path), device=device, dtype=dtype, backend=backend, recipe=recipe,
+                                        max_length=max_length)
+                error = float(np.abs(reranker.predict(pairs, activation_fn=torch.nn.Identity()) - reference).max())
+                error /= scale
+                backends = reranker.backends
+                del reranker
+                release(device)
+                limit = min(max(PARITY_LIMIT[dtype_name], 1.5 * hf_error), PARITY_CAP)
+                log(f"{name} {dtype_name} sie {backend}: {error:.1e} (limit {limit:.1e}) {'ok' if error <= limit else 'FAIL'}")
+                yield {"kind": "parity", "model": name, "dtype": dtype_name, "backend": backend, "backends": backends,
+                       "error": error, "transformers same-dtype error": hf_error, "ok": error <= limit}
+    name, spec = DECODER_E2E
+    log(f"{name} checkpoint ...")
+    path = decoder_checkpoint(folder, name, spec, tiny, seed)
+    dtype = torch.bfloat16
+    query = random_text(rng, 8)
+    documents = [random_text(rng, int(n)) for n in rng.integers(20, 251, size=8 if tiny else 100)]
+    reranker = sie.Reranker(str(path), device=device, dtype=dtype, recipe=spec[2], max_length=max_length)
+    transformers_run = decoder_reference(path, spec[2], [(query, d) for d in documents], dtype, device, max_length,
+                                         reranker.tokenizer.score_token_ids, 16)
+    lines = {"transformers left-padded (batch 16)": transformers_run,
+             f"sie ({reranker.backends['attention']})": lambda: reranker.predict([(query, d) for d in documents])}
+    seconds = {}
+    for line, run in lines.items():
+        log(f"{name} {line} ...")
+        seconds[line] = median_seconds(run, device, 1 if tiny else 3)
+        log(f"{name} {line}: {len(documents) / seconds[line]:,.1f} pairs/s")
+    baseline = seconds["transformers left-padded (batch 16)"]
+    for line, value in seconds.items():
+        yield {"kind": "e2e", "model": name, "dtype": "bf16", "line": line, "pairs_per_s": len(documents) / value,
+               "x transformers": baseline / value}
+
+
 def release(device: torch.device) -> None:
     """Returns the memory of models that are gone to the GPU (reference cycles collected first); a no-op on CPU."""
     if device.type == "cuda":
@@ -333,6 +422,14 @@ def summary(results: dict, pytest_status: str) -> tuple[str, bool]:
     for row in results.get("e2e", []):
         line(f"e2e {row['model']} {row['dtype']} {row['line']}", "",
              f"{row['pairs_per_s']:,.0f} pairs/s, {row['x transformers']:.2f}x transformers")
+    for row in results.get("decoders", []):
+        if row["kind"] == "parity":
+            line(f"decoder parity {row['model']} {row['dtype']} {row['backend']} ({row['backends']['attention']})",
+                 "ok" if row["ok"] else "FAIL",
+                 f"{row['error']:.1e} (transformers {row['dtype']}: {row['transformers same-dtype error']:.1e})")
+        else:
+            line(f"decoder e2e {row['model']} {row['dtype']} {row['line']}", "",
+                 f"{row['pairs_per_s']:,.1f} pairs/s, {row['x transformers']:.2f}x transformers")
     return "\n".join(lines), ok
 
 
@@ -484,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         stages.run("parity", lambda log: stage_parity(device, args.tiny, seeds["parity"], checkpoints, log))
         stages.run("kernels", lambda log: stage_kernels(device, args.tiny, seeds["kernels"], args.results, log))
         stages.run("e2e", lambda log: stage_e2e(device, args.tiny, seeds["e2e"], checkpoints, log))
+        stages.run("decoders", lambda log: stage_decoders(device, args.tiny, seeds["decoders"], Path(folder), log))
     table, ok = stages.save()
     print(f"\n== summary ({'all checks passed' if ok else 'SOME CHECKS FAILED'}; full results in {args.results})")
     print(table, flush=True)

@@ -93,6 +93,13 @@ def parse_query(query: Any, instruction: str | None = None, field: str = "query"
     return text, query_id
 
 
+def parse_instruction(instruction: Any) -> str | None:
+    """The guide's ``instruction``: a string, or None for the model's own (a recipe's default, or none)."""
+    if instruction is not None and not isinstance(instruction, str):
+        raise InvalidInputError("instruction", f"must be a string, got {type(instruction).__name__}")
+    return instruction
+
+
 def parse_documents(documents: Any, field: str = "items") -> Documents:
     """Checks a list of strings or Items; ids default to ``item-<i>``, the item's position."""
     if isinstance(documents, (str, bytes, Mapping)) or not isinstance(documents, Sequence):

@@ -37,6 +37,16 @@ class PackedBatch:
         """Row of each sequence's first token, int64 ``(batch,)``."""
         return self.cu_seqlens[:-1].long()
 
+    @property
+    def last_rows(self) -> torch.Tensor:
+        """Row of each sequence's last token, int64 ``(batch,)``."""
+        return self.cu_seqlens[1:].long() - 1
+
+    @property
+    def one_row_each(self) -> torch.Tensor:
+        """``cu_seqlens`` of queries that are one row per sequence (CLS or last rows), int32 ``(batch + 1,)``."""
+        return torch.arange(self.batch_size + 1, dtype=torch.int32, device=self.cu_seqlens.device)
+
 
 def plan_micro_batches(lengths: np.ndarray, max_batch_tokens: int, max_batch_size: int | None = None) -> list[np.ndarray]:
     """Groups pair indices into micro-batches of at most ``max_batch_tokens`` tokens (and ``max_batch_size`` pairs).

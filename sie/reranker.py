@@ -13,13 +13,24 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sie.errors import InvalidInputError, ModelNotFoundError
+from tokenizers import Tokenizer
+
+from sie.errors import InvalidInputError, ModelNotFoundError, UnsupportedModelError
 from sie.hub import default_model, offline, resolve_model
-from sie.inputs import parse_documents, parse_options, parse_query, ranking, score_result, scores_from_logits
+from sie.inputs import (
+    parse_documents,
+    parse_instruction,
+    parse_options,
+    parse_query,
+    ranking,
+    score_result,
+    scores_from_logits,
+)
 from sie.kernels import resolve_kernels
 from sie.models import family_of, load_model
 from sie.packing import pack, plan_micro_batches
-from sie.tokenization import EncodedPairs, PairTokenizer
+from sie.recipes import Recipe, no_recipe_error, resolve_recipe
+from sie.tokenization import EncodedPairs, PairEncoder, PairTokenizer, PromptTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +74,7 @@ def _max_sequence_length(family_limit: int, tokenizer) -> int:
 
 
 class Reranker:
-    """A cross-encoder loaded for inference.
+    """A reranker loaded for inference: a cross-encoder, or a decoder LLM read through a prompt recipe.
 
     Args:
         model: a model id (``org/name``) or a checkpoint folder; default ``cross-encoder/ms-marco-MiniLM-L-12-v2``.
@@ -71,8 +82,11 @@ class Reranker:
         dtype: activation and weight dtype; default fp32 on CPU, fp16 on CUDA.
         backend: kernel backend, ``"auto"``, ``"flash"``, ``"triton"`` or ``"torch"`` (``SIE_BACKEND`` says what
             ``"auto"`` stands for).
-        max_length: longest pair in tokens; default the model's limit (512 for BERT).
+        max_length: longest pair in tokens; default the model's limit (512 for BERT), or the recipe's budget.
         max_batch_tokens: token budget of one packed micro-batch.
+        recipe: for decoder rerankers, a built-in recipe's name (``"qwen3-reranker"``, ``"mxbai-rerank-v2"``), a
+            recipe file or a ``sie.recipes.Recipe``; default: the model folder's ``sie_reranker.json``, else the
+            recipe its Hub id implies (``sie.recipes``).
     """
 
     def __init__(
@@ -84,6 +98,7 @@ class Reranker:
         backend: str = "auto",
         max_length: int | None = None,
         max_batch_tokens: int | None = None,
+        recipe: str | Recipe | None = None,
     ) -> None:
         from transformers import AutoConfig, AutoTokenizer
 
@@ -93,18 +108,36 @@ class Reranker:
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         config = AutoConfig.from_pretrained(self.path)
         self.family = family_of(config)
+        hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.model_max_length = _max_sequence_length(self.family.max_length(config), hf_tokenizer)
+        self.tokenizer, self.recipe = self._tokenizer(config, hf_tokenizer.backend_tokenizer, recipe)
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.kernels = resolve_kernels(self.device, self.dtype, backend, head_dim=head_dim)
         self.model = load_model(self.path, self.family, config, self.kernels, self.device, self.dtype)
-        self.architecture = type(self.model).__name__
-        hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model_max_length = _max_sequence_length(self.family.max_length(config), hf_tokenizer)
-        self.tokenizer = PairTokenizer(hf_tokenizer.backend_tokenizer)
-        self.max_length = self.model_max_length if max_length is None else self._check_max_length(max_length, "max_length")
+        self.architecture = next(name for name in config.architectures if name in self.family.architectures)
+        default_length = min(getattr(self.tokenizer, "default_max_length", self.model_max_length),
+                             self.model_max_length)
+        self.max_length = default_length if max_length is None else self._check_max_length(max_length, "max_length")
         self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self.device.type, 8192)
         self._lock = threading.Lock()
         logger.info("loaded %s (%s) on %s in %s, backends %s", self.model_id, self.architecture, self.device,
                     self.dtype, self.backends)
+
+    def _tokenizer(
+        self, config, tokenizer: Tokenizer, requested: str | Recipe | None
+    ) -> tuple[PairEncoder, Recipe | None]:
+        """The pair tokenizer and, for a decoder family, its recipe; a decoder's score tokens go on ``config``."""
+        if not self.family.prompted:
+            if requested is not None:
+                raise UnsupportedModelError(f"{self.model_id} is a cross-encoder ({self.family.name}): "
+                                            "recipes apply to decoder rerankers only")
+            return PairTokenizer(tokenizer), None
+        recipe = resolve_recipe(self.model_id, self.path, requested)
+        if recipe is None:
+            raise no_recipe_error(self.model_id, config.architectures[0])
+        prompts = PromptTokenizer(tokenizer, recipe)
+        config.score_token_ids = prompts.score_token_ids
+        return prompts, recipe
 
     @property
     def backends(self) -> dict[str, str]:
@@ -126,12 +159,15 @@ class Reranker:
 
     def encode(
         self, query: str | Sequence[str], documents: Sequence[str], *, max_length: int | None = None,
-        truncate: bool = True,
+        truncate: bool = True, instruction: str | None = None,
     ) -> EncodedPairs:
-        """Tokenizes ``query`` (one for all, or one per document) with each document, without padding."""
+        """Tokenizes ``query`` (one for all, or one per document) with each document, without padding.
+
+        ``instruction`` fills a decoder recipe's instruction slot, or is prepended to a cross-encoder's query.
+        """
         limit = self.max_length if max_length is None else self._check_max_length(max_length, "options.max_length")
         queries = [query] * len(documents) if isinstance(query, str) else query
-        return self.tokenizer.encode(queries, documents, limit, truncate=truncate)
+        return self.tokenizer.encode(queries, documents, limit, truncate=truncate, instruction=instruction)
 
     @torch.inference_mode()
     def logits(
@@ -156,9 +192,10 @@ class Reranker:
     ) -> dict[str, Any]:
         """The score API in process: the same body the server returns for ``POST /v1/score/{model}``."""
         parsed = parse_options(options)
-        query_text, query_id = parse_query(query, instruction)
+        query_text, query_id = parse_query(query)
         documents = parse_documents(items)
-        encoded = self.encode(query_text, documents.texts, max_length=parsed.max_length, truncate=parsed.truncate)
+        encoded = self.encode(query_text, documents.texts, max_length=parsed.max_length, truncate=parsed.truncate,
+                              instruction=parse_instruction(instruction))
         scores = scores_from_logits(self.logits(encoded), parsed.raw_scores)
         return score_result(self.model_id, query_id, documents.ids, scores, parsed.top_k, encoded.num_tokens)
 
@@ -168,9 +205,10 @@ class Reranker:
     ) -> list[dict[str, Any]]:
         """Documents (strings or Items) sorted by relevance: ``[{"index", "id", "score", "rank", "text"?}]``."""
         parsed = parse_options({"top_k": top_k, "raw_scores": raw_scores, "max_length": max_length})
-        query_text, _ = parse_query(query, instruction)
+        query_text, _ = parse_query(query)
         docs = parse_documents(documents, field="documents")
-        encoded = self.encode(query_text, docs.texts, max_length=parsed.max_length)
+        encoded = self.encode(query_text, docs.texts, max_length=parsed.max_length,
+                              instruction=parse_instruction(instruction))
         scores = scores_from_logits(self.logits(encoded), parsed.raw_scores)
         results = []
         for rank, index in enumerate(ranking(scores, parsed.top_k)):

@@ -1,4 +1,5 @@
-"""sie's kernels: varlen attention, residual + LayerNorm and bias + GELU, each with flash/triton/torch backends.
+"""sie's kernels: varlen attention (grouped key/value heads, sliding windows), residual + LayerNorm, bias + GELU,
+residual + RMSNorm and gated activations (SwiGLU/GeGLU), each with triton/torch backends (attention also flash).
 
 Models call :func:`resolve_kernels` once and hold the implementations it returns; the public ops below check
 their inputs and take a ``backend=`` name ("auto" resolves from the tensor's device, then ``$SIE_BACKEND``).
@@ -10,9 +11,11 @@ from .dispatch import (
     KernelBackends,
     available_backends,
     bias_gelu,
+    gated_activation,
     layer_norm,
     resolve_backends,
     resolve_kernels,
+    rms_norm,
     varlen_attention,
 )
 from .environment import ENV_BACKEND
@@ -24,8 +27,10 @@ __all__ = [
     "Kernels",
     "available_backends",
     "bias_gelu",
+    "gated_activation",
     "layer_norm",
     "resolve_backends",
     "resolve_kernels",
+    "rms_norm",
     "varlen_attention",
 ]

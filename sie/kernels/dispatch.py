@@ -26,7 +26,7 @@ from .flash import flash_implementation
 logger = logging.getLogger(__name__)
 
 ATTENTION_BACKENDS = ("flash", "triton", "torch")
-NORM_BACKENDS = ("triton", "torch")  # layer_norm and gelu have no flash variant
+NORM_BACKENDS = ("triton", "torch")  # the ops other than attention have no flash variant
 _REQUESTS = ("auto", *ATTENTION_BACKENDS)
 
 # (op, backend) -> (module in this package, function); imported on first use so Triton stays optional.
@@ -41,7 +41,15 @@ _IMPLEMENTATIONS = {
     ("gelu", "triton"): ("triton_gelu", "bias_gelu_triton"),
     ("linear_gelu", "torch"): ("reference", "linear_gelu_torch"),
     ("linear_gelu", "triton"): ("triton_gelu", "linear_gelu_triton"),
+    ("rms_norm", "torch"): ("reference", "rms_norm_torch"),
+    ("rms_norm", "triton"): ("triton_rms_norm", "rms_norm_triton"),
+    ("gated_activation", "torch"): ("reference", "gated_activation_torch"),
+    ("gated_activation", "triton"): ("triton_gated_activation", "gated_activation_triton"),
 }
+GATED_ACTIVATIONS = ("silu", "gelu")
+# The KernelBackends field that decides each op: the decoder and GLU ops run with the normalisation backend.
+_BACKEND_FIELD = {"attention": "attention", "layer_norm": "layer_norm", "gelu": "gelu", "linear_gelu": "gelu",
+                  "rms_norm": "layer_norm", "gated_activation": "layer_norm"}
 
 
 @dataclass(frozen=True)
@@ -59,18 +67,22 @@ class KernelBackends:
 @dataclass(frozen=True)
 class Kernels:
     """The implementations a model calls, resolved once from ``backends``. Inputs are not checked: the model
-    owns their shapes (the public ops check them).
+    owns their shapes (the public ops check them). The norm backend serves every op but attention.
 
-    attention(q, k, v, cu_seqlens, max_seqlen, cu_seqlens_q, max_seqlen_q, *, causal, softmax_scale):
+    attention(q, k, v, cu_seqlens, max_seqlen, cu_seqlens_q, max_seqlen_q, *, causal, softmax_scale[, window]):
         shapes as :func:`varlen_attention`, every argument given.
     layer_norm(x, weight, bias, eps, residual): as :func:`layer_norm`.
     linear_gelu(x, weight, bias): exact GELU(x @ weight.T + bias); x [rows, in], weight [out, in] -> [rows, out].
+    rms_norm(x, weight, eps, residual): as :func:`rms_norm`, returns (normed, summed).
+    gated_activation(x, activation): as :func:`gated_activation`.
     """
 
     backends: KernelBackends
     attention: Callable[..., torch.Tensor]
     layer_norm: Callable[..., torch.Tensor]
     linear_gelu: Callable[..., torch.Tensor]
+    rms_norm: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    gated_activation: Callable[..., torch.Tensor]
 
 
 def triton_runs_on(device: torch.device) -> bool:
@@ -135,7 +147,8 @@ def resolve_kernels(
         backends=backends,
         attention=_load("attention", backends.attention),
         layer_norm=_load("layer_norm", backends.layer_norm),
-        linear_gelu=_load("linear_gelu", backends.gelu),
+        **{op: _load(op, getattr(backends, _BACKEND_FIELD[op]))
+           for op in ("linear_gelu", "rms_norm", "gated_activation")},
     )
 
 
@@ -166,7 +179,7 @@ def _checked(op: str, backend: str, device: torch.device, dtype: torch.dtype) ->
     """Validate a per-call backend name once per (op, backend, device, dtype)."""
     if backend not in _op_choices(op):
         raise BackendError(f"unknown {op} backend {backend!r}; expected auto or one of {', '.join(_op_choices(op))}")
-    available = available_backends(device, dtype)[op]
+    available = available_backends(device, dtype)[_BACKEND_FIELD[op]]
     if backend not in available:
         raise BackendError(
             f"{op} backend {backend!r} is not available on {device} with {dtype}; available: {', '.join(available)}"
@@ -176,7 +189,7 @@ def _checked(op: str, backend: str, device: torch.device, dtype: torch.dtype) ->
 
 def _implementation(op: str, backend: str, device: torch.device, dtype: torch.dtype):
     if backend == "auto":
-        backend = getattr(resolve_backends(device, dtype), op)
+        backend = getattr(resolve_backends(device, dtype), _BACKEND_FIELD[op])
     else:
         backend = _checked(op, backend, device, dtype)
     return _load(op, backend)
@@ -199,23 +212,29 @@ def varlen_attention(
     max_seqlen_q: int | None = None,
     causal: bool = False,
     softmax_scale: float | None = None,
+    window: tuple[int, int] = (-1, -1),
     backend: str = "auto",
 ) -> torch.Tensor:
     """Multi-head attention over packed variable-length sequences, never padded.
 
-    q: [total_q, nheads, headdim]; k, v: [total_tokens, nheads, headdim]; cu_seqlens: int32 [batch + 1], the key
-    (and by default query) sequence bounds; max_seqlen: the longest key sequence. cu_seqlens_q/max_seqlen_q give
-    the query bounds when queries are a subset of rows: ``cu_seqlens_q = arange(batch + 1)`` with q the CLS rows
-    (one query per sequence) attends each CLS row over its whole sequence. max_seqlen_q defaults to max_seqlen
-    when cu_seqlens_q is None, else it is read from cu_seqlens_q (one device sync). Causal masks align to the
-    bottom right, as in flash-attn. softmax_scale defaults to headdim ** -0.5.
-    Returns [total_q, nheads, headdim] in q's dtype.
+    q: [total_q, nheads, headdim]; k, v: [total_tokens, nheads_kv, headdim], nheads a multiple of nheads_kv
+    (grouped-query attention: query head h reads key/value head h // (nheads // nheads_kv)); cu_seqlens: int32
+    [batch + 1], the key (and by default query) sequence bounds; max_seqlen: the longest key sequence.
+    cu_seqlens_q/max_seqlen_q give the query bounds when queries are a subset of rows: ``cu_seqlens_q =
+    arange(batch + 1)`` with q the CLS (or last) rows, one query per sequence, attends each over its whole
+    sequence. max_seqlen_q defaults to max_seqlen when cu_seqlens_q is None, else it is read from cu_seqlens_q
+    (one device sync). Causal masks align to the bottom right, as in flash-attn. window = (left, right): a
+    query at key position p sees keys p - left .. p + right (sliding-window attention); -1 leaves a side
+    unbounded. softmax_scale defaults to headdim ** -0.5. Returns [total_q, nheads, headdim] in q's dtype.
     """
-    if q.ndim != 3 or k.shape != v.shape or k.ndim != 3 or q.shape[1:] != k.shape[1:]:
+    if (q.ndim != 3 or k.ndim != 3 or k.shape != v.shape or q.shape[2] != k.shape[2]
+            or k.shape[1] == 0 or q.shape[1] % k.shape[1]):
         raise ValueError(
-            f"expected q [total_q, nheads, headdim] and k, v [total_tokens, nheads, headdim]; "
-            f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            f"expected q [total_q, nheads, headdim] and k, v [total_tokens, nheads_kv, headdim] with nheads a "
+            f"multiple of nheads_kv; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
+    if len(window) != 2 or any(not isinstance(side, int) or side < -1 for side in window):
+        raise ValueError(f"window must be (left, right) with -1 for no bound, got {window!r}")
     if cu_seqlens.dtype != torch.int32 or cu_seqlens.ndim != 1:
         raise ValueError(f"cu_seqlens must be int32 [batch + 1], got {cu_seqlens.dtype} {tuple(cu_seqlens.shape)}")
     if cu_seqlens_q is None:
@@ -226,7 +245,8 @@ def varlen_attention(
         max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
     scale = q.shape[-1] ** -0.5 if softmax_scale is None else softmax_scale
     run = _implementation("attention", backend, q.device, q.dtype)
-    return run(q, k, v, cu_seqlens, max_seqlen, cu_seqlens_q, max_seqlen_q, causal=causal, softmax_scale=scale)
+    return run(q, k, v, cu_seqlens, max_seqlen, cu_seqlens_q, max_seqlen_q, causal=causal, softmax_scale=scale,
+               window=tuple(window))
 
 
 def layer_norm(
@@ -257,3 +277,35 @@ def bias_gelu(x: torch.Tensor, bias: torch.Tensor, *, backend: str = "auto") -> 
     if x.ndim != 2 or bias.shape != (x.shape[1],):
         raise ValueError(f"expected x [total_tokens, n] and bias [n]; got {tuple(x.shape)}, {tuple(bias.shape)}")
     return _implementation("gelu", backend, x.device, x.dtype)(x, bias)
+
+
+def rms_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    residual: torch.Tensor | None = None,
+    *,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RMSNorm(x + residual) with fp32 statistics, and the sum (a pre-norm decoder's residual stream).
+
+    x, residual: [rows, hidden]; weight: [hidden]. Returns (normed, summed), both [rows, hidden] in x's dtype;
+    summed is x itself when residual is None.
+    """
+    if x.ndim != 2 or weight.shape != (x.shape[1],):
+        raise ValueError(f"expected x [rows, hidden] and weight [hidden]; got {tuple(x.shape)}, {tuple(weight.shape)}")
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(f"residual {tuple(residual.shape)} does not match x {tuple(x.shape)}")
+    return _implementation("rms_norm", backend, x.device, x.dtype)(x, weight, eps, residual)
+
+
+def gated_activation(x: torch.Tensor, activation: str, *, backend: str = "auto") -> torch.Tensor:
+    """act(gate) * up for x = [gate | up]: SwiGLU (``"silu"``) or GeGLU (``"gelu"``, exact erf).
+
+    x: [rows, 2n], the fused gate/up projection with the gate first. Returns [rows, n] in x's dtype.
+    """
+    if activation not in GATED_ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(GATED_ACTIVATIONS)}")
+    if x.ndim != 2 or x.shape[1] % 2:
+        raise ValueError(f"expected x [rows, 2n], got {tuple(x.shape)}")
+    return _implementation("gated_activation", backend, x.device, x.dtype)(x, activation)

@@ -52,8 +52,10 @@ def varlen_attention_flash(
     *,
     causal: bool,
     softmax_scale: float,
+    window: tuple[int, int] = (-1, -1),
 ) -> torch.Tensor:
-    """Flash varlen attention. Shapes as kernels.varlen_attention; CUDA, fp16/bf16 only.
+    """Flash varlen attention. Shapes as sie.kernels.varlen_attention (grouped key/value heads and windows are
+    native to both kernels); CUDA, fp16/bf16 only.
 
     Returns [total_q, nheads, headdim] in q's dtype.
     """
@@ -62,10 +64,12 @@ def varlen_attention_flash(
 
         return flash_attn_varlen_func(
             q, k, v, cu_seqlens_q, cu_seqlens, max_seqlen_q, max_seqlen,
-            softmax_scale=softmax_scale, causal=causal,
+            softmax_scale=softmax_scale, causal=causal, window_size=window,
         )
     # The public torch.nn.attention.varlen.varlen_attn changed its signature between 2.9 and 2.12
     # (is_causal became window_size); the aten op underneath kept one schema.
+    left, right = (None if side < 0 else side for side in window)
     return torch.ops.aten._flash_attention_forward(
-        q, k, v, cu_seqlens_q, cu_seqlens, max_seqlen_q, max_seqlen, 0.0, causal, False, scale=softmax_scale
+        q, k, v, cu_seqlens_q, cu_seqlens, max_seqlen_q, max_seqlen, 0.0, causal, False, scale=softmax_scale,
+        window_size_left=left, window_size_right=right,
     )[0]

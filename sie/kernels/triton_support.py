@@ -4,6 +4,7 @@ import contextlib
 
 import torch
 import triton
+import triton.language as tl
 
 from .environment import triton_interpreted
 
@@ -24,6 +25,23 @@ def autotune(configs: list[triton.Config], interpreted: triton.Config, key: list
 def upcast_bf16(dtype: torch.dtype) -> bool:
     """Whether a kernel must compute bf16 inputs in fp32: the interpreter's bf16 arithmetic is wrong."""
     return INTERPRETED and dtype == torch.bfloat16
+
+
+def round_bf16_in_software(dtype: torch.dtype) -> bool:
+    """Whether a kernel must round fp32 to bf16 itself (:func:`to_rounded`): the interpreter's conversion truncates,
+    a GPU's rounds to nearest even. Matters where a kernel rounds several times, as the references do."""
+    return INTERPRETED and dtype == torch.bfloat16
+
+
+@triton.jit
+def to_rounded(x, DTYPE: tl.constexpr, ROUND_BF16: tl.constexpr):
+    """fp32 ``x`` rounded to DTYPE to nearest, ties to even. With ROUND_BF16 (interpreted bf16 only) the rounding
+    is done on the bits, so the interpreter's truncating conversion that follows is exact (finite x only)."""
+    if ROUND_BF16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
+        x = bits.to(tl.float32, bitcast=True)
+    return x.to(DTYPE)
 
 
 def check_tensors(op: str, dtype: torch.dtype, device: torch.device, **tensors: torch.Tensor) -> None:

@@ -79,8 +79,7 @@ class BertAttention(nn.Module):
             key, value = key_value.view(-1, 2, self.num_heads, self.head_dim).unbind(1)
             query = F.linear(residual, self.qkv.weight[:hidden], self.qkv.bias[:hidden])
             query = query.view(-1, self.num_heads, self.head_dim)
-            cu_seqlens_q = torch.arange(batch.batch_size + 1, dtype=torch.int32, device=x.device)
-            max_seqlen_q = 1
+            cu_seqlens_q, max_seqlen_q = batch.one_row_each, 1
         else:
             residual = x
             query, key, value = self.qkv(x).view(-1, 3, self.num_heads, self.head_dim).unbind(1)
@@ -193,7 +192,7 @@ def fuse_qkv(state_dict: StateDict) -> StateDict:
 _BUFFERS = re.compile(r"(^|\.)embeddings\.(position_ids|token_type_ids)$")
 
 
-def convert_checkpoint(state_dict: StateDict) -> StateDict:
+def convert_checkpoint(state_dict: StateDict, config: Any) -> StateDict:
     """A transformers BERT checkpoint in our keys: saved buffers dropped, query/key/value fused (``fuse_qkv``)."""
     return fuse_qkv({key: tensor for key, tensor in state_dict.items() if not _BUFFERS.search(key)})
 

@@ -42,8 +42,8 @@ def weight_files(folder: Path) -> list[Path]:
     return []
 
 
-def read_state_dict(folder: Path, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Every tensor of ``folder``'s checkpoint on ``device``, floating-point ones converted to ``dtype``.
+def read_state_dict(folder: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Every tensor of ``folder``'s checkpoint on the CPU, floating-point ones converted to ``dtype``.
 
     Tensors are converted one at a time as each file is read, so the full checkpoint is never held twice.
     """
@@ -64,5 +64,5 @@ def read_state_dict(folder: Path, device: torch.device, dtype: torch.dtype) -> d
                 raise UnsupportedModelError(f"{file} holds more than tensors and is not loaded (weights_only): "
                                             f"{str(error).splitlines()[0]}") from None
         for key, tensor in tensors.items():
-            state[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+            state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
     return state

@@ -28,17 +28,21 @@ class ModelFamily:
         architectures: the ``config.architectures`` names it runs, e.g. ``("BertForSequenceClassification",)``.
         module: the module class, built as ``module(config, kernels)``; its ``forward(PackedBatch)`` returns
             ``(batch, outputs)`` logits and its ``position_offset`` is where positions start in each sequence.
-        convert_checkpoint: a transformers state dict -> the module's keys (renames, fused projections; entries
-            sie never uses dropped). Keys it does not know are kept, so the strict load names them.
+        convert_checkpoint: (a transformers state dict, config) -> the module's state dict (renames, fused
+            projections; entries sie never uses dropped). Keys it does not know are kept, so the strict load
+            names them.
         max_length: ``config`` -> the longest sequence the model can read.
         check_config: raises ``UnsupportedModelError`` for a config the module does not implement.
         relevance: the scoring head's last step, ``(batch, outputs)`` logits -> ``(batch,)`` relevance logits.
+        prompted: a decoder read through a prompt recipe (``sie.recipes``); the engine sets
+            ``config.score_token_ids`` from the recipe before the module is built.
     """
 
     name: str
     architectures: tuple[str, ...]
     module: Callable[[Any, Kernels], nn.Module]
-    convert_checkpoint: Callable[[StateDict], StateDict]
+    convert_checkpoint: Callable[[StateDict, Any], StateDict]
     max_length: Callable[[Any], int]
     check_config: Callable[[Any], None]
     relevance: Callable[[torch.Tensor], torch.Tensor] = single_logit
+    prompted: bool = False

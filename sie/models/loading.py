@@ -19,12 +19,15 @@ def load_model(
 ) -> nn.Module:
     """``family``'s module for ``config`` with the weights of ``path``, in ``dtype`` on ``device``, in eval mode.
 
-    The module is built on the meta device and takes the checkpoint's tensors as they are (no initialisation,
-    no second copy). Raises UnsupportedModelError when the checkpoint's keys do not match the module's.
+    The module is built on the meta device and takes the checkpoint's tensors as they are (no initialisation).
+    Tensors are read and converted on the CPU and only what the module keeps moves to ``device``: a causal LM's
+    vocabulary projection, say, never reaches the GPU. Raises UnsupportedModelError when the checkpoint's keys
+    do not match the module's.
     """
     with torch.device("meta"):
         model = family.module(config, kernels)
-    state = family.convert_checkpoint(read_state_dict(path, device, dtype))
+    state = {key: tensor.to(device) for key, tensor in
+             family.convert_checkpoint(read_state_dict(path, dtype), config).items()}
     expected = model.state_dict().keys()
     missing = sorted(expected - state.keys())
     unexpected = sorted(state.keys() - expected)

@@ -8,12 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 from sie.errors import UnsupportedModelError
-from sie.models import bert, xlm_roberta
+from sie.models import bert, qwen2, qwen3, xlm_roberta
 from sie.models.family import ModelFamily
 
 FAMILIES: tuple[ModelFamily, ...] = (
     bert.FAMILY,
     xlm_roberta.FAMILY,
+    qwen2.CAUSAL_LM,
+    qwen2.CLASSIFIER,
+    qwen3.CAUSAL_LM,
+    qwen3.CLASSIFIER,
 )
 
 _BY_ARCHITECTURE = {architecture: family for family in FAMILIES for architecture in family.architectures}

@@ -40,10 +40,10 @@ class XLMRobertaForSequenceClassification(nn.Module):
         return self.classifier(self.roberta(batch))
 
 
-def convert_checkpoint(state_dict: StateDict) -> StateDict:
+def convert_checkpoint(state_dict: StateDict, config: Any) -> StateDict:
     """BERT's conversion, without the pooler that XLM-R classifiers keep from pre-training but never call."""
     return bert.convert_checkpoint({key: tensor for key, tensor in state_dict.items()
-                                    if not key.startswith("roberta.pooler.")})
+                                    if not key.startswith("roberta.pooler.")}, config)
 
 
 def max_length(config: Any) -> int:

@@ -1,4 +1,4 @@
-"""Pair tokenization: one batched call of the Rust fast tokenizer, no padding, documents truncated.
+"""Cross-encoder pairs: one batched call of the Rust fast tokenizer, no padding, documents truncated.
 
 The query is kept whole and the document is cut to fit ``max_length`` (``only_second``), as
 sentence-transformers users expect from a reranker. A query too long to leave room falls back to
@@ -7,59 +7,14 @@ sentence-transformers users expect from a reranker. A query too long to leave ro
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from sie.errors import InputTooLongError
-
-
-@dataclass(frozen=True)
-class EncodedPairs:
-    """Token ids of ``num_pairs`` (query, document) pairs laid end to end, without padding.
-
-    input_ids, token_type_ids: int64 ``(total_tokens,)``; lengths: int64 ``(num_pairs,)``.
-    """
-
-    input_ids: np.ndarray
-    token_type_ids: np.ndarray
-    lengths: np.ndarray
-
-    @property
-    def num_pairs(self) -> int:
-        return int(self.lengths.shape[0])
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.input_ids.shape[0])
-
-    @property
-    def starts(self) -> np.ndarray:
-        """Offset of each pair's first token, int64 ``(num_pairs,)``."""
-        return np.cumsum(self.lengths) - self.lengths
-
-    @classmethod
-    def concat(cls, parts: Sequence[EncodedPairs]) -> EncodedPairs:
-        """The pairs of ``parts`` in order, as one EncodedPairs."""
-        return cls(
-            input_ids=np.concatenate([part.input_ids for part in parts]),
-            token_type_ids=np.concatenate([part.token_type_ids for part in parts]),
-            lengths=np.concatenate([part.lengths for part in parts]),
-        )
-
-    @classmethod
-    def from_encodings(cls, encodings: Sequence[Encoding]) -> EncodedPairs:
-        lengths = np.fromiter((len(encoding.ids) for encoding in encodings), dtype=np.int64, count=len(encodings))
-        total = int(lengths.sum())
-        return cls(
-            input_ids=np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), np.int64, total),
-            token_type_ids=np.fromiter(itertools.chain.from_iterable(e.type_ids for e in encodings), np.int64, total),
-            lengths=lengths,
-        )
+from sie.tokenization.encoded import EncodedPairs
 
 
 class PairTokenizer:
@@ -90,12 +45,17 @@ class PairTokenizer:
         return tokenizer
 
     def encode(
-        self, queries: Sequence[str], documents: Sequence[str], max_length: int, *, truncate: bool = True
+        self, queries: Sequence[str], documents: Sequence[str], max_length: int, *, truncate: bool = True,
+        instruction: str | None = None,
     ) -> EncodedPairs:
         """Tokenizes ``queries[i]`` with ``documents[i]``; a pair longer than ``max_length`` has its document cut.
 
-        With ``truncate=False`` a pair that would be cut raises InputTooLongError naming ``items[i]``.
+        An ``instruction`` is prepended to every query as ``"{instruction} {query}"`` (cross-encoders have no
+        slot of their own for it). With ``truncate=False`` a pair that would be cut raises InputTooLongError
+        naming ``items[i]``.
         """
+        if instruction is not None:
+            queries = [f"{instruction} {query}" for query in queries]
         pairs = list(zip(queries, documents, strict=True))
         if not pairs:
             empty = np.zeros(0, dtype=np.int64)

@@ -72,3 +72,99 @@ def test_each_sequence_attends_only_to_itself(device):
     after = varlen_attention(q, k, v, cu_seqlens, 9, backend="torch")
     assert torch.equal(before[:5], after[:5]) and torch.equal(before[14:], after[14:])
     assert not torch.equal(before[5:14], after[5:14])
+
+
+# Grouped-query attention: (query heads per key/value head, key/value heads). Ratio 1 and 2 run two key/value
+# heads, so a wrong head -> group mapping reads the other group's keys; 7 and 8 (Qwen2-7B's and Qwen3's ratios)
+# run one, to keep the interpreter quick.
+GQA_RATIOS = {"ratio1": (1, 2), "ratio2": (2, 2), "ratio7": (7, 1), "ratio8": (8, 1)}
+
+
+@pytest.mark.parametrize("backend", ATTENTION_BACKENDS)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize(("headdim", "dtype"), [(64, torch.float16), (128, torch.bfloat16)],
+                         ids=["64-fp16", "128-bf16"])
+@pytest.mark.parametrize("ratio", list(GQA_RATIOS))
+def test_grouped_key_value_heads(ratio, headdim, dtype, causal, backend, device):
+    """Query head h reads key/value head h // ratio; lengths 1 and one across two interpreted blocks."""
+    skip_unless_available("attention", backend, device, dtype)
+    group, nheads_kv = GQA_RATIOS[ratio]
+    generator = torch.Generator().manual_seed(group * headdim + causal)
+    lengths = [1, 45]
+    q, k, v, cu_seqlens = packed_qkv(lengths, group * nheads_kv, headdim, dtype, device, generator, nheads_kv)
+    out = varlen_attention(q, k, v, cu_seqlens, max(lengths), causal=causal, backend=backend)
+    assert_matches(out, reference_attention(q, k, v, cu_seqlens, cu_seqlens, causal, headdim**-0.5), dtype)
+
+
+# (left, right) windows against lengths 1, 9 and 70 (three interpreted blocks): narrower than a key block,
+# asymmetric both ways, one side only (0 included), wider than some sequences and wider than all (which the kernel
+# runs unbounded).
+WINDOWS = {
+    "4-4": (4, 4), "5-17": (5, 17), "17-5": (17, 5), "20-0": (20, 0), "0-6": (0, 6), "unbounded-3": (-1, 3),
+    "12-unbounded": (12, -1), "40-40": (40, 40), "200-200": (200, 200),
+}
+WINDOW_LENGTHS = [1, 70, 9]
+
+
+@pytest.mark.parametrize("backend", ATTENTION_BACKENDS)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("window", list(WINDOWS))
+def test_sliding_window(window, causal, backend, device):
+    """Query i at key position p sees keys p - left .. p + right (causal caps right at 0), two query heads on one
+    key/value head. fp16 and bf16 alternate; fp32 stays out: on a GPU each window variant compiles three tuned
+    configs, and fp32's (IEEE dots) take 10-45 s each."""
+    index = list(WINDOWS).index(window)
+    dtype = (torch.float16, torch.bfloat16)[index % 2]
+    skip_unless_available("attention", backend, device, dtype)
+    generator = torch.Generator().manual_seed(2 * index + causal)
+    q, k, v, cu_seqlens = packed_qkv(WINDOW_LENGTHS, 2, 64, dtype, device, generator, nheads_kv=1)
+    out = varlen_attention(q, k, v, cu_seqlens, max(WINDOW_LENGTHS), causal=causal, window=WINDOWS[window],
+                           backend=backend)
+    expected = reference_attention(q, k, v, cu_seqlens, cu_seqlens, causal, 64**-0.5, WINDOWS[window])
+    assert_matches(out, expected, dtype)
+
+
+@pytest.mark.parametrize("backend", ATTENTION_BACKENDS)
+@pytest.mark.parametrize(("rows", "dtype"), [("last-causal", torch.bfloat16), ("last-window", torch.float16),
+                                             ("first", torch.float32)], ids=["last-causal", "last-window", "first"])
+def test_one_query_row_per_sequence_with_grouped_heads(rows, dtype, backend, device):
+    """A decoder's last layer scores the last row of each sequence (causal: it sees the whole sequence; with a
+    window, only the keys before it), an encoder's the first (CLS); seven query heads share a key/value head."""
+    skip_unless_available("attention", backend, device, dtype)
+    generator = torch.Generator().manual_seed(len(rows))
+    lengths = [1, 45, 70, 33]
+    q, k, v, cu_seqlens = packed_qkv(lengths, 7, 64, dtype, device, generator, nheads_kv=1)
+    row_index = cu_seqlens[:-1] if rows == "first" else cu_seqlens[1:] - 1
+    q_rows = q[row_index.long()]
+    cu_seqlens_q = torch.arange(len(lengths) + 1, dtype=torch.int32, device=device)
+    causal, window = rows == "last-causal", (20, 0) if rows == "last-window" else (-1, -1)
+    out = varlen_attention(q_rows, k, v, cu_seqlens, max(lengths), cu_seqlens_q=cu_seqlens_q, max_seqlen_q=1,
+                           causal=causal, window=window, backend=backend)
+    expected = reference_attention(q_rows, k, v, cu_seqlens, cu_seqlens_q, causal, 64**-0.5, window)
+    assert_matches(out, expected, dtype)
+
+
+@pytest.mark.parametrize("max_seqlen_q", [1, 40], ids=["rows-config", "full-config"])
+def test_triton_never_reads_key_blocks_outside_the_window(max_seqlen_q, device):
+    """Long sequences with a narrow window cost O(L * window): key blocks that no query of a block sees are skipped,
+    not loaded and masked. Keys and values before every query's window (and beyond any block size's rounding) are
+    NaN; one load of them would turn the output NaN (0 * NaN in p @ v)."""
+    dtype = torch.float16
+    skip_unless_available("attention", "triton", device, dtype)
+    generator = torch.Generator().manual_seed(max_seqlen_q)
+    lengths, window = [300, 20], (16, 16)
+    q, k, v, cu_seqlens = packed_qkv(lengths, 2, 64, dtype, device, generator, nheads_kv=1)
+    # The last max_seqlen_q rows of each sequence (all of a shorter one), bottom-right aligned to its keys.
+    take = [min(max_seqlen_q, n) for n in lengths]
+    rows = torch.cat([torch.arange(end - n, end) for n, end in zip(take, cu_seqlens[1:].tolist(), strict=True)])
+    q_rows = q[rows.to(device)]
+    cu_seqlens_q = torch.tensor([0, *torch.tensor(take).cumsum(0).tolist()], dtype=torch.int32, device=device)
+    expected = reference_attention(q_rows, k, v, cu_seqlens, cu_seqlens_q, False, 64**-0.5, window)
+    # The first query sits at 300 - max_seqlen_q and sees keys from 16 before it: no key block of up to 128 keys
+    # that holds one of them reaches below 128.
+    assert 300 - max_seqlen_q - window[0] >= 128
+    k, v = k.clone(), v.clone()
+    k[:128], v[:128] = float("nan"), float("nan")
+    out = varlen_attention(q_rows, k, v, cu_seqlens, max(lengths), cu_seqlens_q=cu_seqlens_q, max_seqlen_q=max_seqlen_q,
+                           window=window, backend="triton")
+    assert_matches(out, expected, dtype)

@@ -20,7 +20,7 @@ def tiny(random_bert_path) -> Reranker:
 
 def test_checkpoint_keys_and_shapes_map_onto_the_module(random_bert_path, tiny):
     ours = {key: tuple(value.shape) for key, value in tiny.model.state_dict().items()}
-    converted = FAMILY.convert_checkpoint(load_file(random_bert_path / "model.safetensors"))
+    converted = FAMILY.convert_checkpoint(load_file(random_bert_path / "model.safetensors"), None)
     renamed = {key: tuple(value.shape) for key, value in converted.items()}
     assert renamed == ours
 

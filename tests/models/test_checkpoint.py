@@ -51,7 +51,7 @@ def test_each_layout_is_recognised(layouts):
 
 
 def test_every_layout_reads_the_same_tensors_in_the_dtype_asked_for(layouts):
-    states = {name: read_state_dict(path, torch.device("cpu"), torch.bfloat16) for name, path in layouts.items()}
+    states = {name: read_state_dict(path, torch.bfloat16) for name, path in layouts.items()}
     reference = states["single"]
     for name, state in states.items():
         assert state.keys() == reference.keys(), name
@@ -81,7 +81,7 @@ def test_a_folder_without_weights_is_not_a_model(layouts, tmp_path):
     empty = _copy_without_weights(layouts["single"], tmp_path / "empty")
     assert not is_model_dir(empty)
     with pytest.raises(UnsupportedModelError, match="holds no weights"):
-        read_state_dict(empty, torch.device("cpu"), torch.float32)
+        read_state_dict(empty, torch.float32)
 
 
 class _Payload:
@@ -92,4 +92,4 @@ def test_a_pickle_with_more_than_tensors_is_refused(layouts, tmp_path):
     unsafe = _copy_without_weights(layouts["single"], tmp_path / "unsafe")
     torch.save({"classifier.weight": _Payload()}, unsafe / "pytorch_model.bin")
     with pytest.raises(UnsupportedModelError, match="weights_only"):
-        read_state_dict(unsafe, torch.device("cpu"), torch.float32)
+        read_state_dict(unsafe, torch.float32)

@@ -14,7 +14,10 @@ def test_each_architecture_name_belongs_to_one_family():
     names = [name for family in FAMILIES for name in family.architectures]
     assert len(names) == len(set(names))
     assert supported_architectures() == sorted(names)
-    assert {family.name for family in FAMILIES} == {"bert", "xlm-roberta"}
+    assert [family.name for family in FAMILIES] == ["bert", "xlm-roberta", "qwen2", "qwen2-classifier", "qwen3",
+                                                    "qwen3-classifier"]
+    assert [family.name for family in FAMILIES if family.prompted] == ["qwen2", "qwen2-classifier", "qwen3",
+                                                                       "qwen3-classifier"]
 
 
 @pytest.mark.parametrize(("architecture", "family"), [
