@@ -54,6 +54,22 @@ class ModelLoadFailedError(ServerError):
     """Loading the model failed; retrying will not help until the server is fixed."""
 
 
+class NotReadyError(ServerError):
+    """``/readyz``: configured models are not loaded yet; ``models`` names every one of them."""
+
+    def __init__(self, message: str, models: list[str]) -> None:
+        self.models = models
+        super().__init__(message)
+
+
+class NotReadyLoadingError(NotReadyError):
+    """Not ready: the configured models are still loading; a probe retries after ``Retry-After``."""
+
+
+class NotReadyLoadFailedError(NotReadyError):
+    """Not ready: a configured model failed to load; this worker stays unready until it is fixed."""
+
+
 class QueueFullError(ServerError):
     """The model's queue is at ``max_queue``; the client retries after ``Retry-After``."""
 
@@ -83,6 +99,10 @@ ERRORS: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (ModelLoadFailedError, ErrorKind(502, "MODEL_LOAD_FAILED")),
     (UnsupportedModelError, ErrorKind(502, "MODEL_LOAD_FAILED")),
     (ModelLoadingError, ErrorKind(503, "MODEL_LOADING", retry_after_s=2)),
+    # Readiness is about the worker, not one request's model: 503 even when loading failed (a request for the
+    # failed model gets 502), and no Retry-After then, since waiting will not help.
+    (NotReadyLoadFailedError, ErrorKind(503, "MODEL_LOAD_FAILED")),
+    (NotReadyLoadingError, ErrorKind(503, "MODEL_LOADING", retry_after_s=2)),
     (QueueFullError, ErrorKind(503, "QUEUE_FULL", retry_after_s=1)),
     (RequestTimeoutError, ErrorKind(504, "TIMEOUT", retry_after_s=1)),
 )
@@ -107,10 +127,12 @@ def _detail(error: BaseException, kind: ErrorKind) -> dict[str, Any]:
     if isinstance(error, ModelNotFoundError):
         # Its message lists local paths that were searched: not the client's business.
         return {"code": kind.code, "message": f"model {error.model!r} was not found"}
+    if isinstance(error, NotReadyError):
+        return {"code": kind.code, "message": str(error), "models": error.models}
     return {"code": kind.code, "message": str(error)}
 
 
-def error_body(status: int, detail: dict[str, Any], retry_after_s: int | None = None) -> Response:
+def _error_body(status: int, detail: dict[str, Any], retry_after_s: int | None = None) -> Response:
     """A JSON error response ``{"detail": detail}``; ``detail`` has at least ``code`` and ``message``."""
     response = Response(json.dumps({"detail": detail}), status=status, mimetype="application/json")
     response.headers["X-SIE-Error-Code"] = detail["code"]
@@ -124,8 +146,8 @@ def error_response(error: BaseException) -> Response:
     if isinstance(error, HTTPException):
         # Routing errors (unknown path, wrong method) from Flask itself.
         code = (error.name or "error").upper().replace(" ", "_")
-        return error_body(error.code or 500, {"code": code, "message": error.description or error.name})
+        return _error_body(error.code or 500, {"code": code, "message": error.description or error.name})
     kind = kind_of(error)
     if kind is INTERNAL:
         logger.exception("unhandled error while serving a request", exc_info=error)
-    return error_body(kind.status, _detail(error, kind), kind.retry_after_s)
+    return _error_body(kind.status, _detail(error, kind), kind.retry_after_s)

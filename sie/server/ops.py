@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from sie.server.errors import error_body
+from sie.server.errors import NotReadyLoadFailedError, NotReadyLoadingError
 from sie.server.state import state
 from sie.server.wire import encode_response
 
@@ -24,12 +24,12 @@ def readyz() -> Response:
     pending = state().registry.pending()
     if not pending:
         return encode_response({"status": "ready"}, as_msgpack=False)
+    models = sorted(pending)
     failed = {name: reason for name, reason in pending.items() if reason != "loading"}
     if failed:
         message = "; ".join(f"{name} failed to load: {reason}" for name, reason in failed.items())
-        return error_body(503, {"code": "MODEL_LOAD_FAILED", "message": message, "models": sorted(pending)})
-    return error_body(503, {"code": "MODEL_LOADING", "message": f"loading {', '.join(sorted(pending))}",
-                            "models": sorted(pending)}, retry_after_s=2)
+        raise NotReadyLoadFailedError(message, models)
+    raise NotReadyLoadingError(f"loading {', '.join(models)}", models)
 
 
 @ops.get("/v1/models")

@@ -1,5 +1,5 @@
 """The scoring endpoints: sie's ``/v1/score/{model}`` and the Cohere/Jina and text-embeddings-inference
-rerank shapes, all on the same models and batchers.
+rerank shapes, and the path they share: tokenize, wait in the model's batcher, turn logits into scores.
 
 Everything a request can get wrong is checked here, before any work is queued; the error table in
 ``errors.py`` turns each exception into its status and code.
@@ -7,15 +7,26 @@ Everything a request can get wrong is checked here, before any work is queued; t
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Response, request
+import numpy as np
+from flask import Blueprint, Response, g, request
 
-from sie.errors import InvalidInputError
-from sie.inputs import ScoreOptions, parse_documents, parse_options, parse_query, ranking, score_result
-from sie.server.state import check_item_count, score_texts, state
+from sie.errors import InputTooLongError, InvalidInputError
+from sie.inputs import (
+    ScoreOptions,
+    parse_documents,
+    parse_options,
+    parse_query,
+    ranking,
+    score_result,
+    scores_from_logits,
+)
+from sie.server.errors import TooManyItemsError
+from sie.server.state import state
 from sie.server.wire import decode_body, encode_response, read_body, wants_msgpack
 
 scoring = Blueprint("scoring", __name__)
@@ -32,11 +43,18 @@ def _required(body: Mapping[str, Any], key: str) -> Any:
     return body[key]
 
 
+def _check_item_count(count: int) -> None:
+    """Raises TooManyItemsError past ``max_items`` (checked before any item is parsed)."""
+    limit = state().config.max_items
+    if count > limit:
+        raise TooManyItemsError(f"{count} items in one request, more than the limit of {limit}")
+
+
 def _documents(body: Mapping[str, Any], key: str) -> tuple[list[str], list[str]]:
     """(texts, ids) of a non-empty list of strings or items under ``key``, at most ``max_items`` long."""
     raw = _required(body, key)
     if isinstance(raw, list):
-        check_item_count(len(raw))
+        _check_item_count(len(raw))
     documents = parse_documents(raw, field=key)
     if not documents.texts:
         raise InvalidInputError(key, "must not be empty")
@@ -52,6 +70,32 @@ def _optional(body: Mapping[str, Any], key: str, kind: type, default: Any) -> An
     return value
 
 
+def _score_texts(
+    model: str, query: str, texts: list[str], options: ScoreOptions, field: str = "items"
+) -> tuple[np.ndarray, int]:
+    """Scores ``query`` against each of ``texts`` (the request's ``field``) through the model's batcher.
+
+    Returns (scores float64 ``(len(texts),)`` in input order, input tokens). Phase times go to ``g.sie_phases``
+    for the response headers and metrics.
+    """
+    current = state()
+    served = current.registry.get(model)
+    started = time.perf_counter()
+    with served.batcher.slot() as slot:
+        try:
+            encoded = served.reranker.encode(query, texts, max_length=options.max_length, truncate=options.truncate)
+        except InputTooLongError as error:
+            if field == "items":
+                raise
+            # The engine names documents items[i]; this endpoint calls them otherwise.
+            raise InputTooLongError(error.field.replace("items", field, 1), error.length, error.limit) from None
+        tokenized = time.perf_counter()
+        remaining = current.config.request_timeout_s - (tokenized - g.sie_started)
+        logits, timings = slot.run(encoded, max(remaining, 0.0))
+    g.sie_phases = {"tokenize": tokenized - started, "queue": timings.queue_s, "inference": timings.inference_s}
+    return scores_from_logits(logits, options.raw_scores), encoded.num_tokens
+
+
 @scoring.post("/v1/score/<path:model>")
 def score(model: str) -> Response:
     """sie's score API (CONTRACT.md): msgpack or JSON in by Content-Type, out by Accept (msgpack default)."""
@@ -59,7 +103,7 @@ def score(model: str) -> Response:
     options = parse_options(body.get("options"))
     query, query_id = parse_query(_required(body, "query"), body.get("instruction"))
     texts, ids = _documents(body, "items")
-    scores, tokens = score_texts(model, query, texts, options)
+    scores, tokens = _score_texts(model, query, texts, options)
     result = score_result(model, query_id, ids, scores, options.top_k, tokens)
     return encode_response(result, wants_msgpack(request.headers.get("Accept"), default=True))
 
@@ -80,7 +124,7 @@ def _cohere_rerank(api_version: str) -> Response:
     query, _ = parse_query(_required(body, "query"))
     texts, _ = _documents(body, "documents")
     top_n, return_documents = _rerank_options(body)
-    scores, tokens = score_texts(model, query, texts, ScoreOptions(), field="documents")
+    scores, tokens = _score_texts(model, query, texts, ScoreOptions(), field="documents")
     results = []
     for index in ranking(scores, top_n):
         result: dict[str, Any] = {"index": int(index), "relevance_score": float(scores[index])}
@@ -126,7 +170,7 @@ def rerank_tei() -> Response:
     options = ScoreOptions(raw_scores=_optional(body, "raw_scores", bool, False),
                            truncate=_optional(body, "truncate", bool, True))
     return_text = _optional(body, "return_text", bool, False)
-    scores, _ = score_texts(state().registry.default_model, query, texts, options, field="texts")
+    scores, _ = _score_texts(state().registry.default_model, query, texts, options, field="texts")
     results = []
     for index in ranking(scores):
         result: dict[str, Any] = {"index": int(index), "score": float(scores[index])}

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import time
-
 import msgpack
 
-from sie.server import create_app
-from tests.server.conftest import TINY_BERT
+from tests.server.conftest import TINY_BERT, wait_ready
 
 
-def test_create_app_overrides_win_over_the_environment(tiny_models_dir, monkeypatch):
-    monkeypatch.setenv("SIE_MODELS_DIR", str(tiny_models_dir))
+def test_create_app_overrides_win_over_the_environment(make_app, monkeypatch):
     monkeypatch.setenv("SIE_MAX_ITEMS", "1000")
-    app = create_app({"models": [TINY_BERT], "device": "cpu", "max_items": 2})
-    client = app.test_client()
-    deadline = time.monotonic() + 60
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline, "the model never loaded"
-        time.sleep(0.05)
+    client = make_app(max_items=2)
+    assert wait_ready(client).status == 200, "the model never loaded"
     path = f"/v1/score/{TINY_BERT}"
     headers = {"Content-Type": "application/msgpack"}
-    too_many = client.post(path, data=msgpack.packb({"query": "q", "items": ["a", "b", "c"]}), headers=headers)
-    assert too_many.status_code == 413 and too_many.json["detail"]["code"] == "TOO_MANY_ITEMS"
-    ok = client.post(path, data=msgpack.packb({"query": "q", "items": ["a", "b"]}), headers=headers)
-    assert ok.status_code == 200 and len(msgpack.unpackb(ok.data)["scores"]) == 2
-    app.extensions["sie"].registry.close()
+    too_many = client.request("POST", path, msgpack.packb({"query": "q", "items": ["a", "b", "c"]}), headers)
+    assert too_many.status == 413 and too_many.headers["content-type"] == "application/json"
+    assert too_many.data()["detail"]["code"] == "TOO_MANY_ITEMS"
+    ok = client.request("POST", path, msgpack.packb({"query": "q", "items": ["a", "b"]}), headers)
+    assert ok.status == 200 and len(msgpack.unpackb(ok.body)["scores"]) == 2

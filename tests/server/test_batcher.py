@@ -62,8 +62,7 @@ def _score(batcher: Batcher, encoded: EncodedPairs, timeout_s: float = 30.0) -> 
     return logits
 
 
-def test_concurrent_requests_share_batches_and_get_exactly_their_own_results():
-    rng = np.random.default_rng()
+def test_concurrent_requests_share_batches_and_get_exactly_their_own_results(rng):
     requests = [_pairs(rng, int(rng.integers(1, 9))) for _ in range(64)]
     run = Recorder(delay_s=0.01)
     batcher = _batcher(run)
@@ -77,8 +76,7 @@ def test_concurrent_requests_share_batches_and_get_exactly_their_own_results():
     batcher.close()
 
 
-def test_the_token_budget_bounds_batches_but_a_larger_request_runs_alone():
-    rng = np.random.default_rng()
+def test_the_token_budget_bounds_batches_but_a_larger_request_runs_alone(rng):
     run = Recorder()
     run.gate.clear()  # hold the consumer so that every request is queued before the first batch
     batcher = _batcher(run, max_batch_tokens=100)
@@ -97,20 +95,19 @@ def test_the_token_budget_bounds_batches_but_a_larger_request_runs_alone():
     batcher.close()
 
 
-def test_a_lone_request_does_not_wait_for_the_batch_window():
+def test_a_lone_request_does_not_wait_for_the_batch_window(rng):
     run = Recorder()
     batcher = _batcher(run, max_wait_s=5.0)
     started = time.perf_counter()
-    _score(batcher, _pairs(np.random.default_rng(), 2))
+    _score(batcher, _pairs(rng, 2))
     assert time.perf_counter() - started < 1.0
     batcher.close()
 
 
-def test_admission_past_max_queue_raises_queue_full_and_slots_are_released():
+def test_admission_past_max_queue_raises_queue_full_and_slots_are_released(rng):
     run = Recorder()
     run.gate.clear()
     batcher = _batcher(run, max_queue=2, max_wait_s=0.0)
-    rng = np.random.default_rng()
     with ThreadPoolExecutor(3) as pool:
         running = pool.submit(_score, batcher, _pairs(rng, 1))  # taken by the consumer, blocked on the gate
         time.sleep(0.1)
@@ -129,11 +126,10 @@ def test_admission_past_max_queue_raises_queue_full_and_slots_are_released():
     batcher.close()
 
 
-def test_a_request_waiting_past_its_deadline_gets_504_and_is_dropped():
+def test_a_request_waiting_past_its_deadline_gets_504_and_is_dropped(rng):
     run = Recorder()
     run.gate.clear()
     batcher = _batcher(run, max_wait_s=0.0)
-    rng = np.random.default_rng()
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(_score, batcher, _pairs(rng, 2))
         time.sleep(0.1)
@@ -148,8 +144,7 @@ def test_a_request_waiting_past_its_deadline_gets_504_and_is_dropped():
     batcher.close()
 
 
-def test_a_failing_request_fails_alone():
-    rng = np.random.default_rng()
+def test_a_failing_request_fails_alone(rng):
     run = Recorder()
     run.gate.clear()
     batcher = _batcher(run)
@@ -168,8 +163,7 @@ def test_a_failing_request_fails_alone():
     batcher.close()
 
 
-def test_close_runs_what_is_queued_then_refuses():
-    rng = np.random.default_rng()
+def test_close_runs_what_is_queued_then_refuses(rng):
     run = Recorder()
     run.gate.clear()
     batcher = _batcher(run)
@@ -187,8 +181,7 @@ def test_close_runs_what_is_queued_then_refuses():
             np.testing.assert_array_equal(future.result(), _sums(encoded))
 
 
-def test_the_real_engine_through_the_batcher_equals_solo_logits(tiny_reranker):
-    rng = np.random.default_rng()
+def test_the_real_engine_through_the_batcher_equals_solo_logits(tiny_reranker, rng):
     words = "python snake language data model rank score weather rain the of".split()
     requests = [(" ".join(rng.choice(words, 4)), [" ".join(rng.choice(words, int(rng.integers(1, 30))))
                                                    for _ in range(int(rng.integers(1, 6)))]) for _ in range(24)]

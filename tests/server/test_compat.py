@@ -1,5 +1,6 @@
 """The Cohere/Jina (/v1/rerank, /v2/rerank) and text-embeddings-inference (/rerank) shapes, scored like
-/v1/score by the default (first configured) model unless the request names another."""
+/v1/score by the default (first configured) model unless the request names another, in process (the published
+clients meet them on a real server in test_sdk_compat.py)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,12 @@ def _expected(reranker, query: str, texts: list[str], raw: bool = False) -> np.n
 
 
 @pytest.mark.parametrize("path", ["/v1/rerank", "/v2/rerank"])
-def test_cohere_rerank(server, tiny_reranker, path):
-    rng = np.random.default_rng()
+def test_cohere_rerank(client, tiny_reranker, rng, path):
     query = random_text(rng, 5)
     texts = [random_text(rng, int(rng.integers(1, 30))) for _ in range(7)]
     documents = [text if i % 2 else {"text": text} for i, text in enumerate(texts)]  # both forms Cohere takes
     body = {"model": TINY_BERT, "query": query, "documents": documents, "top_n": 4, "return_documents": True}
-    reply = server.client.post(path, body, msgpack_in=False, headers={"Accept": "application/json"})
+    reply = client.post(path, body, msgpack_in=False, headers={"Accept": "application/json"})
     assert reply.status == 200 and reply.headers["content-type"] == "application/json"
     result = reply.data()
     expected = _expected(tiny_reranker, query, texts)
@@ -34,20 +34,19 @@ def test_cohere_rerank(server, tiny_reranker, path):
     assert result["id"] and result["usage"]["total_tokens"] > 0
 
 
-def test_cohere_rerank_without_model_uses_the_default_and_omits_documents(server):
-    reply = server.client.post("/v1/rerank", {"query": "what", "documents": ["a", "b", "c"]}, msgpack_in=False)
+def test_cohere_rerank_without_model_uses_the_default_and_omits_documents(client):
+    reply = client.post("/v1/rerank", {"query": "what", "documents": ["a", "b", "c"]}, msgpack_in=False)
     result = reply.data()
     assert result["model"] == TINY_BERT
     assert sorted(entry["index"] for entry in result["results"]) == [0, 1, 2]
     assert all("document" not in entry for entry in result["results"])
 
 
-def test_tei_rerank(server, tiny_reranker):
-    rng = np.random.default_rng()
+def test_tei_rerank(client, tiny_reranker, rng):
     query = random_text(rng, 4)
     texts = [random_text(rng, int(rng.integers(1, 30))) for _ in range(5)]
-    reply = server.client.post("/rerank", {"query": query, "texts": texts, "raw_scores": True, "return_text": True},
-                               msgpack_in=False)
+    reply = client.post("/rerank", {"query": query, "texts": texts, "raw_scores": True, "return_text": True},
+                        msgpack_in=False)
     assert reply.status == 200
     result = reply.data()
     expected = _expected(tiny_reranker, query, texts, raw=True)
@@ -67,14 +66,14 @@ def test_tei_rerank(server, tiny_reranker):
     ("/v2/rerank", {"query": "q", "documents": ["a"], "return_documents": "yes"}, "INVALID_INPUT",
      "return_documents"),
 ])
-def test_compat_endpoints_validate_like_score(server, path, body, code, param):
-    reply = server.client.post(path, body, msgpack_in=False)
+def test_compat_endpoints_validate_like_score(client, path, body, code, param):
+    reply = client.post(path, body, msgpack_in=False)
     assert reply.status == 400
     detail = reply.data()["detail"]
     assert detail["code"] == code and detail["param"] == param
 
 
-def test_cohere_rerank_with_an_unknown_model_is_404(server):
-    reply = server.client.post("/v2/rerank", {"model": "rerank-english-v3.0", "query": "q", "documents": ["a"]},
-                               msgpack_in=False)
+def test_cohere_rerank_with_an_unknown_model_is_404(client):
+    reply = client.post("/v2/rerank", {"model": "rerank-english-v3.0", "query": "q", "documents": ["a"]},
+                        msgpack_in=False)
     assert reply.status == 404 and reply.data()["detail"]["code"] == "MODEL_NOT_FOUND"

@@ -67,8 +67,7 @@ def _multi_request_batches(metrics: str) -> int:
     return int(count - single)
 
 
-def test_concurrent_answers_equal_solo_answers_and_batches_form(server):
-    rng = np.random.default_rng()
+def test_concurrent_answers_equal_solo_answers_and_batches_form(server, rng):
     requests = [_mixed_request(rng, index) for index in range(NUM_REQUESTS)]
 
     def send(request: tuple[str, Any, bool]) -> Any:

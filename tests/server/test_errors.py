@@ -13,6 +13,8 @@ from sie.server.errors import (
     ModelLoadFailedError,
     ModelLoadingError,
     ModelNotServedError,
+    NotReadyLoadFailedError,
+    NotReadyLoadingError,
     PayloadTooLargeError,
     QueueFullError,
     RequestTimeoutError,
@@ -39,6 +41,8 @@ def app_context():
     (ModelLoadFailedError("broken"), 502, "MODEL_LOAD_FAILED", None),
     (UnsupportedModelError("two labels"), 502, "MODEL_LOAD_FAILED", None),
     (ModelLoadingError("loading"), 503, "MODEL_LOADING", "2"),
+    (NotReadyLoadFailedError("m failed to load: E", ["m"]), 503, "MODEL_LOAD_FAILED", None),
+    (NotReadyLoadingError("loading m", ["m"]), 503, "MODEL_LOADING", "2"),
     (QueueFullError("full"), 503, "QUEUE_FULL", "1"),
     (RequestTimeoutError("late"), 504, "TIMEOUT", "1"),
 ])
@@ -57,6 +61,15 @@ def test_details_name_the_field_and_the_available_models_but_no_paths():
     assert json.loads(error_response(ModelNotServedError("x", ["a", "b"])).get_data())["detail"]["available"] == \
         ["a", "b"]
     assert "/secret/path" not in error_response(ModelNotFoundError("x/y", ["/secret/path"])).get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (NotReadyLoadingError("loading a, b", ["a", "b"]), "MODEL_LOADING"),
+    (NotReadyLoadFailedError("a failed to load: OSError: gone", ["a", "b"]), "MODEL_LOAD_FAILED"),
+])
+def test_readiness_details_list_every_model_not_ready(error, code):
+    detail = json.loads(error_response(error).get_data())["detail"]
+    assert detail == {"code": code, "message": str(error), "models": ["a", "b"]}
 
 
 def test_an_unexpected_exception_is_a_500_without_its_message():

@@ -1,5 +1,9 @@
 """API keys, the bounded queue (503 QUEUE_FULL), the request deadline (504) and graceful shutdown, on servers
-started with the settings under test."""
+started with the settings under test.
+
+What a request with or without a key gets back is checked in process; real servers show what only they can:
+keys kept out of gunicorn's access log, the queue bound, the deadline and shutdown.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import pytest
 
 from sie.testing.server import Reply, ServerProcess
 from sie.testing import make_random_checkpoint
-from tests.server.conftest import TINY_BERT, tiny_server
+from tests.server.conftest import TINY_BERT, AppClient, tiny_server, wait_ready
 
 SLOW = "test/slow-bert"
 KEY = "sk-test-4f9a1c0e7b"
@@ -25,6 +29,14 @@ OTHER_KEY = "sk-test-second-key"
 # speeds up twofold after the calibration still leaves the third request waiting), short for the suite.
 TARGET_S = 1.5
 TIMEOUT_S = 1.0
+
+
+@pytest.fixture
+def keyed_app(make_app) -> AppClient:
+    """In process, an app that requires one of the same keys as `keyed`."""
+    client = make_app(api_keys=[KEY, OTHER_KEY])
+    assert wait_ready(client).status == 200
+    return client
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +49,21 @@ def keyed(tiny_models_dir: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-key", f"Basic {KEY}", "Bearer ", KEY])
-def test_requests_without_a_valid_key_get_401(keyed, authorization):
+def test_requests_without_a_valid_key_get_401(keyed_app, authorization):
     headers = {} if authorization is None else {"Authorization": authorization}
-    for reply in (keyed.client.post(f"/v1/score/{TINY_BERT}", {"query": "q", "items": ["a"]}, headers=headers),
-                  keyed.client.get("/v1/models", headers=headers), keyed.client.get("/metrics", headers=headers)):
+    for reply in (keyed_app.post(f"/v1/score/{TINY_BERT}", {"query": "q", "items": ["a"]}, headers=headers),
+                  keyed_app.get("/v1/models", headers=headers), keyed_app.get("/metrics", headers=headers)):
         assert reply.status == 401
         detail = reply.data()["detail"]
         assert detail["code"] == "UNAUTHORIZED" and KEY not in detail["message"]
 
 
-def test_valid_keys_pass_and_health_stays_open(keyed):
+def test_valid_keys_pass_and_health_stays_open(keyed_app):
     for key in (KEY, OTHER_KEY):
-        reply = keyed.client.post(f"/v1/score/{TINY_BERT}", {"query": "q", "items": ["a"]},
-                                  headers={"Authorization": f"Bearer {key}"})
+        reply = keyed_app.post(f"/v1/score/{TINY_BERT}", {"query": "q", "items": ["a"]},
+                               headers={"Authorization": f"Bearer {key}"})
         assert reply.status == 200
-    assert keyed.client.get("/healthz").status == 200 and keyed.client.get("/readyz").status == 200
+    assert keyed_app.get("/healthz").status == 200 and keyed_app.get("/readyz").status == 200
 
 
 def test_keys_never_reach_the_log(keyed):

@@ -1,4 +1,8 @@
-"""Operations endpoints, model loading at start-up and on demand, and the metrics the batcher reports."""
+"""Operations endpoints, model loading at start-up and on demand, and the metrics the batcher reports.
+
+The endpoints' answers are checked in process; start-up (a worker that answers while it loads) and
+``sie serve`` itself on real servers.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,16 @@ import time
 
 import pytest
 
-from tests.server.conftest import TINY_BERT, TINY_XLMR, tiny_server
+from tests.server.conftest import TINY_BERT, TINY_XLMR, tiny_server, wait_ready
 
 
-def test_healthz_and_readyz_once_loaded(server):
-    assert server.client.get("/healthz").data() == {"status": "ok"}
-    assert server.client.get("/readyz").data() == {"status": "ready"}
+def test_healthz_and_readyz_once_loaded(client):
+    assert client.get("/healthz").data() == {"status": "ok"}
+    assert client.get("/readyz").data() == {"status": "ready"}
 
 
-def test_models_lists_loaded_and_installed_models(server):
-    models = {model["name"]: model for model in server.client.get("/v1/models").data()["models"]}
+def test_models_lists_loaded_and_installed_models(client):
+    models = {model["name"]: model for model in client.get("/v1/models").data()["models"]}
     loaded = models[TINY_BERT]
     assert loaded["loaded"] and loaded["state"] == "loaded"
     assert loaded["max_sequence_length"] == 512 and loaded["device"] == "cpu" and loaded["dtype"] == "float32"
@@ -32,45 +36,46 @@ def test_readyz_is_503_until_the_models_are_loaded(tiny_models_dir):
             if reply.status == 200:
                 break
             detail = reply.data()["detail"]
-            assert reply.status == 503 and detail["code"] == "MODEL_LOADING" and reply.headers["retry-after"]
+            assert reply.status == 503 and detail["code"] == "MODEL_LOADING" and reply.headers["retry-after"] == "2"
+            assert detail["models"] and set(detail["models"]) <= {TINY_BERT, TINY_XLMR}
+            assert detail["message"] == f"loading {', '.join(detail['models'])}"
             time.sleep(0.02)
         assert states[0] == 503, "the worker answered before loading finished: loading must not block it"
         score = booting.client.post(f"/v1/score/{TINY_XLMR}", {"query": "q", "items": ["a"]})
         assert score.status == 200
 
 
-def test_a_model_that_fails_to_load_is_reported_not_retried(tiny_models_dir):
-    with tiny_server(tiny_models_dir, "--model", "test/missing").start(wait_ready=False) as broken:
-        deadline = time.monotonic() + 60
-        while (ready := broken.client.get("/readyz")).data()["detail"]["code"] == "MODEL_LOADING":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        assert ready.status == 503 and ready.data()["detail"]["code"] == "MODEL_LOAD_FAILED"
-        reply = broken.client.post("/v1/score/test/missing", {"query": "q", "items": ["a"]})
-        assert reply.status == 502 and reply.data()["detail"]["code"] == "MODEL_LOAD_FAILED"
-        assert "ModelNotFoundError" in reply.data()["detail"]["message"]
-        assert str(tiny_models_dir) not in reply.body.decode()
-        models = {model["name"]: model for model in broken.client.get("/v1/models").data()["models"]}
-        assert models["test/missing"]["state"] == "failed"
+def test_a_model_that_fails_to_load_is_reported_not_retried(make_app, tiny_models_dir):
+    broken = make_app(models=["test/missing"])
+    ready = wait_ready(broken)
+    assert ready.status == 503 and ready.data()["detail"]["code"] == "MODEL_LOAD_FAILED"
+    assert ready.data()["detail"]["models"] == ["test/missing"] and "retry-after" not in ready.headers
+    assert ready.data()["detail"]["message"].startswith("test/missing failed to load: ModelNotFoundError")
+    reply = broken.post("/v1/score/test/missing", {"query": "q", "items": ["a"]})
+    assert reply.status == 502 and reply.data()["detail"]["code"] == "MODEL_LOAD_FAILED"
+    assert "ModelNotFoundError" in reply.data()["detail"]["message"]
+    assert str(tiny_models_dir) not in reply.body.decode()
+    models = {model["name"]: model for model in broken.get("/v1/models").data()["models"]}
+    assert models["test/missing"]["state"] == "failed"
 
 
-def test_a_locally_installed_model_loads_on_demand(server):
+def test_a_locally_installed_model_loads_on_demand(client):
     path = f"/v1/score/{TINY_XLMR}"
     body = {"query": "what", "items": ["python", "rain"]}
-    first = server.client.post(path, body)
+    first = client.post(path, body)
     if first.status == 503:  # the usual case; another test may have loaded it already
         assert first.data()["detail"]["code"] == "MODEL_LOADING" and first.headers["retry-after"]
         deadline = time.monotonic() + 60
-        while (reply := server.client.post(path, body)).status == 503 and time.monotonic() < deadline:
+        while (reply := client.post(path, body)).status == 503 and time.monotonic() < deadline:
             time.sleep(0.05)
     else:
         reply = first
     assert reply.status == 200 and reply.data()["model"] == TINY_XLMR
 
 
-def test_metrics_report_requests_phases_batches_and_queue(server):
-    server.client.post(f"/v1/score/{TINY_BERT}", {"query": "q", "items": ["a", "b"]})
-    text = server.client.get("/metrics").body.decode()
+def test_metrics_report_requests_phases_batches_and_queue(client):
+    client.post(f"/v1/score/{TINY_BERT}", {"query": "q", "items": ["a", "b"]})
+    text = client.get("/metrics").body.decode()
     assert 'sie_requests_total{endpoint="/v1/score/<path:model>",status="200"' in text
     for phase in ("tokenize", "queue", "inference", "total"):
         assert f'sie_request_phase_seconds_count{{phase="{phase}"' in text
@@ -88,7 +93,7 @@ def test_cli_serve_starts_the_server(tiny_models_dir):
 
 @pytest.mark.parametrize(("flag", "value", "message"), [("--port", "eighty", "SIE_PORT (--port)"),
                                                         ("--dtype", "float8", "SIE_DTYPE (--dtype)")])
-def test_bad_settings_stop_sie_serve_with_a_message(tiny_models_dir, flag, value, message):
+def test_bad_settings_stop_sie_serve_with_a_message(flag, value, message):
     import subprocess
     import sys
 

@@ -1,5 +1,5 @@
-"""POST /v1/score/{model} on a real gunicorn: the contract's shape, content negotiation, options, and scores
-equal to the in-process engine's."""
+"""POST /v1/score/{model} in process: the contract's shape, content negotiation, options, and scores equal to
+the engine's (sie-sdk meets the endpoint on a real server in test_sdk_compat.py)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,10 @@ def _request(rng: np.random.Generator, num_items: int) -> dict:
             "items": [{"id": f"doc-{i}", "text": random_text(rng, int(rng.integers(1, 40)))} for i in range(num_items)]}
 
 
-def test_score_matches_the_engine_and_echoes_ids(server, tiny_reranker):
-    rng = np.random.default_rng()
+def test_score_matches_the_engine_and_echoes_ids(client, tiny_reranker, rng):
     body = _request(rng, 9)
     body["items"][4].pop("id")  # one item without an id gets its position
-    reply = server.client.post(PATH, body)
+    reply = client.post(PATH, body)
     assert reply.status == 200, reply.body
     assert reply.headers["content-type"] == "application/msgpack"
     result = reply.data()
@@ -43,12 +42,12 @@ def test_score_matches_the_engine_and_echoes_ids(server, tiny_reranker):
     assert result["usage"]["input_tokens"] == encoded.num_tokens
 
 
-def test_json_in_json_out_like_the_guides_curl(server):
+def test_json_in_json_out_like_the_guides_curl(client):
     body = {"query": {"text": "What is machine learning?"},
             "items": [{"text": "Machine learning uses algorithms to learn from data."},
                       # Fields the server does not use are ignored, as the contract says.
                       {"text": "The weather is sunny today.", "metadata": {"source": "x"}, "images": []}]}
-    reply = server.client.post(PATH, body, msgpack_in=False, accept="application/json")
+    reply = client.post(PATH, body, msgpack_in=False, accept="application/json")
     assert reply.status == 200 and reply.headers["content-type"] == "application/json"
     result = json.loads(reply.body)
     assert sorted(entry["item_id"] for entry in result["scores"]) == ["item-0", "item-1"]
@@ -62,9 +61,9 @@ def test_json_in_json_out_like_the_guides_curl(server):
     ("application/json", False),
     ("application/json, application/msgpack", True),  # a msgpack type named anywhere wins
 ])
-def test_response_format_follows_accept_whatever_the_content_type(server, accept, msgpack_out):
+def test_response_format_follows_accept_whatever_the_content_type(client, accept, msgpack_out):
     body = {"query": "what", "items": ["a python", "the weather"]}
-    reply = server.client.post(PATH, body, msgpack_in=False, accept=accept)
+    reply = client.post(PATH, body, msgpack_in=False, accept=accept)
     assert reply.status == 200
     if msgpack_out:
         assert reply.headers["content-type"] == "application/msgpack"
@@ -73,12 +72,11 @@ def test_response_format_follows_accept_whatever_the_content_type(server, accept
         assert json.loads(reply.body)["model"] == TINY_BERT
 
 
-def test_options_top_k_raw_scores_and_instruction(server, tiny_reranker):
-    rng = np.random.default_rng()
+def test_options_top_k_raw_scores_and_instruction(client, tiny_reranker, rng):
     body = _request(rng, 6)
     body["instruction"] = "Given a web search query, retrieve relevant passages"
     body["options"] = {"top_k": 3, "raw_scores": True}
-    result = server.client.post(PATH, body).data()
+    result = client.post(PATH, body).data()
     texts = [item["text"] for item in body["items"]]
     logits = tiny_reranker.logits(tiny_reranker.encode(f"{body['instruction']} {body['query']['text']}", texts))
     order = np.argsort(-logits, kind="stable")[:3]
@@ -86,28 +84,28 @@ def test_options_top_k_raw_scores_and_instruction(server, tiny_reranker):
     np.testing.assert_allclose([entry["score"] for entry in result["scores"]], logits[order], rtol=0, atol=1e-5)
 
 
-def test_max_length_truncates_and_truncate_false_refuses(server, tiny_reranker):
+def test_max_length_truncates_and_truncate_false_refuses(client, tiny_reranker):
     long_text = " ".join(["python"] * 50)
     body = {"query": "what", "items": [{"id": "short", "text": "rain"}, {"id": "long", "text": long_text}],
             "options": {"max_length": 16}}
-    result = server.client.post(PATH, body).data()
+    result = client.post(PATH, body).data()
     expected = tiny_reranker.logits(tiny_reranker.encode("what", ["rain", long_text], max_length=16))
     got = {entry["item_id"]: entry["score"] for entry in result["scores"]}
     np.testing.assert_allclose([got["short"], got["long"]], scores_from_logits(expected, False), atol=1e-6)
     assert result["usage"]["input_tokens"] <= 32
 
     body["options"]["truncate"] = False
-    reply = server.client.post(PATH, body)
+    reply = client.post(PATH, body)
     assert reply.status == 400
     detail = reply.data()["detail"]
     assert detail["code"] == "INPUT_TOO_LONG" and detail["param"] == "items[1]"
     assert reply.headers["x-sie-error-code"] == "INPUT_TOO_LONG"
 
 
-def test_timing_and_version_headers(server):
+def test_timing_and_version_headers(client):
     from sie import __version__
 
-    reply = server.client.post(PATH, {"query": "what", "items": ["python"]})
+    reply = client.post(PATH, {"query": "what", "items": ["python"]})
     assert reply.headers["x-sie-server-version"] == __version__
     queue, inference, total = (float(reply.headers[f"x-{name}-time"]) for name in ("queue", "inference", "total"))
     assert 0 <= queue <= total and 0 < inference <= total
