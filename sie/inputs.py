@@ -83,18 +83,14 @@ def _text(item: Any, field: str) -> tuple[str, str | None]:
     return text, item_id
 
 
-def parse_query(query: Any, instruction: str | None = None, field: str = "query") -> tuple[str, str | None]:
-    """Returns (text to score, query id); ``instruction`` is prepended as ``"{instruction} {query}"``."""
-    text, query_id = _text(query, field)
-    if instruction is not None:
-        if not isinstance(instruction, str):
-            raise InvalidInputError("instruction", f"must be a string, got {type(instruction).__name__}")
-        text = f"{instruction} {text}"
-    return text, query_id
+def parse_query(query: Any, field: str = "query") -> tuple[str, str | None]:
+    """Returns (query text, query id) of a string or an Item."""
+    return _text(query, field)
 
 
 def parse_instruction(instruction: Any) -> str | None:
-    """The guide's ``instruction``: a string, or None for the model's own (a recipe's default, or none)."""
+    """The guide's ``instruction``: a string, or None for the model's own (a recipe's default, or none). The
+    tokenizer places it: a decoder recipe's slot, or before a cross-encoder's query."""
     if instruction is not None and not isinstance(instruction, str):
         raise InvalidInputError("instruction", f"must be a string, got {type(instruction).__name__}")
     return instruction

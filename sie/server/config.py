@@ -26,6 +26,16 @@ def _bool(value: str) -> bool:
     raise ValueError(f"expected a boolean (1/0, true/false), got {value!r}")
 
 
+def _recipes(value: str) -> tuple[str, ...]:
+    """``MODEL=RECIPE`` entries, comma-separated."""
+    entries = _csv(value)
+    for entry in entries:
+        model, _, recipe = entry.partition("=")
+        if not model.strip() or not recipe.strip():
+            raise ValueError(f"expected MODEL=RECIPE, got {entry!r}")
+    return entries
+
+
 def _optional_int(value: str) -> int | None:
     return int(value) if value.strip() else None
 
@@ -70,6 +80,7 @@ class ServerConfig:
     workers: int = 1
     threads: int = 128
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # never printed
+    recipes: tuple[str, ...] = ()
     device: str = "auto"
     dtype: str | None = None
     backend: str = "auto"
@@ -107,12 +118,20 @@ class ServerConfig:
         if unknown:
             raise ValueError(f"unknown server setting(s): {', '.join(unknown)}")
         values = dict(overrides)
-        for name in ("models", "api_keys"):
+        for name in ("models", "api_keys", "recipes"):
             if isinstance(values.get(name), str):
                 values[name] = _csv(values[name])
             elif name in values:
                 values[name] = tuple(values[name])
         return replace(self, **values)
+
+    def recipe_for(self, model: str) -> str | None:
+        """The recipe ``recipes`` names for ``model`` (a decoder reranker's prompt), or None."""
+        for entry in self.recipes:
+            name, _, recipe = entry.partition("=")
+            if name.strip() == model:
+                return recipe.strip()
+        return None
 
 
 SETTINGS: dict[str, Setting] = {
@@ -123,6 +142,9 @@ SETTINGS: dict[str, Setting] = {
     "threads": Setting(int, "request threads per worker (more than max-queue, so that the queue bound, not the "
                             "thread pool, is what pushes back)", "--threads"),
     "api_keys": Setting(_csv, "accepted API keys (comma-separated); none: no authentication", "--api-key"),
+    "recipes": Setting(_recipes, "MODEL=RECIPE: the prompt recipe of a decoder reranker (qwen3-reranker, "
+                                 "mxbai-rerank-v2 or a recipe file), when neither its folder nor its Hub id says",
+                       "--recipe"),
     "device": Setting(str, "device: auto, cpu, cuda or cuda:N", "--device"),
     "dtype": Setting(_dtype, "weights/activation dtype (float32, float16, bfloat16); default: the engine's",
                      "--dtype"),

@@ -16,7 +16,7 @@ from gunicorn.app.base import BaseApplication
 
 from sie.server.config import SETTINGS, ServerConfig, env_name
 
-_REPEATABLE = ("models", "api_keys")
+_REPEATABLE = ("models", "api_keys", "recipes")
 _SWITCHES = ("load_on_demand", "access_log")
 
 

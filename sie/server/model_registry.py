@@ -72,7 +72,8 @@ class ModelRegistry:
     def _load(self, name: str) -> None:
         try:
             reranker = Reranker(name, device=self._device, dtype=self._dtype, backend=self._config.backend,
-                                max_batch_tokens=self._config.max_batch_tokens)
+                                max_batch_tokens=self._config.max_batch_tokens,
+                                recipe=self._config.recipe_for(name))
             # The first batch pays for lazy initialisation (kernels, allocator): not a client's request.
             reranker.logits(reranker.encode("warm up", ["warm up"]))
             batcher = Batcher(reranker.logits, max_batch_tokens=reranker.max_batch_tokens,
@@ -152,6 +153,7 @@ class ModelRegistry:
         if served is not None:
             reranker = served.reranker
             info.update(max_sequence_length=reranker.max_length, architecture=reranker.architecture,
+                        recipe=reranker.recipe.name if reranker.recipe else None,
                         device=str(reranker.device), dtype=str(reranker.dtype).removeprefix("torch."),
                         backends=reranker.backends, max_batch_tokens=reranker.max_batch_tokens)
         return info

@@ -20,6 +20,7 @@ from sie.inputs import (
     ScoreOptions,
     parse_documents,
     parse_options,
+    parse_instruction,
     parse_query,
     ranking,
     score_result,
@@ -71,9 +72,11 @@ def _optional(body: Mapping[str, Any], key: str, kind: type, default: Any) -> An
 
 
 def _score_texts(
-    model: str, query: str, texts: list[str], options: ScoreOptions, field: str = "items"
+    model: str, query: str, texts: list[str], options: ScoreOptions, field: str = "items",
+    instruction: str | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Scores ``query`` against each of ``texts`` (the request's ``field``) through the model's batcher.
+    """Scores ``query`` against each of ``texts`` (the request's ``field``) through the model's batcher, under
+    ``instruction`` (the model's own when None).
 
     Returns (scores float64 ``(len(texts),)`` in input order, input tokens). Phase times go to ``g.sie_phases``
     for the response headers and metrics.
@@ -83,7 +86,8 @@ def _score_texts(
     started = time.perf_counter()
     with served.batcher.slot() as slot:
         try:
-            encoded = served.reranker.encode(query, texts, max_length=options.max_length, truncate=options.truncate)
+            encoded = served.reranker.encode(query, texts, max_length=options.max_length, truncate=options.truncate,
+                                             instruction=instruction)
         except InputTooLongError as error:
             if field == "items":
                 raise
@@ -101,9 +105,10 @@ def score(model: str) -> Response:
     """sie's score API (CONTRACT.md): msgpack or JSON in by Content-Type, out by Accept (msgpack default)."""
     body = _request_map()
     options = parse_options(body.get("options"))
-    query, query_id = parse_query(_required(body, "query"), body.get("instruction"))
+    query, query_id = parse_query(_required(body, "query"))
+    instruction = parse_instruction(body.get("instruction"))
     texts, ids = _documents(body, "items")
-    scores, tokens = _score_texts(model, query, texts, options)
+    scores, tokens = _score_texts(model, query, texts, options, instruction=instruction)
     result = score_result(model, query_id, ids, scores, options.top_k, tokens)
     return encode_response(result, wants_msgpack(request.headers.get("Accept"), default=True))
 

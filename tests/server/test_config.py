@@ -40,7 +40,8 @@ def test_environment_overrides_defaults_and_overrides_win():
         config.override({"prot": 1})
 
 
-@pytest.mark.parametrize(("name", "value"), [("port", "http"), ("dtype", "float8"), ("access_log", "maybe")])
+@pytest.mark.parametrize(("name", "value"), [("port", "http"), ("dtype", "float8"), ("access_log", "maybe"),
+                                             ("recipes", "Qwen/Qwen3-Reranker-0.6B"), ("recipes", "=qwen3-reranker")])
 def test_a_bad_value_names_its_variable_and_flag(name, value):
     with pytest.raises(ValueError, match=rf"{env_name(name)} \({SETTINGS[name].flag}\)"):
         ServerConfig.from_env({env_name(name): value})
@@ -59,9 +60,11 @@ def test_serve_flags_reach_the_environment(monkeypatch):
     monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if not k.startswith("SIE_")})
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
-    args = parser.parse_args(["--port", "9100", "--model", "m1", "--model", "m2,m3", "--api-key", "k", "--access-log"])
+    args = parser.parse_args(["--port", "9100", "--model", "m1", "--model", "m2,m3", "--api-key", "k", "--access-log",
+                              "--recipe", "m2=qwen3-reranker", "--recipe", "m3=mxbai-rerank-v2"])
     assert launch.run_serve(args) == 0
     assert os.environ["SIE_PORT"] == "9100" and os.environ["SIE_MODELS"] == "m1,m2,m3"
     config = started[0]
     assert config.port == 9100 and config.models == ("m1", "m2", "m3") and config.api_keys == ("k",)
     assert config.access_log is True
+    assert [config.recipe_for(model) for model in ("m1", "m2", "m3")] == [None, "qwen3-reranker", "mxbai-rerank-v2"]

@@ -1,6 +1,6 @@
-"""Published clients against our server: sie-sdk 0.10.1 runs the guide's score examples (sdk_examples.py),
-Cohere's Python client (v1 and v2) reranks through /v1/rerank and /v2/rerank (cohere_examples.py), and the
-guide's curl example gets JSON back.
+"""Published clients against our server: sie-sdk 0.10.1 runs the guide's score examples (sdk_examples.py) and
+scores a decoder reranker with an instruction (sdk_decoder_examples.py), Cohere's Python client (v1 and v2)
+reranks through /v1/rerank and /v2/rerank (cohere_examples.py), and the guide's curl example gets JSON back.
 
 sie-sdk needs Python >= 3.12; the clients' virtual environment is built once and cached under
 ``~/.cache/sie/sdk-venv-0.10.1`` (``SIE_SDK_VENV`` overrides). Without a Python >= 3.12 the tests skip
@@ -22,14 +22,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sie import DEFAULT_MODEL
+from sie import DEFAULT_MODEL, Reranker
 from sie.inputs import scores_from_logits
+from sie.testing import make_random_checkpoint
 from sie.testing.server import ServerProcess
 from tests.server.conftest import TINY_BERT
 
 SDK_VERSION = "0.10.1"
 CLIENTS = {"sie-sdk": SDK_VERSION, "cohere": "7.3.1"}
 EXAMPLES = Path(__file__).with_name("sdk_examples.py")
+DECODER_EXAMPLES = Path(__file__).with_name("sdk_decoder_examples.py")
+TINY_QWEN3 = "test/tiny-qwen3"
 COHERE_EXAMPLES = Path(__file__).with_name("cohere_examples.py")
 
 
@@ -147,6 +150,37 @@ def test_sie_sdk_runs_the_guide_examples(clients_python, default_server):
     metrics = default_server.client.get("/metrics").body.decode()
     assert re.search(r'sie_requests_total\{endpoint="/v1/score/<path:model>",status="503"[^}]*\} [1-9]', metrics)
     assert out["skew_warnings"] == []
+
+
+@pytest.fixture(scope="module")
+def decoder_server(tmp_path_factory) -> Iterator[tuple[ServerProcess, Path]]:
+    """A tiny random Qwen3 causal LM served through the qwen3-reranker recipe named by --recipe."""
+    root = tmp_path_factory.mktemp("decoder-models")
+    path = make_random_checkpoint(root / TINY_QWEN3, "qwen3", shape="tiny-gqa", seed=7)
+    with ServerProcess(["--device", "cpu", "--model", TINY_QWEN3, "--recipe", f"{TINY_QWEN3}=qwen3-reranker"],
+                       env={"SIE_MODELS_DIR": str(root), "HF_HUB_OFFLINE": "1"}) as server:
+        yield server, path
+
+
+def test_sie_sdk_scores_a_decoder_reranker_with_an_instruction(clients_python, decoder_server):
+    server, path = decoder_server
+    out = _run(clients_python, DECODER_EXAMPLES, server.url, TINY_QWEN3)
+    reranker = Reranker(str(path), device="cpu", recipe="qwen3-reranker")
+    query = {"id": "q1", "text": "what is python"}
+    items = [{"id": "doc-1", "text": "python is a programming language"}, {"id": "doc-2", "text": "snakes are reptiles"},
+             {"id": "doc-3", "text": "python was created by guido van rossum"}]
+    scores = {}
+    for name, instruction in (("default", None), ("snakes", "Find documents about snakes")):
+        expected = reranker.score(query, items, instruction=instruction)
+        result = out[name]
+        assert result["query_id"] == "q1" and result["model"] == TINY_QWEN3
+        assert [entry["item_id"] for entry in result["scores"]] == [entry["item_id"] for entry in expected["scores"]]
+        np.testing.assert_allclose([entry["score"] for entry in result["scores"]],
+                                   [entry["score"] for entry in expected["scores"]], rtol=0, atol=1e-6)
+        scores[name] = {entry["item_id"]: entry["score"] for entry in result["scores"]}
+    assert scores["snakes"] != pytest.approx(scores["default"], abs=1e-5), "the instruction did not reach the recipe"
+    served = {model["name"]: model for model in server.client.get("/v1/models").data()["models"]}[TINY_QWEN3]
+    assert served["recipe"] == "qwen3-reranker" and served["architecture"] == "Qwen3ForCausalLM"
 
 
 def test_cohere_clients_rerank_through_the_compatible_endpoints(clients_python, server, tiny_reranker):
