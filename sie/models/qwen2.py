@@ -11,6 +11,7 @@ Attribute names mirror the checkpoint keys (``model.layers.0.self_attn.o_proj``)
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -241,13 +242,6 @@ CAUSAL_LM = ModelFamily(
     relevance=token_difference,
     prompted=True,
 )
-CLASSIFIER = ModelFamily(
-    name="qwen2-classifier",
-    architectures=("Qwen2ForSequenceClassification",),
-    module=Qwen2ForReranking,
-    convert_checkpoint=convert_checkpoint,
-    max_length=max_length,
-    check_config=check_config,
-    relevance=single_logit,
-    prompted=True,
-)
+# The same module with the checkpoint's own one-label head (Qwen2ForSequenceClassification).
+CLASSIFIER = dataclasses.replace(CAUSAL_LM, name="qwen2-classifier", architectures=("Qwen2ForSequenceClassification",),
+                                 relevance=single_logit)

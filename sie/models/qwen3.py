@@ -6,13 +6,13 @@ projections carry a bias only when ``attention_bias`` says so (Qwen3 checkpoints
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 
 from sie.kernels import Kernels
 from sie.models import qwen2
-from sie.models.family import ModelFamily, single_logit
 
 
 class Qwen3Attention(qwen2.Qwen2Attention):
@@ -44,23 +44,8 @@ class Qwen3ForReranking(qwen2.Qwen2ForReranking):
     model_class = Qwen3Model
 
 
-CAUSAL_LM = ModelFamily(
-    name="qwen3",
-    architectures=("Qwen3ForCausalLM",),
-    module=Qwen3ForReranking,
-    convert_checkpoint=qwen2.convert_checkpoint,
-    max_length=qwen2.max_length,
-    check_config=qwen2.check_config,
-    relevance=qwen2.token_difference,
-    prompted=True,
-)
-CLASSIFIER = ModelFamily(
-    name="qwen3-classifier",
-    architectures=("Qwen3ForSequenceClassification",),
-    module=Qwen3ForReranking,
-    convert_checkpoint=qwen2.convert_checkpoint,
-    max_length=qwen2.max_length,
-    check_config=qwen2.check_config,
-    relevance=single_logit,
-    prompted=True,
-)
+# Qwen2's families with this module: checkpoint conversion, length rule, config checks and heads are the same.
+CAUSAL_LM = dataclasses.replace(qwen2.CAUSAL_LM, name="qwen3", architectures=("Qwen3ForCausalLM",),
+                                module=Qwen3ForReranking)
+CLASSIFIER = dataclasses.replace(qwen2.CLASSIFIER, name="qwen3-classifier",
+                                 architectures=("Qwen3ForSequenceClassification",), module=Qwen3ForReranking)
