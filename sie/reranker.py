@@ -115,8 +115,7 @@ class Reranker:
         self.kernels = resolve_kernels(self.device, self.dtype, backend, head_dim=head_dim)
         self.model = load_model(self.path, self.family, config, self.kernels, self.device, self.dtype)
         self.architecture = next(name for name in config.architectures if name in self.family.architectures)
-        default_length = min(getattr(self.tokenizer, "default_max_length", self.model_max_length),
-                             self.model_max_length)
+        default_length = min(self.tokenizer.default_max_length or self.model_max_length, self.model_max_length)
         self.max_length = default_length if max_length is None else self._check_max_length(max_length, "max_length")
         self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self.device.type, 8192)
         self._lock = threading.Lock()

@@ -19,6 +19,8 @@ class PairEncoder(Protocol):
 
     #: Tokens every pair carries besides its texts: a ``max_length`` must exceed it.
     num_special_tokens: int
+    #: The length budget the tokenizer's rules come with (a recipe's), or None: the model's limit.
+    default_max_length: int | None
 
     def encode(
         self, queries: Sequence[str], documents: Sequence[str], max_length: int, *, truncate: bool = True,

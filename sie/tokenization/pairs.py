@@ -24,6 +24,8 @@ class PairTokenizer:
     afterwards, so that concurrent request threads can encode with different limits safely.
     """
 
+    default_max_length = None  # the model's limit
+
     def __init__(self, tokenizer: Tokenizer) -> None:
         self._source = tokenizer.to_str()
         self._variants: dict[tuple[int, str] | None, Tokenizer] = {}
