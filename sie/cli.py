@@ -7,6 +7,7 @@ import logging
 import sys
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 from sie.errors import SieError
 from sie.reranker import DEFAULT_MODEL
@@ -51,7 +52,34 @@ def _models_fetch_default(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_file(args: argparse.Namespace) -> int:
+    from sie.jobs.progress import progress_for
+    from sie.jobs.score_file import ScoreFileOptions, score_file
+    from sie.jobs.scoring import torch_dtype
+    from sie.reranker import Reranker
+
+    options = ScoreFileOptions(
+        query_column=args.query_column, document_column=args.document_column, id_columns=tuple(args.id_column),
+        score_column=args.score_column, chunk_rows=args.chunk_rows, on_error=args.on_error, rejects=args.rejects,
+        overwrite=args.overwrite, keep_parts=args.keep_parts,
+    )
+    reranker = Reranker(args.model, device=args.device, dtype=torch_dtype(args.dtype),
+                        max_batch_tokens=args.max_batch_tokens, recipe=args.recipe)
+    try:
+        with progress_for(sys.stderr) as progress:
+            result = score_file(args.input, args.output, reranker, options, progress)
+    except KeyboardInterrupt:
+        print("sie: interrupted; the same command goes on after the last complete part", file=sys.stderr)
+        return 130
+    resumed = f" ({result.resumed_rows:,} of them by an earlier run)" if result.resumed_rows else ""
+    print(f"scored {result.scored:,} of {result.rows:,} rows{resumed} into {result.output} in {result.seconds:.1f} s")
+    if result.rejects is not None:
+        print(f"{result.rejected:,} bad rows set aside in {result.rejects}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from sie.jobs.scoring import DEFAULT_CHUNK_ROWS, DTYPES
     from sie.server.launch import add_serve_arguments, run_serve
     from sie.version import __version__
 
@@ -69,6 +97,38 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--width", type=int, default=100, help="table width in characters")
     rerank.add_argument("file", help="one document per line; - for stdin")
     rerank.set_defaults(run=_rerank)
+
+    score = commands.add_parser(
+        "score-file", help="score every (query, document) row of a Parquet, JSONL or CSV file, resumably",
+        description="Writes the input's columns plus a score column to OUTPUT (.parquet or .jsonl), in input order, "
+                    "streaming. Parts go to OUTPUT.parts/ as they complete: a killed run started again with the "
+                    "same arguments goes on where it stopped.")
+    score.add_argument("input", help="a .parquet, .jsonl (.ndjson) or .csv file")
+    score.add_argument("--output", "-o", required=True, help="a .parquet or .jsonl file")
+    score.add_argument("--model", "-m", default=None, help=f"model id or folder (default {DEFAULT_MODEL})")
+    score.add_argument("--query-column", default="query")
+    score.add_argument("--document-column", default="document")
+    score.add_argument("--id-column", action="append", default=[], metavar="COLUMN",
+                       help="write only this column (repeatable) and the score, instead of every input column")
+    score.add_argument("--score-column", default="score", help="name of the new column (default score)")
+    score.add_argument("--dtype", choices=DTYPES, default=None, help="default float32 on CPU, float16 on CUDA")
+    score.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    score.add_argument("--max-batch-tokens", type=int, default=None, help="token budget of one packed batch")
+    score.add_argument("--recipe", default=None,
+                       help="a decoder reranker's prompt recipe (qwen3-reranker, mxbai-rerank-v2 or a recipe file) "
+                            "when neither its folder nor its Hub id names one")
+    score.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS,
+                       help="rows per part: what memory holds and the most a killed run redoes "
+                            f"(default {DEFAULT_CHUNK_ROWS})")
+    score.add_argument("--on-error", choices=("fail", "skip"), default="fail",
+                       help="a row without a text query and document: fail the run (default), or skip it into the "
+                            "rejects file")
+    score.add_argument("--rejects", type=Path, default=None,
+                       help="where skipped rows go (default OUTPUT's name with .rejects.jsonl)")
+    score.add_argument("--overwrite", action="store_true",
+                       help="replace an existing OUTPUT, or parts left by a run with other arguments")
+    score.add_argument("--keep-parts", action="store_true", help="keep OUTPUT.parts/ once OUTPUT is written")
+    score.set_defaults(run=_score_file)
 
     models = commands.add_parser("models", help="list or fetch models")
     model_commands = models.add_subparsers(dest="models_command", required=True)

@@ -1,0 +1,66 @@
+"""``sie score-file`` as a user runs it: a real subprocess, killed with SIGKILL mid-way and started again."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+
+from sie.jobs.score_file import ScoreFileOptions, score_file
+from tests.jobs.files import pairs_table, write_input
+
+SIE = [sys.executable, "-m", "sie.cli"]
+
+
+def test_a_run_killed_mid_way_and_started_again_writes_what_an_uninterrupted_run_does(
+    tiny_reranker, random_bert_path, rng, tmp_path
+):
+    source = write_input(tmp_path / "pairs.parquet", pairs_table(int(rng.integers(2**31)), 5000, max_words=20))
+    output = tmp_path / "scores.parquet"
+    command = [*SIE, "score-file", str(source), "--output", str(output), "--model", str(random_bert_path),
+               "--device", "cpu", "--chunk-rows", "250"]
+    kill_after = int(rng.integers(1, 12))
+    # Not a terminal: one progress line per part on stderr, so the test knows how far the run got.
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in child.stderr:
+            if line.startswith(f"part {kill_after}:"):
+                break
+        else:
+            raise AssertionError(f"the run ended before part {kill_after} (exit {child.wait()})")
+        time.sleep(float(rng.uniform(0, 0.05)))  # anywhere in the next part: reading, scoring or writing it
+        child.kill()
+    finally:
+        child.wait()
+        child.stderr.close()
+
+    manifest = json.loads((tmp_path / "scores.parquet.parts" / "manifest.json").read_text())
+    done = len(manifest["parts"])
+    assert kill_after < done < 20 and not output.exists(), f"killed after {done} of 20 parts"
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"({done * 250:,} of them by an earlier run)" in resumed.stdout
+
+    uninterrupted = score_file(source, tmp_path / "reference.parquet", tiny_reranker, ScoreFileOptions(chunk_rows=250))
+    assert pq.read_table(output).equals(pq.read_table(uninterrupted.output)), "exactly one score per row, in order"
+    assert not (tmp_path / "scores.parquet.parts").exists()
+
+
+def test_a_bad_row_exits_non_zero_naming_it_without_a_traceback(random_bert_path, tmp_path):
+    source = tmp_path / "pairs.jsonl"
+    source.write_text('{"query": "q", "document": "d"}\n{"query": "q", "document": 3}\n', encoding="utf-8")
+    done = subprocess.run([*SIE, "score-file", str(source), "-o", str(tmp_path / "s.jsonl"), "-m",
+                           str(random_bert_path), "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "sie: pairs.jsonl: row 1 (line 2): document: must be a string, got int" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_importing_sie_or_its_command_loads_neither_pyarrow_nor_ray():
+    code = "import sys, sie, sie.cli; print(sorted(m for m in ('pyarrow', 'ray') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
