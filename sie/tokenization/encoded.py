@@ -54,8 +54,11 @@ class EncodedPairs:
         )
 
     @classmethod
-    def from_ids(cls, sequences: Sequence[Sequence[int]]) -> EncodedPairs:
-        """Pairs given as one id list each, with token types all 0 (decoders have none)."""
+    def from_ids(cls, sequences: Sequence[Sequence[int]], types: Sequence[Sequence[int]] | None = None) -> EncodedPairs:
+        """Pairs given as one id list each, with their token types (all 0 when None: decoders have none)."""
         lengths = np.fromiter((len(ids) for ids in sequences), dtype=np.int64, count=len(sequences))
-        input_ids = np.fromiter(itertools.chain.from_iterable(sequences), np.int64, int(lengths.sum()))
-        return cls(input_ids=input_ids, token_type_ids=np.zeros_like(input_ids), lengths=lengths)
+        total = int(lengths.sum())
+        input_ids = np.fromiter(itertools.chain.from_iterable(sequences), np.int64, total)
+        token_type_ids = (np.zeros_like(input_ids) if types is None
+                          else np.fromiter(itertools.chain.from_iterable(types), np.int64, total))
+        return cls(input_ids=input_ids, token_type_ids=token_type_ids, lengths=lengths)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -17,11 +18,64 @@ from sie.errors import InputTooLongError
 from sie.tokenization.encoded import EncodedPairs
 
 
+@dataclass(frozen=True)
+class PairTemplate:
+    """Where a tokenizer's post-processor puts its special tokens around a pair, and the token types it gives:
+    ``prefix + first + middle + second + suffix`` (BERT: ``[CLS] A [SEP] B [SEP]``; XLM-R:
+    ``<s> A </s></s> B </s>``). Read off the post-processor itself, so that assembling a pair from its two
+    separately tokenized texts gives exactly the tokenizer's own pair encoding."""
+
+    prefix: tuple[int, ...]
+    middle: tuple[int, ...]
+    suffix: tuple[int, ...]
+    prefix_types: tuple[int, ...]
+    middle_types: tuple[int, ...]
+    suffix_types: tuple[int, ...]
+    first_type: int
+    second_type: int
+
+    @property
+    def num_special_tokens(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> PairTemplate | None:
+        """The template of ``tokenizer`` (padding and truncation off), or None when its post-processor is not one
+        fixed template (checked on a second, longer pair)."""
+        first, second = (tokenizer.encode(text, add_special_tokens=False) for text in ("a", "b"))
+        pair = tokenizer.post_process(first, second)
+        # The texts' tokens in order (the special-token mask is reliable where sequence ids are not).
+        rows = [i for i, special in enumerate(pair.special_tokens_mask) if not special]
+        if len(rows) != len(first.ids) + len(second.ids) or not first.ids or not second.ids:
+            return None
+        a, b = (rows[0], rows[len(first.ids) - 1] + 1), (rows[len(first.ids)], rows[-1] + 1)
+        ids, types = pair.ids, pair.type_ids
+        template = cls(
+            prefix=tuple(ids[:a[0]]), middle=tuple(ids[a[1]:b[0]]), suffix=tuple(ids[b[1]:]),
+            prefix_types=tuple(types[:a[0]]), middle_types=tuple(types[a[1]:b[0]]), suffix_types=tuple(types[b[1]:]),
+            first_type=types[a[0]], second_type=types[b[0]],
+        )
+        probe = [tokenizer.encode(text, add_special_tokens=False) for text in ("what is it", "a longer second text")]
+        expected = tokenizer.post_process(*probe)
+        ids, types = template.assemble(probe[0].ids, probe[1].ids)
+        return template if (ids, types) == (expected.ids, expected.type_ids) else None
+
+    def assemble(self, first: Sequence[int], second: Sequence[int]) -> tuple[list[int], list[int]]:
+        """The ids and token types of the pair (``first``, ``second``), each given without special tokens."""
+        ids = [*self.prefix, *first, *self.middle, *second, *self.suffix]
+        types = [*self.prefix_types, *[self.first_type] * len(first), *self.middle_types,
+                 *[self.second_type] * len(second), *self.suffix_types]
+        return ids, types
+
+
 class PairTokenizer:
     """Encodes (query, document) pairs with a model's fast tokenizer.
 
-    Each truncation setting gets its own configured copy of the tokenizer, made once and never changed
-    afterwards, so that concurrent request threads can encode with different limits safely.
+    Each distinct query is tokenized once and every document once, both without special tokens; each pair is then
+    assembled from the tokenizer's own pair template (``PairTemplate``) with its document cut to fit, which gives
+    exactly the tokenizer's ``only_second`` pair encoding. Tokenizers whose post-processor is not one fixed template
+    encode the pairs whole instead. Each truncation setting gets its own configured copy of the tokenizer, made
+    once and never changed afterwards, so that concurrent request threads can encode with different limits safely.
     """
 
     default_max_length = None  # the model's limit
@@ -30,6 +84,7 @@ class PairTokenizer:
         self._source = tokenizer.to_str()
         self._variants: dict[tuple[int, str] | None, Tokenizer] = {}
         self._lock = threading.Lock()
+        self._template = PairTemplate.of(self._variant(None))
         self.num_special_tokens = self._variant(None).num_special_tokens_to_add(is_pair=True)
 
     def _variant(self, truncation: tuple[int, str] | None) -> Tokenizer:
@@ -53,15 +108,49 @@ class PairTokenizer:
         """Tokenizes ``queries[i]`` with ``documents[i]``; a pair longer than ``max_length`` has its document cut.
 
         An ``instruction`` is prepended to every query as ``"{instruction} {query}"`` (cross-encoders have no
-        slot of their own for it). With ``truncate=False`` a pair that would be cut raises InputTooLongError
-        naming ``items[i]``.
+        slot of their own for it). A query too long to leave its document a token is cut too (``longest_first``,
+        for its pairs only). With ``truncate=False`` a pair that would be cut raises InputTooLongError naming
+        ``items[i]``.
         """
         if instruction is not None:
             queries = [f"{instruction} {query}" for query in queries]
-        pairs = list(zip(queries, documents, strict=True))
+        if len(queries) != len(documents):
+            raise ValueError(f"{len(queries)} queries for {len(documents)} documents")
+        if self._template is None:
+            return self._encode_whole(list(zip(queries, documents)), max_length, truncate)
+        raw = self._variant(None)
+        unique = list(dict.fromkeys(queries))
+        query_ids = dict(zip(unique, (e.ids for e in raw.encode_batch(unique, add_special_tokens=False)),
+                             strict=True))
+        document_ids = [e.ids for e in raw.encode_batch(list(documents), add_special_tokens=False)]
+        sequences: list[list[int]] = []
+        types: list[list[int]] = []
+        cut_queries: list[int] = []
+        for index, (query, document) in enumerate(zip(queries, document_ids, strict=True)):
+            first = query_ids[query]
+            room = max_length - self._template.num_special_tokens - len(first)
+            if len(document) > room:
+                if not truncate:
+                    length = len(first) + len(document) + self._template.num_special_tokens
+                    raise InputTooLongError(f"items[{index}]", length, max_length)
+                if room < 1:
+                    cut_queries.append(index)
+                document = document[:max(room, 0)]
+            ids, type_ids = self._template.assemble(first, document)
+            sequences.append(ids)
+            types.append(type_ids)
+        if cut_queries:
+            tokenizer = self._variant((max_length, "longest_first"))
+            for index, encoding in zip(cut_queries, tokenizer.encode_batch(
+                    [(queries[i], documents[i]) for i in cut_queries]), strict=True):
+                sequences[index], types[index] = encoding.ids, encoding.type_ids
+        return EncodedPairs.from_ids(sequences, types)
+
+    def _encode_whole(self, pairs: list[tuple[str, str]], max_length: int, truncate: bool) -> EncodedPairs:
+        """The pairs through the tokenizer's own pair encoding: ``only_second``, or ``longest_first`` for the
+        pairs whose query leaves no room."""
         if not pairs:
-            empty = np.zeros(0, dtype=np.int64)
-            return EncodedPairs(empty, empty, empty)
+            return EncodedPairs.from_ids([])
         if not truncate:
             encoded = EncodedPairs.from_encodings(self._variant(None).encode_batch(pairs))
             too_long = np.flatnonzero(encoded.lengths > max_length)
@@ -69,19 +158,12 @@ class PairTokenizer:
                 first = int(too_long[0])
                 raise InputTooLongError(f"items[{first}]", int(encoded.lengths[first]), max_length)
             return encoded
-
-        unique_queries = list(dict.fromkeys(queries))
-        query_lengths = self._variant(None).encode_batch(unique_queries, add_special_tokens=False)
-        too_long_queries = {
-            query for query, encoding in zip(unique_queries, query_lengths, strict=True)
-            # only_second must leave the document at least one token, or the tokenizer refuses the batch.
-            if len(encoding.ids) + self.num_special_tokens >= max_length
-        }
-        if not too_long_queries:
-            return EncodedPairs.from_encodings(self._variant((max_length, "only_second")).encode_batch(pairs))
         encodings: list[Encoding | None] = [None] * len(pairs)
+        queries = self._variant(None).encode_batch([query for query, _ in pairs], add_special_tokens=False)
         for strategy, wanted in (("only_second", False), ("longest_first", True)):
-            indices = [i for i, query in enumerate(queries) if (query in too_long_queries) == wanted]
+            # only_second must leave the document at least one token, or the tokenizer refuses the batch.
+            indices = [i for i, encoding in enumerate(queries)
+                       if (len(encoding.ids) + self.num_special_tokens >= max_length) == wanted]
             if indices:
                 batch = self._variant((max_length, strategy)).encode_batch([pairs[i] for i in indices])
                 for index, encoding in zip(indices, batch, strict=True):

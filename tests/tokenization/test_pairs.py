@@ -55,3 +55,18 @@ def test_a_query_that_exactly_fills_the_limit_still_encodes(tokenizers):
     limit = query_tokens + ours.num_special_tokens
     encoded = ours.encode([query, query], ["a document that cannot fit at all", ""], max_length=limit)
     assert encoded.lengths.tolist() == [limit, limit]
+
+
+def test_pairs_assembled_from_separate_tokenizations_equal_whole_pair_encodings(tokenizers, rng):
+    """Each query tokenized once and each document once, then put in the tokenizer's own template, gives the
+    tokenizer's pair encoding exactly: ids, token types and truncation, long queries included."""
+    _, ours = tokenizers
+    assert ours._template is not None, "the template was not read off this tokenizer's post-processor"
+    queries = [random_text(rng, int(n)) for n in rng.integers(1, 40, size=6)]
+    picks = rng.integers(0, len(queries), size=40)
+    documents = [random_text(rng, int(n)) for n in rng.integers(0, 150, size=40)]
+    for max_length in (24, 64, 512):
+        assembled = ours.encode([queries[i] for i in picks], documents, max_length=max_length)
+        whole = ours._encode_whole([(queries[i], d) for i, d in zip(picks, documents)], max_length, truncate=True)
+        for field in ("input_ids", "token_type_ids", "lengths"):
+            assert getattr(assembled, field).tolist() == getattr(whole, field).tolist(), (field, max_length)
