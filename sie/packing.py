@@ -80,9 +80,11 @@ def pack(encoded: EncodedPairs, indices: np.ndarray, position_offset: int, devic
     total = int(cu_seqlens[-1])
     within = np.arange(total, dtype=np.int64) - np.repeat(cu_seqlens[:-1], lengths)
     rows = np.repeat(encoded.starts[indices], lengths) + within
-    # One host-to-device copy: ids, token types, positions and cu_seqlens travel in one buffer.
-    host = np.concatenate([encoded.input_ids[rows], encoded.token_type_ids[rows], within + position_offset, cu_seqlens])
-    on_device = torch.from_numpy(host).to(device, non_blocking=True)
+    # One host-to-device copy: ids, token types, positions and cu_seqlens travel in one buffer, pinned for a GPU
+    # so that the copy is asynchronous and the host goes on packing the next batch.
+    host = torch.from_numpy(
+        np.concatenate([encoded.input_ids[rows], encoded.token_type_ids[rows], within + position_offset, cu_seqlens]))
+    on_device = host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
     return PackedBatch(
         input_ids=on_device[:total],
         token_type_ids=on_device[total : 2 * total],

@@ -175,14 +175,17 @@ class Reranker:
         """Runs the model on every pair of ``encoded``; returns float32 logits ``(num_pairs,)`` in input order.
 
         Pairs are packed into micro-batches of at most ``max_batch_tokens`` tokens (and ``batch_size``
-        pairs), longest first; calls from several threads are run one after another.
+        pairs), longest first; calls from several threads are run one after another. The micro-batches' logits stay
+        on the device until the last one is queued: one device-to-host copy per call, not one per micro-batch.
         """
         logits = np.empty(encoded.num_pairs, dtype=np.float32)
         batches = plan_micro_batches(encoded.lengths, self.max_batch_tokens, batch_size)
         with self._lock:
-            for indices in tqdm(batches, desc="Batches", disable=not show_progress_bar):
-                batch = pack(encoded, indices, self.model.position_offset, self.device)
-                logits[indices] = self.family.relevance(self.model(batch)).float().cpu().numpy()
+            outputs = [self.family.relevance(self.model(pack(encoded, indices, self.model.position_offset,
+                                                             self.device))).float()
+                       for indices in tqdm(batches, desc="Batches", disable=not show_progress_bar)]
+            if batches:
+                logits[np.concatenate(batches)] = torch.cat(outputs).cpu().numpy()
         return logits
 
     def score(
