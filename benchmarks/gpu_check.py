@@ -6,7 +6,9 @@ Stages, each timed, bounded by its own time limit and recorded whatever the othe
   checkpoints  random MiniLM-L12, BERT-base and XLM-R-large shaped checkpoints
   parity       engine logits vs transformers on those checkpoints, fp32/fp16/bf16, backends auto and triton
   kernels      benchmarks/bench_kernels.py
-  e2e          pairs/s of sie (auto, triton) vs transformers padded on the same checkpoints
+  graphs       CUDA graph replay equals the eager forward on the same padded batch, bit for bit (CUDA only)
+  e2e          pairs/s of sie (auto with CUDA graphs, auto eager, triton) vs transformers padded on the same
+               checkpoints
   decoders     decoder rerankers: parity with transformers' causal LM in fp16/bf16 on Qwen3-0.6B- and
                Qwen2-1.5B-wide checkpoints (4 layers each, through their recipes), then pairs/s of sie vs
                transformers (left-padded batch 16) on the full Qwen3-0.6B shape in bf16
@@ -50,8 +52,10 @@ import transformers
 
 import bench_kernels
 import sie
+from sie.cuda_graphs import bucket_for, dummy_lengths
 from sie.kernels import available_backends, bias_gelu, layer_norm, resolve_backends, varlen_attention
 from sie.kernels.flash import flash_implementation
+from sie.packing import pack, plan_micro_batches
 from sie.testing import SHAPES, make_random_checkpoint, padded_logits
 from sie.testing.decoders import left_padded_logits, mxbai_rerank_v2_ids, mxbai_template_length, qwen3_reranker_ids
 from sie.testing.references import (
@@ -78,7 +82,7 @@ PARITY_CAP = 0.1
 # Each stage's default time limit, in seconds. 470 s in all: with gpu_check.sh's 120 s for the kernel tests, a run
 # in which every stage stalls still ends within about 10 minutes. A run that is expected to take longer (a slower
 # card, a cold Triton cache) raises them with --limit.
-STAGE_LIMITS = {"env": 20, "accuracy": 90, "checkpoints": 45, "parity": 150, "kernels": 75, "e2e": 90,
+STAGE_LIMITS = {"env": 20, "accuracy": 90, "checkpoints": 45, "parity": 150, "kernels": 75, "graphs": 60, "e2e": 90,
                 "decoders": 120}
 # Seconds past its limit after which a stage that could not be interrupted ends the process (faulthandler).
 GRACE = 30
@@ -223,6 +227,30 @@ def stage_kernels(device: torch.device, tiny: bool, seed: int, out: Path, log: L
     return bench_kernels.main(["--device", str(device), "--out", str(out)] + (["--tiny"] if tiny else []))
 
 
+def stage_graphs(device: torch.device, seed: int, checkpoints: dict[str, Path], log: Log) -> Iterator[dict]:
+    """Every micro-batch of mixed pairs through its bucket's CUDA graph and eagerly on the same padded batch: the
+    replay must give the same bits."""
+    if device.type != "cuda":
+        log("CUDA graphs need a CUDA device: nothing to check here")
+        return
+    require_checkpoints(checkpoints)
+    pairs = random_pairs(seed, np.linspace(0, 300, 40).astype(int))
+    for name, path in checkpoints.items():
+        reranker = sie.Reranker(str(path), device=device, dtype=torch.float16, max_batch_tokens=2048)
+        encoded = reranker.encode([q for q, _ in pairs], [d for _, d in pairs])
+        mismatches = 0
+        with torch.inference_mode():
+            for indices in plan_micro_batches(encoded.lengths, reranker.max_batch_tokens):
+                bucket = bucket_for(encoded.lengths[indices], reranker.model_max_length)
+                batch = pack(encoded, indices, reranker.model.position_offset, device,
+                             dummy_lengths(encoded.lengths[indices], bucket), bucket.max_seqlen)
+                mismatches += not torch.equal(reranker._graphed(batch, bucket), reranker._forward(batch))
+        log(f"{name}: {mismatches} micro-batches differ between replay and eager")
+        yield {"model": name, "mismatched micro-batches": mismatches, "ok": mismatches == 0}
+        del reranker
+        release(device)
+
+
 def stage_e2e(device: torch.device, tiny: bool, seed: int, checkpoints: dict[str, Path], log: Log) -> Iterator[dict]:
     """Pairs/s for one query and many documents of 20-250 words, tokenization included, all in one run."""
     require_checkpoints(checkpoints)
@@ -251,6 +279,9 @@ def e2e_seconds(name: str, path: Path, pairs, device, dtype, max_length: int, re
     for backend in engine_backends(device, dtype):
         reranker = sie.Reranker(str(path), device=device, dtype=dtype, backend=backend, max_length=max_length)
         lines[f"sie {backend} ({reranker.backends['attention']})"] = lambda r=reranker: r.predict(pairs)
+    if device.type == "cuda":
+        eager = sie.Reranker(str(path), device=device, dtype=dtype, max_length=max_length, cuda_graphs=False)
+        lines[f"sie auto ({eager.backends['attention']}) eager"] = lambda: eager.predict(pairs)
     seconds = {}
     for line, run in lines.items():
         log(f"{name} {line} ...")
@@ -419,6 +450,9 @@ def summary(results: dict, pytest_status: str) -> tuple[str, bool]:
              f"{row['error']:.1e} (transformers {row['dtype']}: {row['transformers same-dtype error']:.1e})")
     for what, measured, met in kernel_targets(results.get("kernels", {}).get("rows", [])):
         line(what, "met" if met else "MISSED", measured)
+    for row in results.get("graphs", []):
+        line(f"graphs {row['model']}: replay equals eager", "ok" if row["ok"] else "FAIL",
+             f"{row['mismatched micro-batches']} micro-batches differ")
     for row in results.get("e2e", []):
         line(f"e2e {row['model']} {row['dtype']} {row['line']}", "",
              f"{row['pairs_per_s']:,.0f} pairs/s, {row['x transformers']:.2f}x transformers")
@@ -580,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
                    lambda log: make_checkpoints(Path(folder), args.tiny, seeds["checkpoints"], checkpoints, log))
         stages.run("parity", lambda log: stage_parity(device, args.tiny, seeds["parity"], checkpoints, log))
         stages.run("kernels", lambda log: stage_kernels(device, args.tiny, seeds["kernels"], args.results, log))
+        stages.run("graphs", lambda log: stage_graphs(device, seeds["parity"], checkpoints, log))
         stages.run("e2e", lambda log: stage_e2e(device, args.tiny, seeds["e2e"], checkpoints, log))
         stages.run("decoders", lambda log: stage_decoders(device, args.tiny, seeds["decoders"], Path(folder), log))
     table, ok = stages.save()

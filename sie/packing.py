@@ -69,26 +69,33 @@ def plan_micro_batches(lengths: np.ndarray, max_batch_tokens: int, max_batch_siz
     return batches
 
 
-def pack(encoded: EncodedPairs, indices: np.ndarray, position_offset: int, device: torch.device) -> PackedBatch:
+def pack(
+    encoded: EncodedPairs, indices: np.ndarray, position_offset: int, device: torch.device,
+    dummies: np.ndarray | None = None, max_seqlen: int | None = None,
+) -> PackedBatch:
     """Gathers the pairs ``indices`` of ``encoded`` into one PackedBatch on ``device``.
 
     Positions restart at ``position_offset`` in every sequence (0 for BERT; padding_idx + 1 for RoBERTa).
+    ``dummies`` appends sequences of those lengths made of token 0 after the real ones, and ``max_seqlen``
+    overrides the longest length (both set by a CUDA graph bucket, ``sie.cuda_graphs``).
     """
-    lengths = encoded.lengths[indices]
-    cu_seqlens = np.zeros(len(indices) + 1, dtype=np.int64)
+    real = encoded.lengths[indices]
+    lengths = real if dummies is None else np.concatenate([real, dummies])
+    cu_seqlens = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=cu_seqlens[1:])
-    total = int(cu_seqlens[-1])
+    total, real_total = int(cu_seqlens[-1]), int(cu_seqlens[len(real)])
     within = np.arange(total, dtype=np.int64) - np.repeat(cu_seqlens[:-1], lengths)
-    rows = np.repeat(encoded.starts[indices], lengths) + within
+    rows = np.repeat(encoded.starts[indices], real) + within[:real_total]
+    padding = np.zeros(total - real_total, dtype=np.int64)
     # One host-to-device copy: ids, token types, positions and cu_seqlens travel in one buffer, pinned for a GPU
     # so that the copy is asynchronous and the host goes on packing the next batch.
-    host = torch.from_numpy(
-        np.concatenate([encoded.input_ids[rows], encoded.token_type_ids[rows], within + position_offset, cu_seqlens]))
+    host = torch.from_numpy(np.concatenate([encoded.input_ids[rows], padding, encoded.token_type_ids[rows], padding,
+                                            within + position_offset, cu_seqlens]))
     on_device = host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
     return PackedBatch(
         input_ids=on_device[:total],
         token_type_ids=on_device[total : 2 * total],
         position_ids=on_device[2 * total : 3 * total],
         cu_seqlens=on_device[3 * total :].to(torch.int32),
-        max_seqlen=int(lengths.max()) if len(indices) else 0,
+        max_seqlen=max_seqlen or (int(lengths.max()) if len(lengths) else 0),
     )

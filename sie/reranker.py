@@ -28,7 +28,8 @@ from sie.inputs import (
 )
 from sie.kernels import resolve_kernels
 from sie.models import family_of, load_model
-from sie.packing import pack, plan_micro_batches
+from sie.cuda_graphs import GraphedForward, bucket_for, dummy_lengths
+from sie.packing import PackedBatch, pack, plan_micro_batches
 from sie.recipes import Recipe, no_recipe_error, resolve_recipe
 from sie.tokenization import EncodedPairs, PairEncoder, PairTokenizer, PromptTokenizer
 
@@ -87,6 +88,8 @@ class Reranker:
         recipe: for decoder rerankers, a built-in recipe's name (``"qwen3-reranker"``, ``"mxbai-rerank-v2"``), a
             recipe file or a ``sie.recipes.Recipe``; default: the model folder's ``sie_reranker.json``, else the
             recipe its Hub id implies (``sie.recipes``).
+        cuda_graphs: run micro-batches through CUDA graphs over shape buckets (``sie.cuda_graphs``); default on
+            for a CUDA device.
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class Reranker:
         max_length: int | None = None,
         max_batch_tokens: int | None = None,
         recipe: str | Recipe | None = None,
+        cuda_graphs: bool | None = None,
     ) -> None:
         from transformers import AutoConfig, AutoTokenizer
 
@@ -118,6 +122,8 @@ class Reranker:
         default_length = min(self.tokenizer.default_max_length or self.model_max_length, self.model_max_length)
         self.max_length = default_length if max_length is None else self._check_max_length(max_length, "max_length")
         self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self.device.type, 8192)
+        use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self._graphed = GraphedForward(self._forward, self.device) if use_graphs else None
         self._lock = threading.Lock()
         logger.info("loaded %s (%s) on %s in %s, backends %s", self.model_id, self.architecture, self.device,
                     self.dtype, self.backends)
@@ -181,12 +187,26 @@ class Reranker:
         logits = np.empty(encoded.num_pairs, dtype=np.float32)
         batches = plan_micro_batches(encoded.lengths, self.max_batch_tokens, batch_size)
         with self._lock:
-            outputs = [self.family.relevance(self.model(pack(encoded, indices, self.model.position_offset,
-                                                             self.device))).float()
+            outputs = [self._micro_batch(encoded, indices).float()
                        for indices in tqdm(batches, desc="Batches", disable=not show_progress_bar)]
             if batches:
                 logits[np.concatenate(batches)] = torch.cat(outputs).cpu().numpy()
         return logits
+
+    def _forward(self, batch: PackedBatch) -> torch.Tensor:
+        """Relevance logits of a packed batch, ``(batch,)`` on the device."""
+        return self.family.relevance(self.model(batch))
+
+    def _micro_batch(self, encoded: EncodedPairs, indices: np.ndarray) -> torch.Tensor:
+        """Relevance logits of the pairs ``indices``: through the CUDA graph of their bucket when graphs are on and
+        the batch is on the ladders, else eagerly."""
+        offset = self.model.position_offset
+        bucket = bucket_for(encoded.lengths[indices], self.model_max_length) if self._graphed else None
+        if bucket is None:
+            return self._forward(pack(encoded, indices, offset, self.device))
+        batch = pack(encoded, indices, offset, self.device, dummy_lengths(encoded.lengths[indices], bucket),
+                     bucket.max_seqlen)
+        return self._graphed(batch, bucket)[: len(indices)]
 
     def score(
         self, query: Any, items: Sequence[Any], *, instruction: str | None = None,

@@ -18,11 +18,16 @@ class RotaryEmbedding:
         # built on the meta device still gets real ones).
         exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu").float() / head_dim
         self.inv_freq = 1.0 / (theta**exponents)
+        # One copy per device, made at the first batch: a copy from the host inside a CUDA graph capture fails.
+        self._on_device: dict[torch.device, torch.Tensor] = {}
 
     def cos_sin(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin of every token's angles, each ``(total_tokens, 1, headdim // 2)`` in ``dtype`` (the two
         halves of a head share their angles)."""
-        angles = position_ids.float()[:, None] * self.inv_freq.to(position_ids.device)[None, :]
+        inv_freq = self._on_device.get(position_ids.device)
+        if inv_freq is None:
+            inv_freq = self._on_device[position_ids.device] = self.inv_freq.to(position_ids.device)
+        angles = position_ids.float()[:, None] * inv_freq[None, :]
         return angles.cos().to(dtype)[:, None, :], angles.sin().to(dtype)[:, None, :]
 
 
