@@ -169,8 +169,23 @@ def _attention_kernel(
     )
 
 
-_attention_full = autotune(_FULL_CONFIGS, _INTERPRETED_CONFIG, _KEY)(_attention_kernel)
-_attention_rows = autotune(_ROWS_CONFIGS, _INTERPRETED_CONFIG, _KEY)(_attention_kernel)
+def prune_configs(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """The configs worth compiling for a launch: every compile costs seconds of a cold start, and the large tiles
+    are slow to compile and spill registers where they cannot win (fp32, which ships to tests and references
+    rather than to speed; head dims of 128 and more). Keeps the smallest tile when nothing else is left."""
+    head_dim = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM", 0))
+    if named_args["Q"].dtype == torch.float32:
+        limit = 64 * 64
+    elif head_dim >= 128:
+        limit = 128 * 64
+    else:
+        return configs
+    kept = [config for config in configs if config.kwargs["BLOCK_M"] * config.kwargs["BLOCK_N"] <= limit]
+    return kept or [min(configs, key=lambda config: config.kwargs["BLOCK_M"] * config.kwargs["BLOCK_N"])]
+
+
+_attention_full = autotune(_FULL_CONFIGS, _INTERPRETED_CONFIG, _KEY, prune_configs)(_attention_kernel)
+_attention_rows = autotune(_ROWS_CONFIGS, _INTERPRETED_CONFIG, _KEY, prune_configs)(_attention_kernel)
 
 
 def varlen_attention_triton(

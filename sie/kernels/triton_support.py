@@ -14,12 +14,18 @@ INTERPRETED = triton_interpreted()
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def autotune(configs: list[triton.Config], interpreted: triton.Config, key: list[str]):
+def autotune(configs: list[triton.Config], interpreted: triton.Config, key: list[str], prune=None):
     """triton.autotune over ``configs`` on a GPU; under the interpreter the single ``interpreted`` config.
 
     One config skips the timing runs, so interpreted tests take the same launch path as the GPU without its cost.
+    ``prune(configs, named_args, **kwargs)`` drops, before anything compiles, the configs a launch's arguments rule
+    out. The chosen configs are cached on disk beside Triton's compiled kernels, so a restarted process neither
+    compiles nor times them again.
     """
-    return triton.autotune(configs=[interpreted] if INTERPRETED else configs, key=key)
+    if INTERPRETED:
+        return triton.autotune(configs=[interpreted], key=key)
+    return triton.autotune(configs=configs, key=key, cache_results=True,
+                           prune_configs_by={"early_config_prune": prune} if prune else None)
 
 
 def upcast_bf16(dtype: torch.dtype) -> bool:

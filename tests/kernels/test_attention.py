@@ -168,3 +168,18 @@ def test_triton_never_reads_key_blocks_outside_the_window(max_seqlen_q, device):
     out = varlen_attention(q_rows, k, v, cu_seqlens, max(lengths), cu_seqlens_q=cu_seqlens_q, max_seqlen_q=max_seqlen_q,
                            window=window, backend="triton")
     assert_matches(out, expected, dtype)
+
+
+def test_cold_start_compiles_only_the_configs_a_launch_can_use():
+    """fp32 and head dims of 128 or more skip the large tiles: each config costs seconds of compile at a cold start
+    (the first H200 run stalled minutes in fp32 autotuning)."""
+    from sie.kernels.triton_attention import _FULL_CONFIGS, _ROWS_CONFIGS, prune_configs
+
+    def tiles(configs, dtype, head_dim):
+        kept = prune_configs(configs, {"Q": torch.empty(1, dtype=dtype)}, HEAD_DIM=head_dim)
+        return [(config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]) for config in kept]
+
+    assert tiles(_FULL_CONFIGS, torch.float16, 64) == [(128, 64), (128, 128), (64, 64)]
+    assert tiles(_FULL_CONFIGS, torch.bfloat16, 128) == [(128, 64), (64, 64)]
+    assert tiles(_FULL_CONFIGS, torch.float32, 32) == [(64, 64)]
+    assert tiles(_ROWS_CONFIGS, torch.float32, 128) == [(16, 64), (16, 128)]
