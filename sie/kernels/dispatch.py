@@ -22,6 +22,7 @@ from sie.errors import BackendError
 
 from .environment import requested_backend, triton_interpreted
 from .flash import flash_implementation
+from .selection import attention_seconds, fastest_first
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def resolve_backends(
     """Pick the backends for a model on ``device`` with activations in ``dtype`` and attention heads of ``head_dim``.
 
     ``backend="auto"`` takes ``$SIE_BACKEND`` when set, else the fastest available backend for every op (logged
-    once). "triton" or "torch" requested explicitly applies to all three ops (a whole-engine switch, e.g. to
+    once): on a GPU the attention backends are timed once per device, dtype and head size (``selection.py``). "triton" or "torch" requested explicitly applies to all three ops (a whole-engine switch, e.g. to
     compare against the torch path); "flash" covers attention, the other ops resolve as with "auto".
     A request that is unknown or cannot run raises BackendError naming the backends that can.
     """
@@ -158,7 +159,11 @@ def _resolve(device: torch.device, dtype: torch.dtype, request: str, head_dim: i
         raise BackendError(f"unknown backend {request!r}; expected one of {', '.join(_REQUESTS)}")
     available = available_backends(device, dtype, head_dim)
     if request == "auto":
-        backends = KernelBackends(available["attention"][0], available["layer_norm"][0], available["gelu"][0])
+        attention = available["attention"]
+        if device.type == "cuda" and len(attention) > 1:
+            attention = fastest_first(attention, lambda backend: attention_seconds(
+                _load("attention", backend), device, dtype, head_dim or 64))
+        backends = KernelBackends(attention[0], available["layer_norm"][0], available["gelu"][0])
         logger.info("sie kernels on %s/%s: %s", device, str(dtype).removeprefix("torch."), backends.as_dict())
         return backends
     for op in ("attention", "layer_norm", "gelu"):

@@ -151,3 +151,19 @@ def test_flash_is_offered_only_for_head_dims_it_supports(monkeypatch):
     assert dispatch.flash_runs_on(cuda, torch.float16, head_dim=64)
     assert not dispatch.flash_runs_on(cuda, torch.float16, head_dim=26), "TinyBERT's head dim 26 needs triton"
     assert not dispatch.flash_runs_on(cuda, torch.float32, head_dim=64)
+
+
+def test_auto_orders_attention_backends_by_measured_time(caplog):
+    from sie.kernels.selection import fastest_first
+
+    timings = {"flash": 2.0e-3, "triton": 1.2e-3, "torch": 9.0e-3}
+    with caplog.at_level(logging.INFO, logger="sie.kernels.selection"):
+        assert fastest_first(("flash", "triton", "torch"), timings.__getitem__) == ("triton", "flash", "torch")
+    assert "triton 1.200 ms, flash 2.000 ms, torch 9.000 ms" in caplog.text
+
+    def failing(backend):
+        if backend == "triton":
+            raise RuntimeError("no kernel image for this card")
+        return timings[backend]
+
+    assert fastest_first(("flash", "triton", "torch"), failing) == ("flash", "torch", "triton")
