@@ -9,6 +9,8 @@ Stages, each timed, bounded by its own time limit and recorded whatever the othe
   graphs       CUDA graph replay equals the eager forward on the same padded batch, bit for bit (CUDA only)
   e2e          pairs/s of sie (auto with CUDA graphs, auto eager, triton) vs transformers padded on the same
                checkpoints
+  server       benchmarks/bench_server.py: 16 clients x 100 documents against `sie serve` on the device, next to
+               the in-process engine (needs flask and gunicorn: benchmarks/gpu_wheels.sh carries them to a card)
   decoders     decoder rerankers: parity with transformers' causal LM in fp16/bf16 on Qwen3-0.6B- and
                Qwen2-1.5B-wide checkpoints (4 layers each, through their recipes), then pairs/s of sie vs
                transformers (left-padded batch 16) on the full Qwen3-0.6B shape in bf16
@@ -36,8 +38,11 @@ import dataclasses
 import faulthandler
 import functools
 import gc
+import importlib.util
 import json
+import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,18 +51,30 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+import bench_kernels
 import numpy as np
 import torch
 import transformers
+from timing import median_seconds
 
-import bench_kernels
 import sie
 from sie.cuda_graphs import bucket_for, dummy_lengths
-from sie.kernels import available_backends, bias_gelu, layer_norm, resolve_backends, varlen_attention
+from sie.kernels import (
+    available_backends,
+    bias_gelu,
+    layer_norm,
+    resolve_backends,
+    varlen_attention,
+)
 from sie.kernels.flash import flash_implementation
 from sie.packing import pack, plan_micro_batches
 from sie.testing import SHAPES, make_random_checkpoint, padded_logits
-from sie.testing.decoders import left_padded_logits, mxbai_rerank_v2_ids, mxbai_template_length, qwen3_reranker_ids
+from sie.testing.decoders import (
+    left_padded_logits,
+    mxbai_rerank_v2_ids,
+    mxbai_template_length,
+    qwen3_reranker_ids,
+)
 from sie.testing.references import (
     TOLERANCE,
     packed_qkv,
@@ -67,7 +84,6 @@ from sie.testing.references import (
     relative_error,
 )
 from sie.testing.words import random_pairs, random_text
-from timing import median_seconds
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # (arch, sie.testing shape) per model; --tiny swaps every shape for "tiny".
@@ -79,11 +95,11 @@ ACCURACY_LIMIT = {torch.float32: TOLERANCE[torch.float32], torch.float16: 1e-2, 
 # it is no further off than 1.5x transformers run in the same dtype.
 PARITY_LIMIT = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 3e-2}
 PARITY_CAP = 0.1
-# Each stage's default time limit, in seconds. 470 s in all: with gpu_check.sh's 120 s for the kernel tests, a run
-# in which every stage stalls still ends within about 10 minutes. A run that is expected to take longer (a slower
-# card, a cold Triton cache) raises them with --limit.
-STAGE_LIMITS = {"env": 20, "accuracy": 90, "checkpoints": 45, "parity": 150, "kernels": 75, "graphs": 60, "e2e": 90,
-                "decoders": 120}
+# Each stage's default time limit, in seconds: 505 s in all. With gpu_check.sh's 90 s for the kernel tests, a run in
+# which every stage stalls still ends within one 10-minute device call; a healthy run takes a fraction of that. A run
+# that is expected to take longer (a slower card, a cold Triton cache) raises them with --limit.
+STAGE_LIMITS = {"env": 15, "accuracy": 50, "checkpoints": 40, "parity": 80, "kernels": 60, "graphs": 40, "e2e": 80,
+                "decoders": 80, "server": 60}
 # Seconds past its limit after which a stage that could not be interrupted ends the process (faulthandler).
 GRACE = 30
 # While a stage runs on past its limit, StageTimeout is raised again this often, in case library code swallowed it.
@@ -252,42 +268,49 @@ def stage_graphs(device: torch.device, seed: int, checkpoints: dict[str, Path], 
 
 
 def stage_e2e(device: torch.device, tiny: bool, seed: int, checkpoints: dict[str, Path], log: Log) -> Iterator[dict]:
-    """Pairs/s for one query and many documents of 20-250 words, tokenization included, all in one run."""
+    """Pairs/s on the GPU issue's workload, 20 queries x 100 documents of 20-250 words (2,000 pairs), tokenization
+    included, all in one run, in bf16 on a card; and the median latency of one 1 x 100 request."""
     require_checkpoints(checkpoints)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     rng = np.random.default_rng(seed)
-    count, repeats = (8, 1) if tiny else (256, 5)
-    query = random_text(rng, 8)
-    pairs = [(query, random_text(rng, int(n))) for n in rng.integers(20, 251, size=count)]
+    queries, documents, repeats = (2, 4, 1) if tiny else (20, 100, 3)
+    pairs = [(query, random_text(rng, int(n))) for query in (random_text(rng, 8) for _ in range(queries))
+             for n in rng.integers(20, 251, size=documents)]
     max_length = max_length_for(tiny)
     for name, path in checkpoints.items():
-        seconds = e2e_seconds(name, path, pairs, device, dtype, max_length, repeats, log)
+        seconds, request_ms = e2e_seconds(name, path, pairs, pairs[:documents], device, dtype, max_length, repeats,
+                                          log)
         release(device)
         for line, s in seconds.items():
             yield {"model": name, "dtype": str(dtype).removeprefix("torch."), "line": line,
-                   "pairs_per_s": count / s, "x transformers": seconds[TRANSFORMERS_LINE] / s}
+                   "pairs_per_s": len(pairs) / s, "x transformers": seconds[TRANSFORMERS_LINE] / s,
+                   "request_ms": request_ms[line]}
 
 
-def e2e_seconds(name: str, path: Path, pairs, device, dtype, max_length: int, repeats: int, log: Log) -> dict:
-    """Median seconds per run of every line on one checkpoint; its models live only as long as this call."""
+def e2e_seconds(name: str, path: Path, pairs, request, device, dtype, max_length: int, repeats: int,
+                log: Log) -> tuple[dict, dict]:
+    """Median seconds per run of every line on one checkpoint, and each line's median milliseconds for the one
+    ``request`` (a query's pairs); its models live only as long as this call."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     log(f"{name} loading transformers and sie ...")
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(device).eval()
-    lines = {TRANSFORMERS_LINE: lambda: padded_logits(model, tokenizer, pairs, device, max_length, batch_size=32)}
+    lines = {TRANSFORMERS_LINE: lambda batch: padded_logits(model, tokenizer, batch, device, max_length, batch_size=32)}
     for backend in engine_backends(device, dtype):
         reranker = sie.Reranker(str(path), device=device, dtype=dtype, backend=backend, max_length=max_length)
-        lines[f"sie {backend} ({reranker.backends['attention']})"] = lambda r=reranker: r.predict(pairs)
+        lines[f"sie {backend} ({reranker.backends['attention']})"] = lambda batch, r=reranker: r.predict(batch)
     if device.type == "cuda":
         eager = sie.Reranker(str(path), device=device, dtype=dtype, max_length=max_length, cuda_graphs=False)
-        lines[f"sie auto ({eager.backends['attention']}) eager"] = lambda: eager.predict(pairs)
-    seconds = {}
+        lines[f"sie auto ({eager.backends['attention']}) eager"] = lambda batch: eager.predict(batch)
+    seconds, request_ms = {}, {}
     for line, run in lines.items():
         log(f"{name} {line} ...")
-        seconds[line] = median_seconds(run, device, repeats)
-        log(f"{name} {line}: {len(pairs) / seconds[line]:,.0f} pairs/s")
-    return seconds
+        seconds[line] = median_seconds(lambda: run(pairs), device, repeats)
+        request_ms[line] = 1000 * median_seconds(lambda: run(request), device, 10 * repeats)
+        log(f"{name} {line}: {len(pairs) / seconds[line]:,.0f} pairs/s, {request_ms[line]:.1f} ms per "
+            f"{len(request)}-document request")
+    return seconds, request_ms
 
 
 def decoder_checkpoint(folder: Path, name: str, spec: tuple, tiny: bool, seed: int) -> Path:
@@ -367,6 +390,26 @@ def stage_decoders(device: torch.device, tiny: bool, seed: int, folder: Path, lo
     for line, value in seconds.items():
         yield {"kind": "e2e", "model": name, "dtype": "bf16", "line": line, "pairs_per_s": len(documents) / value,
                "x transformers": baseline / value}
+
+
+def stage_server(device: torch.device, tiny: bool, seed: int, folder: Path, results: Path, log: Log) -> dict:
+    """bench_server.py in a child process on a random MiniLM-L12-shaped model installed in a models directory."""
+    missing = [name for name in ("flask", "gunicorn", "prometheus_client") if importlib.util.find_spec(name) is None]
+    if missing:
+        log(f"skipped: {', '.join(missing)} not installed (benchmarks/gpu_wheels.sh carries them)")
+        return {"skipped": f"{', '.join(missing)} not installed"}
+    models = folder / "server-models"
+    make_random_checkpoint(models / "bench" / "minilm-l12", "bert", shape="tiny" if tiny else "minilm-l12",
+                           max_position_embeddings=max_length_for(tiny), seed=seed)
+    size = ["--quick", "--clients", "2"] if tiny else ["--clients", "16", "--docs", "100", "--requests", "64"]
+    command = [sys.executable, str(Path(__file__).with_name("bench_server.py")), "--model", "bench/minilm-l12",
+               "--device", str(device), "--out", str(results), *size]
+    log(" ".join(command[1:]) + " ...")
+    done = subprocess.run(command, env={**os.environ, "SIE_MODELS_DIR": str(models)}, capture_output=True, text=True)
+    log(done.stdout.strip())
+    if done.returncode != 0:
+        raise RuntimeError(f"bench_server exited with {done.returncode}: {done.stderr[-1500:]}")
+    return json.loads((results / "server.json").read_text())
 
 
 def release(device: torch.device) -> None:
@@ -455,7 +498,8 @@ def summary(results: dict, pytest_status: str) -> tuple[str, bool]:
              f"{row['mismatched micro-batches']} micro-batches differ")
     for row in results.get("e2e", []):
         line(f"e2e {row['model']} {row['dtype']} {row['line']}", "",
-             f"{row['pairs_per_s']:,.0f} pairs/s, {row['x transformers']:.2f}x transformers")
+             f"{row['pairs_per_s']:,.0f} pairs/s, {row['x transformers']:.2f}x transformers, "
+             f"request {row['request_ms']:.1f} ms")
     for row in results.get("decoders", []):
         if row["kind"] == "parity":
             line(f"decoder parity {row['model']} {row['dtype']} {row['backend']} ({row['backends']['attention']})",
@@ -617,6 +661,8 @@ def main(argv: list[str] | None = None) -> int:
         stages.run("graphs", lambda log: stage_graphs(device, seeds["parity"], checkpoints, log))
         stages.run("e2e", lambda log: stage_e2e(device, args.tiny, seeds["e2e"], checkpoints, log))
         stages.run("decoders", lambda log: stage_decoders(device, args.tiny, seeds["decoders"], Path(folder), log))
+        stages.run("server", lambda log: stage_server(device, args.tiny, seeds["e2e"], Path(folder), args.results,
+                                                      log))
     table, ok = stages.save()
     print(f"\n== summary ({'all checks passed' if ok else 'SOME CHECKS FAILED'}; full results in {args.results})")
     print(table, flush=True)

@@ -4,7 +4,7 @@
 #   1. makes sie importable: `pip install --no-index --no-deps --no-build-isolation -e .` (PEP 660, offline: see
 #      pyproject.toml; CI proves it with .ci/check-offline-install)
 #   2. the kernel tests on CUDA (pytest tests/kernels with SIE_TEST_DEVICE=cuda), when pytest is installed, stopped
-#      after --pytest-timeout seconds (default 120); a test running over 60 s has its stacks dumped into pytest.log
+#      after --pytest-timeout seconds (default 90); a test running over 60 s has its stacks dumped into pytest.log
 #   3. benchmarks/gpu_check.py: kernel accuracy at realistic shapes, engine parity with transformers on random
 #      MiniLM-L12 / BERT-base / XLM-R-large shaped models (fp32, fp16, bf16), the kernel benchmark and the
 #      end-to-end benchmark, each stage under its own time limit (470 s in all by default), then a summary table,
@@ -26,7 +26,7 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 DEVICE=cuda
 TINY=()
-PYTEST_TIMEOUT=120
+PYTEST_TIMEOUT=90
 CHECK_ARGS=()
 # test_compile (marked slow) compiles for sm_90 without a GPU: redundant where the kernels run for real.
 PYTEST_TARGETS=(tests/kernels -m "not slow")
@@ -65,6 +65,13 @@ if ! "$PYTHON" -c "import sie.kernels" 2>/dev/null; then
     fi
 fi
 "$PYTHON" -c "import sie.kernels" || { echo "sie is not importable" >&2; exit 1; }
+# The server stage's packages, when carried as wheels (benchmarks/gpu_wheels.sh) to a machine that lacks them.
+if [[ -d .whl ]] && ! "$PYTHON" -c "import flask, gunicorn, prometheus_client" 2>/dev/null; then
+    "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
+        --upgrade --target /tmp/site .whl/*.whl >>"$RESULTS/install.log" 2>&1 \
+        && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}" \
+        || echo "installing the carried wheels failed (see install.log): the server stage will be skipped"
+fi
 
 echo "== kernel tests on $DEVICE (limit $PYTEST_TIMEOUT s)"
 if "$PYTHON" -c "import pytest" 2>/dev/null; then
