@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,9 @@ DEFAULT_MODEL = default_model.MODEL_ID
 # Tokens per micro-batch: large enough that every matmul runs near peak, small enough that a
 # batch's activations stay in cache on CPU and its attention scores stay modest on GPU.
 DEFAULT_MAX_BATCH_TOKENS = {"cpu": 4096, "cuda": 32768}
+# Pairs per chunk when tokenization overlaps inference: a few micro-batches' worth on a GPU, so that the first
+# chunk is ready soon and the card rarely waits.
+PIPELINE_PAIRS = 256
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -90,6 +94,9 @@ class Reranker:
             recipe its Hub id implies (``sie.recipes``).
         cuda_graphs: run micro-batches through CUDA graphs over shape buckets (``sie.cuda_graphs``); default on
             for a CUDA device.
+        overlap_tokenization: tokenize the next chunk of ``PIPELINE_PAIRS`` pairs on a second thread while the
+            current one runs (``predict``, ``rerank``, ``score``); default on for a CUDA device, where the host
+            would otherwise idle the card. On a CPU both would share the same cores.
     """
 
     def __init__(
@@ -103,6 +110,7 @@ class Reranker:
         max_batch_tokens: int | None = None,
         recipe: str | Recipe | None = None,
         cuda_graphs: bool | None = None,
+        overlap_tokenization: bool | None = None,
     ) -> None:
         from transformers import AutoConfig, AutoTokenizer
 
@@ -124,6 +132,7 @@ class Reranker:
         self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self.device.type, 8192)
         use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         self._graphed = GraphedForward(self._forward, self.device) if use_graphs else None
+        self._overlap = self.device.type == "cuda" if overlap_tokenization is None else overlap_tokenization
         self._lock = threading.Lock()
         logger.info("loaded %s (%s) on %s in %s, backends %s", self.model_id, self.architecture, self.device,
                     self.dtype, self.backends)
@@ -193,6 +202,37 @@ class Reranker:
                 logits[np.concatenate(batches)] = torch.cat(outputs).cpu().numpy()
         return logits
 
+    def _tokenize_and_score(
+        self, queries: Sequence[str], documents: Sequence[str], *, max_length: int | None = None,
+        truncate: bool = True, instruction: str | None = None, batch_size: int | None = None,
+        show_progress_bar: bool = False,
+    ) -> tuple[np.ndarray, int]:
+        """Logits of ``(queries[i], documents[i])``, float32 ``(num_pairs,)`` in input order, and their tokens.
+
+        With overlapped tokenization the pairs go in chunks of ``PIPELINE_PAIRS``: a second thread tokenizes chunk
+        i + 1 (the Rust tokenizer releases the GIL) while chunk i runs, one chunk ahead at most. Pairs that must
+        not be cut (``truncate=False``) are all checked before any runs, so an error names the pair's own index.
+        """
+        if not self._overlap or not truncate or len(documents) <= PIPELINE_PAIRS:
+            encoded = self.encode(queries, documents, max_length=max_length, truncate=truncate, instruction=instruction)
+            return self.logits(encoded, batch_size=batch_size, show_progress_bar=show_progress_bar), encoded.num_tokens
+        chunks = [slice(start, start + PIPELINE_PAIRS) for start in range(0, len(documents), PIPELINE_PAIRS)]
+        logits = np.empty(len(documents), dtype=np.float32)
+        tokens = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sie-tokenize") as tokenizer:
+            def tokenize(chunk: slice):
+                return tokenizer.submit(self.encode, queries[chunk], documents[chunk], max_length=max_length,
+                                        instruction=instruction)
+
+            pending = tokenize(chunks[0])
+            for position, chunk in enumerate(tqdm(chunks, desc="Chunks", disable=not show_progress_bar)):
+                encoded = pending.result()
+                if position + 1 < len(chunks):
+                    pending = tokenize(chunks[position + 1])
+                logits[chunk] = self.logits(encoded, batch_size=batch_size)
+                tokens += encoded.num_tokens
+        return logits, tokens
+
     def _forward(self, batch: PackedBatch) -> torch.Tensor:
         """Relevance logits of a packed batch, ``(batch,)`` on the device."""
         return self.family.relevance(self.model(batch))
@@ -216,10 +256,11 @@ class Reranker:
         parsed = parse_options(options)
         query_text, query_id = parse_query(query)
         documents = parse_documents(items)
-        encoded = self.encode(query_text, documents.texts, max_length=parsed.max_length, truncate=parsed.truncate,
-                              instruction=parse_instruction(instruction))
-        scores = scores_from_logits(self.logits(encoded), parsed.raw_scores)
-        return score_result(self.model_id, query_id, documents.ids, scores, parsed.top_k, encoded.num_tokens)
+        logits, tokens = self._tokenize_and_score([query_text] * len(documents.texts), documents.texts,
+                                                  max_length=parsed.max_length, truncate=parsed.truncate,
+                                                  instruction=parse_instruction(instruction))
+        scores = scores_from_logits(logits, parsed.raw_scores)
+        return score_result(self.model_id, query_id, documents.ids, scores, parsed.top_k, tokens)
 
     def rerank(
         self, query: Any, documents: Sequence[Any], *, top_k: int | None = None, return_documents: bool = False,
@@ -229,9 +270,9 @@ class Reranker:
         parsed = parse_options({"top_k": top_k, "raw_scores": raw_scores, "max_length": max_length})
         query_text, _ = parse_query(query)
         docs = parse_documents(documents, field="documents")
-        encoded = self.encode(query_text, docs.texts, max_length=parsed.max_length,
-                              instruction=parse_instruction(instruction))
-        scores = scores_from_logits(self.logits(encoded), parsed.raw_scores)
+        logits, _ = self._tokenize_and_score([query_text] * len(docs.texts), docs.texts, max_length=parsed.max_length,
+                                             instruction=parse_instruction(instruction))
+        scores = scores_from_logits(logits, parsed.raw_scores)
         results = []
         for rank, index in enumerate(ranking(scores, parsed.top_k)):
             result = {"index": int(index), "id": docs.ids[index], "score": float(scores[index]), "rank": rank}
@@ -255,8 +296,9 @@ class Reranker:
         for index, pair in enumerate(pairs):
             if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(text, str) for text in pair):
                 raise InvalidInputError(f"pairs[{index}]", "must be a (query, document) pair of strings")
-        encoded = self.encode([pair[0] for pair in pairs], [pair[1] for pair in pairs])
-        logits = torch.from_numpy(self.logits(encoded, batch_size=batch_size, show_progress_bar=bool(show_progress_bar)))
+        logits, _ = self._tokenize_and_score([pair[0] for pair in pairs], [pair[1] for pair in pairs],
+                                             batch_size=batch_size, show_progress_bar=bool(show_progress_bar))
+        logits = torch.from_numpy(logits)
         scores = (activation_fn or torch.sigmoid)(logits)
         return scores if convert_to_tensor else scores.numpy()
 
