@@ -23,8 +23,9 @@ def _rerank(args: argparse.Namespace) -> int:
     from sie.api import load
 
     documents = _read_documents(args.file)
-    reranker = load(args.model, device=args.device)
-    results = reranker.rerank(args.query, documents, top_k=args.top_k, raw_scores=args.raw_scores)
+    reranker = load(args.model, device=args.device, recipe=args.recipe)
+    results = reranker.rerank(args.query, documents, top_k=args.top_k, raw_scores=args.raw_scores,
+                              instruction=args.instruction)
     width = max(20, args.width - 24)
     print(f"{'rank':>4}  {'score':>8}  {'line':>5}  text")
     for result in results:
@@ -94,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--top-k", "-k", type=int, default=None)
     rerank.add_argument("--raw-scores", action="store_true", help="print logits instead of sigmoid scores")
     rerank.add_argument("--device", default="auto")
+    rerank.add_argument("--instruction", default=None,
+                        help="a decoder reranker's instruction (its recipe's default when left out)")
+    rerank.add_argument("--recipe", default=None,
+                        help="a decoder reranker's prompt recipe, when neither its folder nor its Hub id names one")
     rerank.add_argument("--width", type=int, default=100, help="table width in characters")
     rerank.add_argument("file", help="one document per line; - for stdin")
     rerank.set_defaults(run=_rerank)

@@ -52,3 +52,22 @@ def test_an_unknown_model_fails_with_the_places_looked_at(tmp_path):
 @pytest.mark.parametrize("args", [["--help"], ["models", "--help"], ["serve", "--help"]])
 def test_help_works(args):
     assert run(*args).returncode == 0
+
+
+def test_rerank_with_a_decoder_recipe_and_an_instruction(tmp_path: Path):
+    from sie.testing import make_random_checkpoint
+
+    path = make_random_checkpoint(tmp_path / "tiny-qwen3", "qwen3", shape="tiny-gqa", seed=11)
+    documents = "python is a programming language\nsnakes are reptiles\n"
+    scores = {}
+    for instruction in (None, "Find documents about snakes"):
+        extra = () if instruction is None else ("--instruction", instruction)
+        result = run("rerank", "-q", "what is python", "--model", str(path), "--recipe", "qwen3-reranker",
+                     "--raw-scores", *extra, "-", stdin=documents)
+        assert result.returncode == 0, result.stderr
+        rows = [line.split() for line in result.stdout.strip().splitlines()[1:]]
+        scores[instruction] = {int(row[2]): float(row[1]) for row in rows}
+    assert sorted(scores[None]) == [1, 2]
+    assert scores[None] != scores["Find documents about snakes"], "the instruction did not reach the recipe"
+    refused = run("rerank", "-q", "what is python", "--model", str(path), "-", stdin=documents)
+    assert refused.returncode == 2 and "recipe" in refused.stderr
