@@ -108,15 +108,17 @@ class GraphedForward:
                              position_ids=batch.position_ids.clone(), cu_seqlens=batch.cu_seqlens.clone(),
                              max_seqlen=bucket.max_seqlen)
         try:
-            stream = torch.cuda.Stream(self._device)
-            stream.wait_stream(torch.cuda.current_stream(self._device))
-            with torch.cuda.stream(stream):
-                for _ in range(2):
-                    self._forward(static)
-            torch.cuda.current_stream(self._device).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool):
-                output = self._forward(static)
+            # The model's device is made current: a capture records on the current device's streams.
+            with torch.cuda.device(self._device):
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(2):
+                        self._forward(static)
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=self._pool):
+                    output = self._forward(static)
         except RuntimeError as error:  # a kernel or op that cannot be captured: this bucket stays eager
             logger.warning("CUDA graph capture failed for %s (%s); running it eagerly", bucket, error)
             return None
