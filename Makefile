@@ -37,6 +37,7 @@ test: model check-offline-install
 	$(BIN)/python benchmarks/bench_rerank.py --documents 8 --repeats 1
 	$(BIN)/python benchmarks/bench_rerank.py --model-shape tiny-gqa --documents 4 --repeats 1
 	$(BIN)/python benchmarks/bench_score_file.py --pairs 128 --chunk-rows 32 --repeats 1
+	$(BIN)/python benchmarks/bench_encode.py --sentences 16 --repeats 1
 	$(BIN)/python benchmarks/bench_server.py --quick
 
 check-offline-install: setup

@@ -1,10 +1,12 @@
-"""sie: an unpadded, variable-length cross-encoder reranking engine.
+"""sie: an unpadded, variable-length cross-encoder reranking engine, and the embedding models of the stage before.
 
     >>> import sie
     >>> sie.rerank("What is Python?", ["Python is a programming language.", "Snakes are reptiles."])
+    >>> sie.encode("BAAI/bge-m3", {"text": "What is Python?"}, is_query=True)["dense"]
 """
 
-from sie.api import load, rerank, score
+from sie.api import encode, load, load_encoder, rerank, score
+from sie.encoder import Encoder
 from sie.errors import (
     BackendError,
     InputTooLongError,
@@ -19,6 +21,7 @@ from sie.version import __version__
 __all__ = [
     "DEFAULT_MODEL",
     "BackendError",
+    "Encoder",
     "InputTooLongError",
     "InvalidInputError",
     "ModelNotFoundError",
@@ -26,7 +29,9 @@ __all__ = [
     "SieError",
     "UnsupportedModelError",
     "__version__",
+    "encode",
     "load",
+    "load_encoder",
     "rerank",
     "score",
 ]

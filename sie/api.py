@@ -1,14 +1,17 @@
-"""The module-level API: ``sie.rerank``, ``sie.score`` and ``sie.load`` over cached Rerankers."""
+"""The module-level API: ``sie.rerank``, ``sie.score`` and ``sie.load`` over cached Rerankers; ``sie.encode`` and
+``sie.load_encoder`` over cached Encoders."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sie.encoder import Encoder
 from sie.reranker import DEFAULT_MODEL, Reranker
 
 _loaded: dict[tuple, Reranker] = {}
+_encoders: dict[tuple, Encoder] = {}
 _loading = threading.Lock()
 
 
@@ -48,3 +51,31 @@ def score(
 ) -> dict[str, Any]:
     """The score API in process: ``{"model", "query_id", "scores": [{"item_id", "score", "rank"}], "usage"}``."""
     return load(model).score(query, items, instruction=instruction, options=options)
+
+
+def load_encoder(model: str, **kwargs: Any) -> Encoder:
+    """An Encoder for ``model``, loaded once per process (per distinct combination of ``Encoder``'s keywords)."""
+    key = (model, tuple(sorted((name, str(value)) for name, value in kwargs.items())))
+    loaded = _encoders.get(key)
+    if loaded is not None:
+        return loaded
+    with _loading:
+        if key not in _encoders:
+            _encoders[key] = Encoder(model, **kwargs)
+        return _encoders[key]
+
+
+def encode(
+    model: str, items: Any, *, output_types: Sequence[str] = ("dense",), is_query: bool | None = None,
+    instruction: str | None = None, output_dtype: str | None = None, options: dict[str, Any] | None = None,
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """The encode API in process, as sie-sdk's ``client.encode``: one item (a string or an Item ``{"id"?, "text"}``)
+    gives one result, a list gives a list: ``{"id"?, "dense"?, "sparse"?: {"indices", "values"}, "multivector"?}``
+    with numpy arrays. ``output_types`` are ``dense``, ``sparse``, ``multivector``; ``output_dtype`` one of
+    ``float32``, ``float16``, ``int8``, ``uint8``, ``binary``, ``ubinary``; ``options``: ``max_length``, ``truncate``,
+    ``normalize``.
+    """
+    single = isinstance(items, (str, Mapping))
+    results = load_encoder(model).embed([items] if single else items, output_types=output_types, is_query=is_query,
+                                        instruction=instruction, output_dtype=output_dtype, options=options)
+    return results[0] if single else results

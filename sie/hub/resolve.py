@@ -17,7 +17,10 @@ from sie.models import checkpoint
 logger = logging.getLogger(__name__)
 
 # Config, tokenizer and safetensors weights (one file or shards with their index); .bin only when no safetensors.
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "sentencepiece.bpe.model"]
+# The .json files include a sentence-transformers folder's (modules.json, 1_Pooling/config.json); bge-m3's sparse
+# and multivector heads are two small .pt files beside the checkpoint.
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "sentencepiece.bpe.model", "sparse_linear.pt",
+                "colbert_linear.pt"]
 
 
 def models_dir() -> Path:

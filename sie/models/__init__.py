@@ -3,6 +3,6 @@ them up by a checkpoint's ``architectures`` name, and loading a checkpoint into 
 
 from sie.models.family import ModelFamily
 from sie.models.loading import load_model
-from sie.models.registry import FAMILIES, family_of, supported_architectures
+from sie.models.registry import FAMILIES, family_of, supported_architectures, task_of
 
-__all__ = ["FAMILIES", "ModelFamily", "family_of", "load_model", "supported_architectures"]
+__all__ = ["FAMILIES", "ModelFamily", "family_of", "load_model", "supported_architectures", "task_of"]

@@ -120,12 +120,13 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config, kernels) for _ in range(config.num_hidden_layers))
 
-    def forward(self, x: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
-        """``(total_tokens, hidden)`` -> the CLS rows of the last layer, ``(batch, hidden)``."""
+    def forward(self, x: torch.Tensor, batch: PackedBatch, cls_only: bool = True) -> torch.Tensor:
+        """``(total_tokens, hidden)`` -> the CLS rows of the last layer, ``(batch, hidden)``, or with ``cls_only``
+        False every row of it, ``(total_tokens, hidden)``."""
         *layers, last = self.layer
         for layer in layers:
             x = layer(x, batch)
-        return last(x, batch, cls_only=True)
+        return last(x, batch, cls_only=cls_only)
 
 
 class BertPooler(nn.Module):
@@ -144,9 +145,23 @@ class BertModel(nn.Module):
         self.encoder = BertEncoder(config, kernels)
         self.pooler = BertPooler(config) if add_pooling_layer else None
 
-    def forward(self, batch: PackedBatch) -> torch.Tensor:
-        """Returns the last layer's CLS rows, ``(batch, hidden)``."""
-        return self.encoder(self.embeddings(batch), batch)
+    def forward(self, batch: PackedBatch, cls_only: bool = True) -> torch.Tensor:
+        """Returns the last layer's CLS rows, ``(batch, hidden)``, or every row, ``(total_tokens, hidden)``."""
+        return self.encoder(self.embeddings(batch), batch, cls_only)
+
+
+class BertForEmbedding(BertModel):
+    """BERT's body without pooler or head, for embedding models (sentence-transformers' ``BertModel`` checkpoints):
+    its attributes are the base checkpoint's keys, and ``sie.Encoder`` pools the hidden states it returns."""
+
+    position_offset = 0
+
+    def __init__(self, config, kernels: Kernels) -> None:
+        super().__init__(config, kernels, add_pooling_layer=False)
+
+    def forward(self, batch: PackedBatch, cls_only: bool = False) -> torch.Tensor:
+        """The last layer's hidden states, ``(total_tokens, hidden)``, or its CLS rows, ``(batch, hidden)``."""
+        return super().forward(batch, cls_only)
 
 
 class BertForSequenceClassification(nn.Module):
@@ -197,17 +212,40 @@ def convert_checkpoint(state_dict: StateDict, config: Any) -> StateDict:
     return fuse_qkv({key: tensor for key, tensor in state_dict.items() if not _BUFFERS.search(key)})
 
 
-def check_config(config: Any) -> None:
-    """Raises UnsupportedModelError for a BERT-family config this module does not implement."""
+def check_encoder_config(config: Any) -> None:
+    """Raises UnsupportedModelError for a BERT-family body this module does not implement."""
     position_type = getattr(config, "position_embedding_type", "absolute")
     if position_type != "absolute":
         raise UnsupportedModelError(f"position_embedding_type {position_type!r} is not supported; sie runs 'absolute'")
     if config.hidden_act not in ("gelu", "gelu_python"):
         raise UnsupportedModelError(f"hidden_act {config.hidden_act!r} is not supported; sie runs exact (erf) 'gelu'")
+
+
+def check_config(config: Any) -> None:
+    """Raises UnsupportedModelError for a BERT-family cross-encoder config this module does not implement."""
+    check_encoder_config(config)
     if config.num_labels != 1:
         raise UnsupportedModelError(
             f"the checkpoint has {config.num_labels} labels; sie runs cross-encoders with exactly one relevance logit"
         )
+
+
+# A base checkpoint's keys may carry the prefix of the class that saved it (``bert.`` from a wrapper); its pooler
+# and any pre-training head are never used by an embedding model.
+_BODY_PREFIXES = ("bert.", "roberta.")
+_NOT_BODY = re.compile(r"^(pooler|cls|lm_head)\.")
+
+
+def convert_encoder_checkpoint(state_dict: StateDict, config: Any) -> StateDict:
+    """A BERT-family base checkpoint (``BertModel``, ``XLMRobertaModel``) in the keys of ``BertForEmbedding``:
+    a wrapper's prefix removed, pooler and pre-training heads dropped, then ``convert_checkpoint``."""
+    body: StateDict = {}
+    for key, tensor in state_dict.items():
+        for prefix in _BODY_PREFIXES:
+            key = key.removeprefix(prefix)
+        if not _NOT_BODY.search(key):
+            body[key] = tensor
+    return convert_checkpoint(body, config)
 
 
 def max_length(config: Any) -> int:
@@ -222,4 +260,15 @@ FAMILY = ModelFamily(
     convert_checkpoint=convert_checkpoint,
     max_length=max_length,
     check_config=check_config,
+)
+
+# The body alone, for embedding models: sentence-transformers folders (all-MiniLM-L6-v2 and the like).
+ENCODER = ModelFamily(
+    name="bert-encoder",
+    architectures=("BertModel",),
+    module=BertForEmbedding,
+    convert_checkpoint=convert_encoder_checkpoint,
+    max_length=max_length,
+    check_config=check_encoder_config,
+    task="encode",
 )

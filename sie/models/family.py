@@ -26,8 +26,10 @@ class ModelFamily:
     Attributes:
         name: the family's short name, e.g. ``"bert"``.
         architectures: the ``config.architectures`` names it runs, e.g. ``("BertForSequenceClassification",)``.
-        module: the module class, built as ``module(config, kernels)``; its ``forward(PackedBatch)`` returns
-            ``(batch, outputs)`` logits and its ``position_offset`` is where positions start in each sequence.
+        module: the module class, built as ``module(config, kernels)``; its ``position_offset`` is where positions
+            start in each sequence. A scoring module's ``forward(PackedBatch)`` returns ``(batch, outputs)`` logits;
+            an encoding module's ``forward(PackedBatch, cls_only)`` returns the last layer's hidden states,
+            ``(total_tokens, hidden)``, or ``(batch, hidden)`` for the CLS rows alone when ``cls_only``.
         convert_checkpoint: (a transformers state dict, config) -> the module's state dict (renames, fused
             projections; entries sie never uses dropped). Keys it does not know are kept, so the strict load
             names them.
@@ -36,6 +38,8 @@ class ModelFamily:
         relevance: the scoring head's last step, ``(batch, outputs)`` logits -> ``(batch,)`` relevance logits.
         prompted: a decoder read through a prompt recipe (``sie.recipes``); the engine sets
             ``config.score_token_ids`` from the recipe before the module is built.
+        task: ``"score"`` (a reranker, run by ``sie.Reranker``) or ``"encode"`` (an embedding model's body without
+            any head, run by ``sie.Encoder``, which pools its hidden states).
     """
 
     name: str
@@ -46,3 +50,4 @@ class ModelFamily:
     check_config: Callable[[Any], None]
     relevance: Callable[[torch.Tensor], torch.Tensor] = single_logit
     prompted: bool = False
+    task: str = "score"

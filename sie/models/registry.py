@@ -1,6 +1,8 @@
 """The model registry: the families sie runs, looked up by the ``architectures`` name in a checkpoint's config.
 
-Adding an architecture is a new file under ``sie/models/`` that defines its ``FAMILY``, plus one line below.
+Adding an architecture is a new file under ``sie/models/`` that defines its ``FAMILY``, plus one line below. A family
+scores (a reranker: ``sie.Reranker``) or encodes (an embedding model's body: ``sie.Encoder``); a family's body is
+often registered twice, under its classifier's and its base model's architecture names.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sie.errors import UnsupportedModelError
-from sie.models import bert, qwen2, qwen3, xlm_roberta
+from sie.models import bert, modernbert, qwen2, qwen3, xlm_roberta
 from sie.models.family import ModelFamily
 
 FAMILIES: tuple[ModelFamily, ...] = (
@@ -18,26 +20,49 @@ FAMILIES: tuple[ModelFamily, ...] = (
     qwen2.CLASSIFIER,
     qwen3.CAUSAL_LM,
     qwen3.CLASSIFIER,
+    modernbert.FAMILY,
+    bert.ENCODER,
+    xlm_roberta.ENCODER,
+    modernbert.ENCODER,
 )
+TASKS = ("score", "encode")
+# How each task is run, for the error that sends a checkpoint of the other task there.
+_RUN_WITH = {"score": "sie.Reranker (POST /v1/score)", "encode": "sie.Encoder (POST /v1/encode)"}
 
 _BY_ARCHITECTURE = {architecture: family for family in FAMILIES for architecture in family.architectures}
 
 
-def supported_architectures() -> list[str]:
-    """Every ``config.architectures`` name some family runs, sorted."""
-    return sorted(_BY_ARCHITECTURE)
+def supported_architectures(task: str | None = None) -> list[str]:
+    """Every ``config.architectures`` name some family runs (for ``task``, when given), sorted."""
+    return sorted(name for name, family in _BY_ARCHITECTURE.items() if task in (None, family.task))
 
 
-def family_of(config: Any) -> ModelFamily:
-    """The family that runs ``config`` (a transformers config), after its ``check_config``.
+def task_of(architectures: list[str] | tuple[str, ...] | None) -> str | None:
+    """What a checkpoint with these ``architectures`` names does, ``"score"`` or ``"encode"``; None if unknown."""
+    for name in architectures or ():
+        if name in _BY_ARCHITECTURE:
+            return _BY_ARCHITECTURE[name].task
+    return None
 
-    Raises UnsupportedModelError naming the supported architectures, or the family's reason to refuse.
+
+def family_of(config: Any, task: str = "score") -> ModelFamily:
+    """The family that runs ``config`` (a transformers config) for ``task``, after its ``check_config``.
+
+    Raises UnsupportedModelError naming the supported architectures, saying where a checkpoint of the other task
+    runs, or giving the family's reason to refuse.
     """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     names = list(getattr(config, "architectures", None) or [])
     for name in names:
         family = _BY_ARCHITECTURE.get(name)
-        if family is not None:
-            family.check_config(config)
-            return family
+        if family is None:
+            continue
+        if family.task != task:
+            kind = "an embedding model" if family.task == "encode" else "a reranker"
+            raise UnsupportedModelError(f"{name} is {kind}; it runs with {_RUN_WITH[family.task]}, not "
+                                        f"{_RUN_WITH[task]}")
+        family.check_config(config)
+        return family
     raise UnsupportedModelError(f"architecture {names or config.model_type!r} is not supported; "
-                                f"sie runs {', '.join(supported_architectures())}")
+                                f"sie runs {', '.join(supported_architectures(task))}")

@@ -40,6 +40,15 @@ class XLMRobertaForSequenceClassification(nn.Module):
         return self.classifier(self.roberta(batch))
 
 
+class XLMRobertaForEmbedding(bert.BertForEmbedding):
+    """The body of an XLM-RoBERTa embedding model (bge-m3, multilingual-e5): BERT's, positions from
+    ``padding_idx + 1``."""
+
+    def __init__(self, config, kernels: Kernels) -> None:
+        super().__init__(config, kernels)
+        self.position_offset = config.pad_token_id + 1
+
+
 def convert_checkpoint(state_dict: StateDict, config: Any) -> StateDict:
     """BERT's conversion, without the pooler that XLM-R classifiers keep from pre-training but never call."""
     return bert.convert_checkpoint({key: tensor for key, tensor in state_dict.items()
@@ -58,4 +67,15 @@ FAMILY = ModelFamily(
     convert_checkpoint=convert_checkpoint,
     max_length=max_length,
     check_config=bert.check_config,
+)
+
+# The body alone, for embedding models (bge-m3's dense, sparse and multivector outputs all read it).
+ENCODER = ModelFamily(
+    name="xlm-roberta-encoder",
+    architectures=("XLMRobertaModel", "RobertaModel"),
+    module=XLMRobertaForEmbedding,
+    convert_checkpoint=bert.convert_encoder_checkpoint,
+    max_length=max_length,
+    check_config=bert.check_encoder_config,
+    task="encode",
 )

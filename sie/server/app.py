@@ -16,6 +16,7 @@ from flask import Flask, Response, g, request
 
 from sie.server.auth import ApiKeys
 from sie.server.config import ServerConfig
+from sie.server.encode_routes import encoding
 from sie.server.errors import error_response
 from sie.server.metrics import Metrics
 from sie.server.model_registry import ModelRegistry
@@ -64,6 +65,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION] = ServerState(config=settings, registry=registry, metrics=metrics,
                                             keys=ApiKeys(settings.api_keys))
     app.register_blueprint(scoring)
+    app.register_blueprint(encoding)
     app.register_blueprint(ops)
     app.before_request(_start_request)
     app.after_request(_finish_request)

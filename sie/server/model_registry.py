@@ -3,6 +3,8 @@
 ``/readyz`` answers 503 until every configured model is loaded. A request for a model that is installed
 in the sie models directory but not loaded starts loading it (``load_on_demand``) and gets 503
 ``MODEL_LOADING`` meanwhile, which sie-sdk retries; any other model gets 404 listing what is available.
+A model scores (a ``Reranker``) or encodes (an ``Encoder`` behind ``encode_runner.EncodeRunner``), as its
+config's architecture says.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from typing import Any
 
 import torch
 
+from sie.encoder import model_task
+from sie.errors import InvalidInputError
 from sie.hub import local_models
 from sie.reranker import Reranker
 from sie.server.batcher import Batcher
 from sie.server.config import ServerConfig
+from sie.server.encode_runner import EncodeRunner, NoEncoderError, describe_encoder, served_encoder
 from sie.server.errors import ModelLoadFailedError, ModelLoadingError, ModelNotServedError
 from sie.server.metrics import Metrics
 
@@ -30,11 +35,17 @@ WORKER_SLOT_ENV = "SIE_WORKER_SLOT"
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A loaded model and the batcher that feeds it."""
+    """A loaded model and the batcher that feeds it: a reranker, or an encoder (``encoding``)."""
 
     name: str
-    reranker: Reranker
+    reranker: Reranker | None
     batcher: Batcher
+    encoding: EncodeRunner | None = None
+
+    @property
+    def task(self) -> str:
+        """``"encode"`` or ``"score"``."""
+        return "encode" if self.encoding is not None else "score"
 
 
 def worker_device(configured: str) -> str:
@@ -71,12 +82,19 @@ class ModelRegistry:
 
     def _load(self, name: str) -> None:
         try:
-            reranker = Reranker(name, device=self._device, dtype=self._dtype, backend=self._config.backend,
-                                max_batch_tokens=self._config.max_batch_tokens,
-                                recipe=self._config.recipe_for(name))
-            # The first batch pays for lazy initialisation (kernels, allocator): not a client's request.
-            reranker.logits(reranker.encode("warm up", ["warm up"]))
-            batcher = Batcher(reranker.logits, max_batch_tokens=reranker.max_batch_tokens,
+            reranker, encoding = None, None
+            if model_task(name) == "encode":
+                encoding = served_encoder(name, self._device, self._dtype, self._config.backend,
+                                          self._config.max_batch_tokens)
+                loaded, run = encoding.encoder, encoding.run
+            else:
+                reranker = Reranker(name, device=self._device, dtype=self._dtype, backend=self._config.backend,
+                                    max_batch_tokens=self._config.max_batch_tokens,
+                                    recipe=self._config.recipe_for(name))
+                # The first batch pays for lazy initialisation (kernels, allocator): not a client's request.
+                reranker.logits(reranker.encode("warm up", ["warm up"]))
+                loaded, run = reranker, reranker.logits
+            batcher = Batcher(run, max_batch_tokens=loaded.max_batch_tokens,
                               max_wait_s=self._config.max_batch_wait_ms / 1000, max_queue=self._config.max_queue,
                               on_batch=lambda stats: self._metrics.observe_batch(name, stats), name=name)
         except Exception as error:  # any failure is reported per model, the worker keeps serving the others
@@ -88,9 +106,9 @@ class ModelRegistry:
             return
         self._metrics.track_queue(name, lambda: batcher.depth)
         with self._lock:
-            self._served[name] = ServedModel(name, reranker, batcher)
+            self._served[name] = ServedModel(name, reranker, batcher, encoding)
             self._loading.discard(name)
-        logger.info("serving %s on %s (%s), backends %s", name, reranker.device, reranker.dtype, reranker.backends)
+        logger.info("serving %s on %s (%s), backends %s", name, loaded.device, loaded.dtype, loaded.backends)
 
     def pending(self) -> dict[str, str]:
         """Configured models that are not loaded, each with its state (``loading`` or the failure)."""
@@ -98,16 +116,42 @@ class ModelRegistry:
             return {name: self._failed.get(name, "loading") for name in self._config.models
                     if name not in self._served}
 
+    def _first_configured(self, task: str) -> str | None:
+        """The first configured model that does ``task``, or is still loading (its request then waits); None."""
+        with self._lock:
+            for name in self._config.models:
+                served = self._served.get(name)
+                if (served is not None and served.task == task) or name in self._loading:
+                    return name
+        return None
+
     @property
     def default_model(self) -> str:
-        """The model of requests that name none (the TEI and Cohere endpoints): the first configured."""
-        return self._config.models[0]
+        """The model of scoring requests that name none (the TEI and Cohere rerank endpoints): the first configured
+        model that scores (the first configured, when none does)."""
+        return self._first_configured("score") or self._config.models[0]
 
-    def get(self, name: str) -> ServedModel:
-        """The served model ``name``; raises ModelLoadingError, ModelLoadFailedError or ModelNotServedError."""
+    def default_encoder(self) -> str:
+        """The model of encode requests that name none (TEI's ``/embed``): the first configured model that encodes;
+        raises NoEncoderError when none does."""
+        name = self._first_configured("encode")
+        if name is None:
+            raise NoEncoderError(self.available())
+        return name
+
+    @staticmethod
+    def _for_task(served: ServedModel, task: str | None) -> ServedModel:
+        if task is not None and served.task != task:
+            kind, route = ("an embedding model", "encode") if served.task == "encode" else ("a reranker", "score")
+            raise InvalidInputError("model", f"{served.name!r} is {kind}: POST /v1/{route}/{served.name}")
+        return served
+
+    def get(self, name: str, task: str | None = None) -> ServedModel:
+        """The served model ``name``; raises ModelLoadingError, ModelLoadFailedError or ModelNotServedError, and
+        InvalidInputError when it does not do ``task`` (``"score"`` or ``"encode"``, when given)."""
         with self._lock:
             if name in self._served:
-                return self._served[name]
+                return self._for_task(self._served[name], task)
             if name in self._loading:
                 raise ModelLoadingError(f"model {name!r} is loading; retry shortly")
             if name in self._failed:
@@ -135,11 +179,14 @@ class ModelRegistry:
             served = dict(self._served)
             loading = set(self._loading)
             failed = dict(self._failed)
-        names = sorted(set(served) | loading | set(failed) | set(local_models()))
-        return [self._info(name, served.get(name), name in loading, failed.get(name)) for name in names]
+        installed = set(local_models())
+        names = sorted(set(served) | loading | set(failed) | installed)
+        return [self._info(name, served.get(name), name in loading, failed.get(name), name in installed)
+                for name in names]
 
     @staticmethod
-    def _info(name: str, served: ServedModel | None, loading: bool, failure: str | None) -> dict[str, Any]:
+    def _info(name: str, served: ServedModel | None, loading: bool, failure: str | None,
+              installed: bool = False) -> dict[str, Any]:
         state = "loaded" if served else "loading" if loading else "failed" if failure else "available"
         info: dict[str, Any] = {
             "name": name,
@@ -150,10 +197,16 @@ class ModelRegistry:
             "outputs": ["score"],
             "max_sequence_length": None,
         }
-        if served is not None:
+        if served is not None and served.encoding is not None:
+            info.update(task="encode", **describe_encoder(served.encoding.encoder))
+        elif served is None and installed:
+            # Read from the installed folder's config (no download): what it will do once loaded.
+            task = model_task(name)
+            info.update(task=task, outputs=["dense"] if task == "encode" else ["score"])
+        elif served is not None:
             reranker = served.reranker
-            info.update(max_sequence_length=reranker.max_length, architecture=reranker.architecture,
-                        recipe=reranker.recipe.name if reranker.recipe else None,
+            info.update(task="score", max_sequence_length=reranker.max_length,
+                        architecture=reranker.architecture, recipe=reranker.recipe.name if reranker.recipe else None,
                         device=str(reranker.device), dtype=str(reranker.dtype).removeprefix("torch."),
                         backends=reranker.backends, max_batch_tokens=reranker.max_batch_tokens)
         return info

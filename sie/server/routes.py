@@ -82,7 +82,7 @@ def _score_texts(
     for the response headers and metrics.
     """
     current = state()
-    served = current.registry.get(model)
+    served = current.registry.get(model, task="score")
     started = time.perf_counter()
     with served.batcher.slot() as slot:
         try:

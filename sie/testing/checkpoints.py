@@ -1,8 +1,8 @@
 """Random checkpoints of real architectures, for tests, benchmarks and the GPU check.
 
 They need no download: the tokenizer is built from the word list of ``sie.testing.words`` (WordPiece for BERT,
-Unigram with the SentencePiece-style template for XLM-RoBERTa, byte-level BPE with Qwen's pre-tokenizer and
-chat special tokens for the decoders), and the weights are transformers' own initialisation with norm
+Unigram with the SentencePiece-style template for XLM-RoBERTa, byte-level BPE with ModernBERT's [CLS]/[SEP]
+template, byte-level BPE with Qwen's pre-tokenizer and chat special tokens for the decoders), and the weights are transformers' own initialisation with norm
 parameters and biases perturbed so that every parameter matters in a parity test.
 """
 
@@ -37,6 +37,9 @@ SHAPES = {
     "minilm-l12": Shape(num_layers=12, hidden=384, heads=12, intermediate=1536),
     "bert-base": Shape(num_layers=12, hidden=768, heads=12, intermediate=3072),
     "xlm-r-large": Shape(num_layers=24, hidden=1024, heads=16, intermediate=4096),
+    # ModernBERT: four layers put a global layer first and last with two local ones between (every third global).
+    "tiny-modernbert": Shape(num_layers=4, hidden=32, heads=2, intermediate=48),
+    "modernbert-base": Shape(num_layers=22, hidden=768, heads=12, intermediate=1152),
     # Decoder rerankers: Qwen3-Reranker-0.6B/4B/8B, mxbai-rerank-base-v2 (Qwen2-0.5B) and -large-v2 (Qwen2-1.5B).
     "qwen3-0.6b": Shape(num_layers=28, hidden=1024, heads=16, intermediate=3072, kv_heads=8, head_dim=128),
     "qwen3-4b": Shape(num_layers=36, hidden=2560, heads=32, intermediate=9728, kv_heads=8, head_dim=128),
@@ -102,7 +105,27 @@ def _qwen_tokenizer() -> Tokenizer:
     return tokenizer
 
 
-ARCHITECTURES = ("bert", "xlm-roberta", "qwen2", "qwen3")
+MODERNBERT_SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")
+
+
+def _modernbert_tokenizer() -> Tokenizer:
+    """Byte-level BPE learned on the word list (as ModernBERT's GPT-NeoX-style one), [CLS] $A [SEP] $B [SEP]."""
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=list(MODERNBERT_SPECIAL_TOKENS), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([" ".join(WORDS)] * 4 + list(WORDS) * 2, trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return tokenizer
+
+
+ARCHITECTURES = ("bert", "xlm-roberta", "modernbert", "qwen2", "qwen3")
 
 
 def make_random_checkpoint(
@@ -114,10 +137,14 @@ def make_random_checkpoint(
     seed: int = 0,
     classifier: bool = False,
     tie_word_embeddings: bool = True,
+    base_model: bool = False,
+    config: dict | None = None,
 ) -> Path:
     """Writes a random checkpoint of ``arch`` (one of ``ARCHITECTURES``) with its tokenizer to ``path``.
 
-    BERT and XLM-RoBERTa are ``...ForSequenceClassification`` with one logit. Qwen2 and Qwen3 are
+    BERT, XLM-RoBERTa and ModernBERT are ``...ForSequenceClassification`` with one logit, or with ``base_model`` the
+    body alone as embedding models save it (``BertModel``, ``XLMRobertaModel``, ``ModernBertModel``). ``config``
+    overrides entries of the transformers config (ModernBERT's ``local_attention`` or biases, say). Qwen2 and Qwen3 are
     ``...ForCausalLM`` (with ``tie_word_embeddings`` as given), or ``...ForSequenceClassification`` with one
     label when ``classifier``. ``shape`` is a name in ``SHAPES`` or a ``Shape``. The vocabulary is the
     tokenizer's (a few hundred tokens), so even large shapes stay small on disk apart from their layers.
@@ -127,8 +154,8 @@ def make_random_checkpoint(
     dims = SHAPES[shape] if isinstance(shape, str) else shape
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
-    if arch in ("bert", "xlm-roberta"):
-        model, tokenizer, specials = _encoder(arch, dims, max_position_embeddings)
+    if arch in ("bert", "xlm-roberta", "modernbert"):
+        model, tokenizer, specials = _encoder(arch, dims, max_position_embeddings, base_model, config or {})
     else:
         model, tokenizer, specials = _decoder(arch, dims, max_position_embeddings, classifier, tie_word_embeddings)
     path = Path(path)
@@ -152,29 +179,32 @@ def _perturbed(name: str, parameter: torch.Tensor, generator: torch.Generator) -
     return 0.02 * torch.randn(parameter.shape, generator=generator)
 
 
-def _encoder(arch: str, dims: Shape, max_position_embeddings: int):
-    from transformers import (
-        BertConfig,
-        BertForSequenceClassification,
-        XLMRobertaConfig,
-        XLMRobertaForSequenceClassification,
-    )
+def _encoder(arch: str, dims: Shape, max_position_embeddings: int, base_model: bool, overrides: dict):
+    import transformers
 
     common = dict(hidden_size=dims.hidden, num_hidden_layers=dims.num_layers, num_attention_heads=dims.heads,
                   intermediate_size=dims.intermediate, num_labels=1)
     if arch == "bert":
-        tokenizer = _bert_tokenizer()
+        prefix, tokenizer = "Bert", _bert_tokenizer()
         specials = dict(unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
-        config = BertConfig(vocab_size=tokenizer.get_vocab_size(), max_position_embeddings=max_position_embeddings,
-                            **common)
-        return BertForSequenceClassification(config), tokenizer, specials
-    tokenizer = _xlm_roberta_tokenizer()
-    specials = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", sep_token="</s>", pad_token="<pad>",
-                    cls_token="<s>", mask_token="<mask>")
-    config = XLMRobertaConfig(vocab_size=tokenizer.get_vocab_size(), pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                              type_vocab_size=1, layer_norm_eps=1e-5, max_position_embeddings=max_position_embeddings + 2,
-                              **common)
-    return XLMRobertaForSequenceClassification(config), tokenizer, specials
+        settings = dict(vocab_size=tokenizer.get_vocab_size(), max_position_embeddings=max_position_embeddings)
+    elif arch == "xlm-roberta":
+        prefix, tokenizer = "XLMRoberta", _xlm_roberta_tokenizer()
+        specials = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", sep_token="</s>", pad_token="<pad>",
+                        cls_token="<s>", mask_token="<mask>")
+        settings = dict(vocab_size=tokenizer.get_vocab_size(), pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                        type_vocab_size=1, layer_norm_eps=1e-5, max_position_embeddings=max_position_embeddings + 2)
+    else:
+        prefix, tokenizer = "ModernBert", _modernbert_tokenizer()
+        specials = dict(unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
+        ids = {name: tokenizer.token_to_id(token) for name, token in
+               (("pad", "[PAD]"), ("cls", "[CLS]"), ("sep", "[SEP]"))}
+        settings = dict(vocab_size=tokenizer.get_vocab_size(), max_position_embeddings=max_position_embeddings,
+                        pad_token_id=ids["pad"], cls_token_id=ids["cls"], bos_token_id=ids["cls"],
+                        sep_token_id=ids["sep"], eos_token_id=ids["sep"], local_attention=16)
+    config = getattr(transformers, f"{prefix}Config")(**{**common, **settings, **overrides})
+    model_class = getattr(transformers, f"{prefix}Model" if base_model else f"{prefix}ForSequenceClassification")
+    return model_class(config), tokenizer, specials
 
 
 def _decoder(arch: str, dims: Shape, max_position_embeddings: int, classifier: bool, tie_word_embeddings: bool):

@@ -3,6 +3,7 @@ limit (as sentence-transformers' ``max_seq_length`` cuts it) or refused."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,20 +11,37 @@ from tokenizers import Tokenizer
 
 from sie.errors import InputTooLongError
 from sie.tokenization.encoded import EncodedPairs
-from sie.tokenization.pairs import PairTokenizer
 
 
-class TextTokenizer(PairTokenizer):
+class TextTokenizer:
     """Encodes single texts with a model's fast tokenizer and its single-sequence template (``[CLS] $A [SEP]``).
 
-    It keeps PairTokenizer's one configured copy of the tokenizer per truncation setting, made once and never changed,
-    so that concurrent request threads can encode with different limits. The result is an ``EncodedPairs`` whose
-    "pairs" are the texts: the packed-ids contract every model, batcher and packing function reads.
+    Each limit gets its own configured copy of the tokenizer, made once and never changed afterwards, so that
+    concurrent request threads can encode with different limits. The result is an ``EncodedPairs`` whose "pairs"
+    are the texts: the packed-ids contract every model, batcher and packing function reads.
     """
 
+    default_max_length = None  # the model's limit
+
     def __init__(self, tokenizer: Tokenizer) -> None:
-        super().__init__(tokenizer)
+        self._source = tokenizer.to_str()
+        self._variants: dict[int | None, Tokenizer] = {}
+        self._lock = threading.Lock()
         self.num_special_tokens = self._variant(None).num_special_tokens_to_add(is_pair=False)
+
+    def _variant(self, max_length: int | None) -> Tokenizer:
+        """The tokenizer cutting texts at ``max_length`` tokens (None: not cutting)."""
+        with self._lock:
+            tokenizer = self._variants.get(max_length)
+            if tokenizer is None:
+                tokenizer = Tokenizer.from_str(self._source)
+                tokenizer.no_padding()
+                if max_length is None:
+                    tokenizer.no_truncation()
+                else:
+                    tokenizer.enable_truncation(max_length, strategy="longest_first")
+                self._variants[max_length] = tokenizer
+        return tokenizer
 
     def encode_texts(self, texts: Sequence[str], max_length: int, *, truncate: bool = True,
                      field: str = "items") -> EncodedPairs:
@@ -32,11 +50,10 @@ class TextTokenizer(PairTokenizer):
         if not texts:
             empty = np.zeros(0, dtype=np.int64)
             return EncodedPairs(empty, empty, empty)
-        if truncate:
-            return EncodedPairs.from_encodings(self._variant((max_length, "longest_first")).encode_batch(list(texts)))
-        encoded = EncodedPairs.from_encodings(self._variant(None).encode_batch(list(texts)))
-        too_long = np.flatnonzero(encoded.lengths > max_length)
-        if too_long.size:
-            first = int(too_long[0])
-            raise InputTooLongError(f"{field}[{first}]", int(encoded.lengths[first]), max_length)
+        encoded = EncodedPairs.from_encodings(self._variant(max_length if truncate else None).encode_batch(list(texts)))
+        if not truncate:
+            too_long = np.flatnonzero(encoded.lengths > max_length)
+            if too_long.size:
+                first = int(too_long[0])
+                raise InputTooLongError(f"{field}[{first}]", int(encoded.lengths[first]), max_length)
         return encoded

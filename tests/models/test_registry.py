@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from transformers import BertConfig, ModernBertConfig, XLMRobertaConfig
+from transformers import BertConfig, DebertaV2Config, ModernBertConfig, XLMRobertaConfig
 
 from sie import UnsupportedModelError
-from sie.models import FAMILIES, family_of, supported_architectures
-from sie.models import bert, xlm_roberta
+from sie.models import FAMILIES, family_of, supported_architectures, task_of
+from sie.models import bert, modernbert, xlm_roberta
 
 
 def test_each_architecture_name_belongs_to_one_family():
@@ -15,9 +15,13 @@ def test_each_architecture_name_belongs_to_one_family():
     assert len(names) == len(set(names))
     assert supported_architectures() == sorted(names)
     assert [family.name for family in FAMILIES] == ["bert", "xlm-roberta", "qwen2", "qwen2-classifier", "qwen3",
-                                                    "qwen3-classifier"]
+                                                    "qwen3-classifier", "modernbert", "bert-encoder",
+                                                    "xlm-roberta-encoder", "modernbert-encoder"]
     assert [family.name for family in FAMILIES if family.prompted] == ["qwen2", "qwen2-classifier", "qwen3",
                                                                        "qwen3-classifier"]
+    assert [family.name for family in FAMILIES if family.task == "encode"] == [
+        "bert-encoder", "xlm-roberta-encoder", "modernbert-encoder"]
+    assert {family.task for family in FAMILIES} == {"score", "encode"}
 
 
 @pytest.mark.parametrize(("architecture", "family"), [
@@ -31,11 +35,45 @@ def test_a_config_finds_its_family_by_architecture_name(architecture, family):
     assert family_of(config) is family
 
 
+@pytest.mark.parametrize(("architecture", "family"), [
+    ("BertModel", bert.ENCODER),
+    ("XLMRobertaModel", xlm_roberta.ENCODER),
+    ("RobertaModel", xlm_roberta.ENCODER),
+    ("ModernBertModel", modernbert.ENCODER),
+])
+def test_an_embedding_model_finds_its_body_for_encoding(architecture, family):
+    config = {"Bert": BertConfig, "XLMR": XLMRobertaConfig, "Robe": XLMRobertaConfig,
+              "Mode": ModernBertConfig}[architecture[:4]](architectures=[architecture])
+    assert family_of(config, task="encode") is family and task_of([architecture]) == "encode"
+
+
+def test_a_checkpoint_of_the_other_task_is_sent_where_it_runs():
+    with pytest.raises(UnsupportedModelError, match=r"XLMRobertaModel is an embedding model; .*sie\.Encoder"):
+        family_of(XLMRobertaConfig(architectures=["XLMRobertaModel"]))
+    with pytest.raises(UnsupportedModelError, match=r"a reranker; .*sie\.Reranker"):
+        family_of(BertConfig(architectures=["BertForSequenceClassification"], num_labels=1), task="encode")
+    assert task_of(["BertForSequenceClassification"]) == "score" and task_of(["Unknown"]) is None
+
+
 def test_an_unknown_architecture_is_refused_naming_every_supported_one():
-    config = ModernBertConfig(num_labels=1, architectures=["ModernBertForSequenceClassification"])
-    with pytest.raises(UnsupportedModelError, match="ModernBertForSequenceClassification") as error:
+    config = DebertaV2Config(num_labels=1, architectures=["DebertaV2ForSequenceClassification"])
+    with pytest.raises(UnsupportedModelError, match="DebertaV2ForSequenceClassification") as error:
         family_of(config)
-    assert all(name in str(error.value) for name in supported_architectures())
+    assert all(name in str(error.value) for name in supported_architectures("score"))
+    named = set(str(error.value).replace(",", " ").split())
+    assert not named & set(supported_architectures("encode")), "embedding bodies are no answer for scoring"
+
+
+def test_modernbert_refuses_what_its_module_does_not_implement():
+    config = ModernBertConfig(num_labels=1, architectures=["ModernBertForSequenceClassification"])
+    assert family_of(config) is modernbert.FAMILY
+    for change, message in (({"hidden_activation": "silu"}, "hidden_activation 'silu'"),
+                            ({"classifier_activation": "gelu_new"}, "classifier_activation 'gelu_new'"),
+                            ({"num_labels": 2}, "2 labels")):
+        broken = ModernBertConfig(architectures=["ModernBertForSequenceClassification"], **{"num_labels": 1, **change})
+        with pytest.raises(UnsupportedModelError, match=message):
+            family_of(broken)
+    assert modernbert.FAMILY.max_length(config) == 8192
 
 
 @pytest.mark.parametrize(("change", "message"), [

