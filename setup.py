@@ -39,7 +39,8 @@ setup(
         "huggingface_hub>=0.30",  # model resolution: the HF cache and the Hub
         "numpy>=1.26",
         "flask>=3.0",  # the score server's application
-        "gunicorn>=22",  # the score server's process manager (gthread workers)
+        # The score server's process manager; sie.server.worker extends gunicorn 27's threaded worker internals.
+        "gunicorn>=27,<28",
         "msgpack>=1.0",  # the wire format sie-sdk speaks
         "prometheus_client>=0.20",  # /metrics
         "tqdm>=4.66",  # predict(show_progress_bar=True) and `sie score-file`'s progress bar

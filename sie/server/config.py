@@ -90,10 +90,14 @@ class ServerConfig:
     max_items: int = 1000
     max_body_bytes: int = 16 * 1024 * 1024
     request_timeout_s: float = 60.0
+    read_timeout_s: float = 10.0
+    max_connections: int = 4096
     load_on_demand: bool = True
     graceful_timeout_s: int = 30
     log_level: str = "info"
     access_log: bool = False
+    malloc_trim_interval_s: float = 1.0
+    malloc_mmap_threshold: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -159,10 +163,20 @@ SETTINGS: dict[str, Setting] = {
     "max_body_bytes": Setting(int, "largest request body in bytes; past it 413", "--max-body-bytes"),
     "request_timeout_s": Setting(float, "a request still queued after this many seconds gets 504",
                                  "--request-timeout"),
+    "read_timeout_s": Setting(float, "seconds a client has to send a whole request (headers and body), from "
+                                     "connecting or, on a kept-alive connection, from the request's first byte; past "
+                                     "it 408 and the connection is closed", "--read-timeout"),
+    "max_connections": Setting(int, "open client connections per worker (idle keep-alive ones included; they "
+                                    "hold no request thread); past it new ones wait in the listen backlog",
+                               "--max-connections"),
     "load_on_demand": Setting(_bool, "load a locally available model at its first request (503 MODEL_LOADING "
                                      "meanwhile) instead of answering 404", "--load-on-demand"),
     "graceful_timeout_s": Setting(int, "seconds in-flight requests get to finish on shutdown",
                                   "--graceful-timeout"),
     "log_level": Setting(str, "log level: debug, info, warning, error", "--log-level"),
     "access_log": Setting(_bool, "log every request (method, path, status; never headers)", "--access-log"),
+    "malloc_trim_interval_s": Setting(float, "give freed heap back to the OS after a batch, at most once per this "
+                                             "many seconds (glibc malloc_trim; 0: never)", "--malloc-trim-interval"),
+    "malloc_mmap_threshold": Setting(int, "bytes from which glibc allocates with mmap, freed straight to the OS "
+                                          "(0: glibc's adaptive default, faster)", "--malloc-mmap-threshold"),
 }

@@ -3,8 +3,10 @@
 ``sie serve`` applies ``settings()``; running gunicorn by hand works too:
 ``gunicorn -c python:sie.server.gunicorn_conf`` (the module-level names below are gunicorn's settings).
 
-gthread workers: one process per device (one on CPU), ``threads`` request threads each. No preload: each
-worker imports the application after fork and loads its models there.
+Threaded workers (``sie.server.worker``: gthread that buffers each request before a thread takes it): one
+process per device (one on CPU), ``threads`` request threads each. No preload of the application: each worker
+builds it after fork and loads its models there; the arbiter only imports the code (``sie.server.prefork``),
+so that a replacement worker starts in the time its models take to load.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import os
 from typing import Any
 
 from sie.server.config import ServerConfig
+from sie.server.memory import configure_allocator
 from sie.server.model_registry import WORKER_SLOT_ENV
+from sie.server.prefork import preimport, raise_open_files_limit
 
 # The access log line: client, request line, status, size, duration. Never headers (API keys travel there).
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
@@ -29,8 +33,15 @@ def pre_fork(server: Any, worker: Any) -> None:
     worker.sie_slot = next(slot for slot in range(len(taken) + 1) if slot not in taken)
 
 
+def when_ready(server: Any) -> None:
+    """Before the first fork: raise the open-files limit for the client connections, import the heavy code."""
+    raise_open_files_limit(server.cfg.worker_connections * server.cfg.workers)
+    preimport()
+
+
 def post_fork(server: Any, worker: Any) -> None:
     os.environ[WORKER_SLOT_ENV] = str(worker.sie_slot)
+    configure_allocator(ServerConfig.from_env().malloc_mmap_threshold)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
@@ -44,9 +55,10 @@ def settings(config: ServerConfig) -> dict[str, Any]:
     """gunicorn's settings for ``config``."""
     return {
         "bind": [_bind(config.host, config.port)],
-        "worker_class": "gthread",
+        "worker_class": "sie.server.worker.BufferingThreadWorker",
         "workers": config.workers,
         "threads": config.threads,
+        "worker_connections": config.max_connections,
         "preload_app": False,
         # gthread workers heartbeat from their main thread, so a long batch never trips this.
         "timeout": 120,
@@ -56,6 +68,7 @@ def settings(config: ServerConfig) -> dict[str, Any]:
         "errorlog": "-",
         "accesslog": "-" if config.access_log else None,
         "access_log_format": ACCESS_LOG_FORMAT,
+        "when_ready": when_ready,
         "pre_fork": pre_fork,
         "post_fork": post_fork,
         "worker_exit": worker_exit,

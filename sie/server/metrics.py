@@ -8,16 +8,26 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from sie.server.batcher import BatchStats
+from sie.server.memory import rss_bytes
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
+def _cuda_reserved_bytes() -> float:
+    """Reserved bytes of every CUDA device this process has used; 0 before (never initialises CUDA itself)."""
+    if not torch.cuda.is_initialized():
+        return 0.0
+    return float(sum(torch.cuda.memory_reserved(device) for device in range(torch.cuda.device_count())))
+
+
 class Metrics:
-    """Requests by endpoint and status; latency by phase; pairs, tokens and requests per batch; queue depth."""
+    """Requests by endpoint and status; latency by phase; pairs, tokens and requests per batch; queue depth;
+    resident memory."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -38,6 +48,12 @@ class Metrics:
         self.queue_depth = Gauge("sie_queue_depth", "Requests admitted and not yet running", ["model", *worker],
                                  registry=self.registry)
         self._worker = str(os.getpid())
+        memory = Gauge("sie_memory_bytes", "Resident memory of the worker process (RSS)", worker,
+                       registry=self.registry)
+        memory.labels(self._worker).set_function(rss_bytes)
+        gpu_reserved = Gauge("sie_gpu_memory_reserved_bytes", "Bytes the worker's CUDA caching allocator holds (0 "
+                             "without CUDA)", worker, registry=self.registry)
+        gpu_reserved.labels(self._worker).set_function(_cuda_reserved_bytes)
 
     def observe_request(self, endpoint: str, status: int) -> None:
         self.requests.labels(endpoint, str(status), self._worker).inc()

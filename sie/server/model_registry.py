@@ -21,10 +21,11 @@ from sie.encoder import model_task
 from sie.errors import InvalidInputError
 from sie.hub import local_models
 from sie.reranker import Reranker
-from sie.server.batcher import Batcher
+from sie.server.batcher import Batcher, BatchStats
 from sie.server.config import ServerConfig
 from sie.server.encode_runner import EncodeRunner, NoEncoderError, describe_encoder, served_encoder
 from sie.server.errors import ModelLoadFailedError, ModelLoadingError, ModelNotServedError
+from sie.server.memory import HeapTrimmer
 from sie.server.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class ModelRegistry:
     def __init__(self, config: ServerConfig, metrics: Metrics) -> None:
         self._config = config
         self._metrics = metrics
+        self.heap_trimmer = HeapTrimmer(config.malloc_trim_interval_s)
         self._device = worker_device(config.device)
         self._dtype = getattr(torch, config.dtype) if config.dtype else None
         self._lock = threading.Lock()
@@ -96,7 +98,7 @@ class ModelRegistry:
                 loaded, run = reranker, reranker.logits
             batcher = Batcher(run, max_batch_tokens=loaded.max_batch_tokens,
                               max_wait_s=self._config.max_batch_wait_ms / 1000, max_queue=self._config.max_queue,
-                              on_batch=lambda stats: self._metrics.observe_batch(name, stats), name=name)
+                              on_batch=lambda stats: self._after_batch(name, stats), name=name)
         except Exception as error:  # any failure is reported per model, the worker keeps serving the others
             logger.exception("loading model %s failed", name)
             with self._lock:
@@ -109,6 +111,10 @@ class ModelRegistry:
             self._served[name] = ServedModel(name, reranker, batcher, encoding)
             self._loading.discard(name)
         logger.info("serving %s on %s (%s), backends %s", name, loaded.device, loaded.dtype, loaded.backends)
+
+    def _after_batch(self, name: str, stats: BatchStats) -> None:
+        self._metrics.observe_batch(name, stats)
+        self.heap_trimmer.after_batch()
 
     def pending(self) -> dict[str, str]:
         """Configured models that are not loaded, each with its state (``loading`` or the failure)."""

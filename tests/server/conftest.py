@@ -43,6 +43,7 @@ class AppClient(HttpClient):
 
     def __init__(self, app: Flask) -> None:
         super().__init__(port=0)  # never connects: request() goes through the test client
+        self.app = app
         self._test_client = app.test_client()
 
     def request(self, method: str, path: str, body: bytes | None = None,

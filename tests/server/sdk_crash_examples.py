@@ -1,0 +1,41 @@
+"""50 sequential ``client.score`` calls with the published client, sie-sdk 0.10.1, while the test kills the worker.
+
+Run by test_worker_crash.py in the clients' virtual environment: ``python sdk_crash_examples.py URL MODEL``.
+Prints ``call N`` before each call (the test kills the worker after one of them), then one JSON line: every
+call's scores by item id, and the client's retry log lines.
+"""
+
+import json
+import logging
+import sys
+
+from sie_sdk import SIEClient
+from sie_sdk.types import Item
+
+URL, MODEL = sys.argv[1], sys.argv[2]
+CALLS, DOCUMENTS = 50, 30
+
+
+class Retries(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+retries = Retries()
+logging.getLogger("sie_sdk").addHandler(retries)
+logging.getLogger("sie_sdk").setLevel(logging.INFO)
+
+client = SIEClient(URL)
+results = []
+for call in range(CALLS):
+    print(f"call {call}", flush=True)
+    query = Item(text=f"question {call} about rivers and the history of science")
+    items = [Item(id=f"d{i}", text=f"document {i} of call {call}: " + "water energy river city history " * (1 + i % 9))
+             for i in range(DOCUMENTS)]
+    result = client.score(MODEL, query, items)
+    results.append({entry["item_id"]: entry["score"] for entry in result["scores"]})
+print(json.dumps({"results": results, "retries": retries.messages}), flush=True)

@@ -1,0 +1,153 @@
+"""Slow and idle clients against a real gunicorn: they hold sockets, never request threads.
+
+``request_complete`` (what the worker's main loop waits for before a thread takes a connection) is checked on
+its own; then a server with a 3-s read bound faces 300 connections that sent half their headers (slowloris), and
+requests dribbled in pieces, pipelined, chunked and oversized.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import msgpack
+import pytest
+
+from sie.server.worker import request_complete
+from sie.testing.server import ServerProcess
+from tests.server.conftest import TINY_BERT, tiny_server
+
+READ_TIMEOUT_S = 3
+MAX_BODY = 1 << 20
+SCORE = {"query": {"text": "what is python"}, "items": [{"text": "python is a language"}]}
+
+
+@pytest.mark.parametrize(("buffer", "complete"), [
+    (b"GET /healthz HTTP/1.1\r\nHost: a\r\n", False),
+    (b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n", True),
+    (b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcd", False),
+    (b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcde", True),
+    (b"POST /x HTTP/1.1\r\ncontent-length: 5\r\n\r\nabcdefGET", True),  # pipelined bytes after the body
+    (b"POST /x HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n", True),  # past the body limit: refused at once
+    (b"POST /x HTTP/1.1\r\nContent-Length: x\r\n\r\n", True),  # malformed: the parser answers 400
+    (b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na", True),
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n", False),
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n", False),
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n", True),
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nabcde\r\n0\r\nT: 1\r\n\r\n", True),
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", True),
+    (b"POST /x HTTP/1.1\r\n" + b"X: " + b"a" * 70_000, True),  # headers past their limit
+])
+def test_request_complete(buffer, complete):
+    assert request_complete(buffer, MAX_BODY) is complete
+
+
+def _score_request(body: bytes) -> bytes:
+    return (f"POST /v1/score/{TINY_BERT} HTTP/1.1\r\nHost: a\r\nContent-Type: application/msgpack\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def _read_response(conn: socket.socket, timeout_s: float = 10.0) -> bytes:
+    """One whole response (headers and Content-Length body) from ``conn``."""
+    conn.settimeout(timeout_s)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+@pytest.fixture(scope="module")
+def bounded_server(tiny_models_dir) -> Iterator[ServerProcess]:
+    with tiny_server(tiny_models_dir, "--read-timeout", str(READ_TIMEOUT_S),
+                     "--max-body-bytes", str(MAX_BODY)) as server:
+        yield server
+
+
+def test_300_slow_connections_neither_block_the_server_nor_stay_open(bounded_server):
+    slow = []
+    for _ in range(300):
+        conn = socket.create_connection(("127.0.0.1", bounded_server.port))
+        conn.sendall(f"POST /v1/score/{TINY_BERT} HTTP/1.1\r\nHost: a\r\n".encode())
+        slow.append(conn)
+    opened = time.monotonic()
+    try:
+        started = time.monotonic()
+        assert bounded_server.client.get("/healthz").status == 200
+        assert time.monotonic() - started < 1.0
+        started = time.monotonic()
+        reply = bounded_server.client.post(f"/v1/score/{TINY_BERT}", SCORE)
+        assert reply.status == 200, reply.body
+        assert time.monotonic() - started < 5.0
+        # Past the bound every slow connection gets a 408 and is closed.
+        for conn in slow:
+            conn.settimeout(READ_TIMEOUT_S + 5)
+            answer = conn.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            assert conn.recv(4096) == b""
+        assert time.monotonic() - opened >= READ_TIMEOUT_S - 0.5, "closed before the bound"
+    finally:
+        for conn in slow:
+            conn.close()
+    assert bounded_server.client.get("/healthz").status == 200
+
+
+def test_a_body_that_stops_halfway_is_closed_after_the_bound(bounded_server):
+    request = _score_request(msgpack.packb(SCORE))
+    with socket.create_connection(("127.0.0.1", bounded_server.port)) as conn:
+        conn.sendall(request[:-5])
+        conn.settimeout(READ_TIMEOUT_S + 5)
+        assert conn.recv(4096).startswith(b"HTTP/1.1 408")
+
+
+def test_a_request_dribbled_in_pieces_within_the_bound_is_answered(bounded_server):
+    request = _score_request(msgpack.packb(SCORE))
+    with socket.create_connection(("127.0.0.1", bounded_server.port)) as conn:
+        for start in range(0, len(request), 7):
+            conn.sendall(request[start:start + 7])
+            time.sleep(0.01)
+        response = _read_response(conn)
+    assert response.startswith(b"HTTP/1.1 200"), response
+
+
+def test_pipelined_and_kept_alive_requests_are_each_answered(bounded_server):
+    request = _score_request(msgpack.packb(SCORE))
+    with socket.create_connection(("127.0.0.1", bounded_server.port)) as conn:
+        conn.sendall(request + request[:20])  # a whole request and the start of the next
+        first = _read_response(conn)
+        time.sleep(0.2)
+        conn.sendall(request[20:])
+        second = _read_response(conn)
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        third = _read_response(conn)
+    assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 200"), (first, second)
+    assert first.partition(b"\r\n\r\n")[2] == second.partition(b"\r\n\r\n")[2]
+    assert third.startswith(b"HTTP/1.1 200")
+
+
+def test_a_chunked_body_is_answered(bounded_server):
+    body = msgpack.packb(SCORE)
+    chunks = b"".join(f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in (body[:10], body[10:])) + b"0\r\n\r\n"
+    head = (f"POST /v1/score/{TINY_BERT} HTTP/1.1\r\nHost: a\r\nContent-Type: application/msgpack\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", bounded_server.port)) as conn:
+        conn.sendall(head + chunks)
+        response = _read_response(conn)
+    assert response.startswith(b"HTTP/1.1 200"), response
+
+
+def test_a_body_past_the_limit_is_refused_without_waiting_for_it(bounded_server):
+    with socket.create_connection(("127.0.0.1", bounded_server.port)) as conn:
+        conn.sendall(f"POST /v1/score/{TINY_BERT} HTTP/1.1\r\nHost: a\r\nContent-Type: application/msgpack\r\n"
+                     f"Content-Length: {MAX_BODY + 1}\r\n\r\n".encode())
+        started = time.monotonic()
+        response = _read_response(conn)
+    assert response.startswith(b"HTTP/1.1 413"), response
+    assert time.monotonic() - started < READ_TIMEOUT_S

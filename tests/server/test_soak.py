@@ -1,0 +1,26 @@
+"""Two minutes of varied load on the default model (a real gunicorn): the worker's memory stays flat after
+warm-up, and no request fails. benchmarks/soak.py runs the same load for ten minutes and records it."""
+
+from __future__ import annotations
+
+import pytest
+
+from sie import DEFAULT_MODEL
+from sie.testing.server import ServerProcess
+from sie.testing.soak import Soak
+
+WARMUP_S, TOTAL_S = 45.0, 120.0
+
+
+@pytest.mark.slow
+def test_memory_is_flat_under_two_minutes_of_varied_load(default_model_path):
+    with ServerProcess(["--device", "cpu", "--model", DEFAULT_MODEL], env={"HF_HUB_OFFLINE": "1"}) as server:
+        # Every client starts with the largest request, so the warm-up meets the largest batches of the run.
+        result = Soak(server.port, DEFAULT_MODEL, clients=8, seconds=TOTAL_S, sample_s=1.0, largest_first=True,
+                      seed=14).run()
+    memory = result.memory_growth(WARMUP_S)
+    summary = f"{len(result.answers)} requests, memory {memory}"
+    assert result.errors() == {}, summary
+    assert len(result.answers) > 3 * 8, summary
+    assert memory.growth < 0.10, summary
+    assert memory.peak_growth < 0.25, summary
