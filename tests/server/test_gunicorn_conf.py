@@ -1,4 +1,5 @@
-"""gunicorn settings: gthread without preload, the bind address, and one device slot per worker."""
+"""gunicorn settings: the buffering threaded worker without preload, the connection bound, the bind address,
+and one device slot per worker."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from sie.server.gunicorn_conf import pre_fork, settings
 
 
 def test_settings_follow_the_config():
-    config = ServerConfig.from_env({"SIE_HOST": "::1", "SIE_PORT": "9000", "SIE_WORKERS": "3", "SIE_THREADS": "8"})
+    config = ServerConfig.from_env({"SIE_HOST": "::1", "SIE_PORT": "9000", "SIE_WORKERS": "3", "SIE_THREADS": "8",
+                                    "SIE_MAX_CONNECTIONS": "5000"})
     gunicorn = settings(config)
     assert gunicorn["bind"] == ["[::1]:9000"] and gunicorn["workers"] == 3 and gunicorn["threads"] == 8
-    assert gunicorn["worker_class"] == "gthread" and gunicorn["preload_app"] is False
+    assert gunicorn["worker_class"] == "sie.server.worker.BufferingThreadWorker" and gunicorn["preload_app"] is False
+    assert gunicorn["worker_connections"] == 5000
     assert gunicorn["accesslog"] is None
 
 
