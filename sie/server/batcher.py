@@ -130,6 +130,18 @@ class Batcher:
             self._admitted -= 1
             self._cond.notify_all()
 
+    def _abandon(self, job: _Job) -> bool:
+        """Drops ``job`` unless it started running; returns whether it was dropped. A job still in the queue
+        gives its slot back at once, so that a request arriving next is not refused for it."""
+        with self._cond:
+            if job.started:
+                return False
+            job.abandoned = True
+            if job in self._waiting:  # else it is in a batch being gathered, which drops it and its slot
+                self._waiting.remove(job)
+                self._admitted -= 1
+            return True
+
     def close(self, timeout: float | None = None) -> None:
         """Stops the consumer after the requests already waiting have run."""
         with self._cond:
@@ -223,9 +235,7 @@ class Slot:
         job = self._batcher._submit(encoded)
         self._submitted = True
         if not job.done.wait(timeout_s):
-            with self._batcher._cond:
-                job.abandoned = not job.started
-            if job.abandoned:
+            if self._batcher._abandon(job):
                 raise RequestTimeoutError(f"the request did not start within {timeout_s:g} s; the server is busy")
             job.done.wait()
         if job.error is not None:

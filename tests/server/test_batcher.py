@@ -136,8 +136,11 @@ def test_a_request_waiting_past_its_deadline_gets_504_and_is_dropped(rng):
         late = _pairs(rng, 3)
         with pytest.raises(RequestTimeoutError):
             _score(batcher, late, timeout_s=0.2)
+        # Its slot is free at once, while the first request still runs: the next one is not refused for it.
+        depth_while_first_runs = batcher.depth
         run.gate.set()
         first.result()
+    assert depth_while_first_runs == 0
     time.sleep(0.1)
     assert run.batches == [2], "the abandoned request must not run"
     assert batcher.depth == 0
