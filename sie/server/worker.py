@@ -33,6 +33,7 @@ _HEADER_END = b"\r\n\r\n"
 # Headers longer than this are handed to gunicorn's parser as they are, which answers 431/400 for them.
 _MAX_HEADER_BYTES = 64 * 1024
 _RECV_BYTES = 256 * 1024
+_CONTINUE_REPLY = b"HTTP/1.1 100 Continue\r\n\r\n"
 _REQUEST_TIMEOUT_REPLY = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
 
@@ -58,6 +59,22 @@ def request_complete(buffer: bytes | bytearray, max_body_bytes: int) -> bool:
     if content_length is None:
         return True
     return content_length > max_body_bytes or len(buffer) - body_start >= content_length
+
+
+def expects_continue(buffer: bytes | bytearray) -> bool:
+    """Whether ``buffer`` holds complete HTTP/1.1 headers with ``Expect: 100-continue`` (the client waits for a
+    ``100 Continue`` before it sends the body; curl does for bodies over 1 KB)."""
+    end = buffer.find(_HEADER_END)
+    if end < 0:
+        return False
+    request_line, *lines = bytes(buffer[:end]).split(b"\r\n")
+    if not request_line.endswith(b"HTTP/1.1"):
+        return False
+    for line in lines:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"expect" and value.strip().lower() == b"100-continue":
+            return True
+    return False
 
 
 def _chunked_body_complete(buffer: bytes | bytearray, start: int, max_body_bytes: int) -> bool:
@@ -90,10 +107,12 @@ class BufferedConn(TConn):
         self.buffer = bytearray()
         self.read_timeout_s = read_timeout_s
         self.read_deadline = 0.0
+        self.continued = False
 
     def start_reading(self, pending: bytes = b"") -> None:
         self.buffer = bytearray(pending)
         self.read_deadline = time.monotonic() + self.read_timeout_s
+        self.continued = False
 
     def init(self) -> None:
         super().init()
@@ -158,6 +177,14 @@ class BufferingThreadWorker(ThreadWorker):
         conn.buffer += data
         if request_complete(conn.buffer, self.max_body_bytes):
             self._dispatch(conn)
+        elif not conn.continued and expects_continue(conn.buffer):
+            # The body comes only after this; gunicorn's own 100 Continue, sent later, is a second interim
+            # response, which HTTP/1.1 clients accept.
+            conn.continued = True
+            try:
+                client.send(_CONTINUE_REPLY)
+            except OSError:
+                pass
 
     def _dispatch(self, conn: BufferedConn) -> None:
         self.poller.unregister(conn.sock)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import msgpack
 import pytest
 
-from sie.server.worker import request_complete
+from sie.server.worker import expects_continue, request_complete
 from sie.testing.server import ServerProcess
 from tests.server.conftest import TINY_BERT, tiny_server
 
@@ -43,20 +43,34 @@ def test_request_complete(buffer, complete):
     assert request_complete(buffer, MAX_BODY) is complete
 
 
-def _score_request(body: bytes) -> bytes:
+@pytest.mark.parametrize(("buffer", "expects"), [
+    (b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n", False),  # headers not complete
+    (b"POST /x HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n", True),
+    (b"POST /x HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", False),  # HTTP/1.0 ignores it
+    (b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\n", False),
+])
+def test_expects_continue(buffer, expects):
+    assert expects_continue(buffer) is expects
+
+
+def _score_request(body: bytes, extra_headers: str = "") -> bytes:
     return (f"POST /v1/score/{TINY_BERT} HTTP/1.1\r\nHost: a\r\nContent-Type: application/msgpack\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+            f"{extra_headers}Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 def _read_response(conn: socket.socket, timeout_s: float = 10.0) -> bytes:
-    """One whole response (headers and Content-Length body) from ``conn``."""
+    """One whole response (headers and Content-Length body) from ``conn``, after any interim (1xx) ones."""
     conn.settimeout(timeout_s)
     data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        assert chunk, f"connection closed after {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    while True:
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            assert chunk, f"connection closed after {data!r}"
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 1"):
+            break
+        data = body
     length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
                   if line.lower().startswith(b"content-length"))
     while len(body) < length:
@@ -113,6 +127,18 @@ def test_a_request_dribbled_in_pieces_within_the_bound_is_answered(bounded_serve
         for start in range(0, len(request), 7):
             conn.sendall(request[start:start + 7])
             time.sleep(0.01)
+        response = _read_response(conn)
+    assert response.startswith(b"HTTP/1.1 200"), response
+
+
+def test_a_client_that_expects_100_continue_gets_it_before_it_sends_the_body(bounded_server):
+    request = _score_request(msgpack.packb(SCORE), "Expect: 100-continue\r\n")
+    head, _, body = request.partition(b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", bounded_server.port)) as conn:
+        conn.sendall(head + b"\r\n\r\n")
+        conn.settimeout(READ_TIMEOUT_S - 1)
+        assert conn.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        conn.sendall(body)
         response = _read_response(conn)
     assert response.startswith(b"HTTP/1.1 200"), response
 
