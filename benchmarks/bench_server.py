@@ -10,8 +10,9 @@ way sie-sdk does; its batcher may merge requests from different clients.
   overhead  = server p50 - in-process p50 for a one-document request, one client (HTTP, msgpack, queueing)
   srv p50   = the server's own X-Total-Time (arrival in the worker to answer); infer p50 its X-Inference-Time
 
-    python benchmarks/bench_server.py [--model M] [--device cpu|cuda] [--clients 1 4 16] [--requests 64]
-                                      [--docs 20] [--words 60] [--quick] [--out DIR]
+    python benchmarks/bench_server.py [--model M] [--device cpu|cuda] [--dtype float32|bfloat16|float16]
+                                      [--clients 1 4 16] [--requests 64] [--docs 20] [--words 60] [--quick]
+                                      [--out DIR]
 
 Prints a table and writes server.json under --out (default: $OUT, else benchmarks/out). The client threads
 share the machine with the server: on a small CPU they take cycles the server would otherwise use.
@@ -138,6 +139,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                        help="the engine's and the server's dtype (default: the engine's)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=64, help="requests per configuration")
     parser.add_argument("--docs", type=int, default=20, help="documents per request")
@@ -152,15 +155,16 @@ def main() -> None:
     rng = np.random.default_rng(0)
     requests = make_requests(rng, args.requests, args.docs, args.words)
     singles = make_requests(rng, args.latency_requests, 1, args.words)
-    reranker = Reranker(args.model, device=args.device)
+    reranker = Reranker(args.model, device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None)
     device = torch.cuda.get_device_name() if reranker.device.type == "cuda" else platform.processor() or "cpu"
 
     # The baseline runs before and after the server lines and counts as their mean, so that a machine whose
     # load drifts during the run (a shared CI runner) tilts neither side.
     before = time_in_process(reranker, requests)
     path = f"/v1/score/{args.model}"
-    with ServerProcess(["--model", args.model, "--device", args.device, "--threads", str(max(args.clients) * 2)],
-                       env={"HF_HUB_OFFLINE": "1"}) as server:
+    dtype_flag = ["--dtype", args.dtype] if args.dtype else []
+    with ServerProcess(["--model", args.model, "--device", args.device, *dtype_flag,
+                        "--threads", str(max(args.clients) * 2)], env={"HF_HUB_OFFLINE": "1"}) as server:
         served = [run_server(server.client, path, requests, clients) for clients in args.clients]
         single_baseline, single = run_interleaved(reranker, server.client, path, singles)
     after = time_in_process(reranker, requests)
@@ -171,10 +175,11 @@ def main() -> None:
     single.ratio = single.pairs_per_s / single_baseline.pairs_per_s
     rows += [single_baseline, single]
     overhead_ms = single.p50_ms - single_baseline.p50_ms
-    print_table(rows, overhead_ms, device)
+    dtype = str(reranker.dtype).removeprefix("torch.")
+    print_table(rows, overhead_ms, f"{device}, {dtype}")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"device": device, "model": args.model, "torch_threads": torch.get_num_threads(),
+    report = {"device": device, "dtype": dtype, "model": args.model, "torch_threads": torch.get_num_threads(),
               "overhead_p50_ms": overhead_ms, "rows": [asdict(row) for row in rows]}
     (args.out / "server.json").write_text(json.dumps(report, indent=2))
 
