@@ -5,10 +5,13 @@ thread then blocks until the headers and body are in. A few hundred clients that
 (slowloris) hold every thread, and the server stops answering. Here the worker's main loop, which already
 multiplexes idle keep-alive connections with a selector, also reads each request: the bytes are collected
 without blocking until the headers and the whole body (Content-Length or chunked) are buffered, and only then
-does a request thread parse them from memory. A client gets ``read_timeout_s`` from its first byte (or from
-connecting) to send all of it; past that it is answered 408 and closed. Idle and slow connections cost a socket
-and a buffer, never a thread, so the batcher's guarantees (bounded queue, deadlines) are all that limits
-admission.
+does a request thread parse them from memory. A client gets ``read_timeout_s`` from connecting (or from the first
+byte of a kept-alive connection's next request) to send all of it; past that it is answered 408. Headers past
+64 KiB (431) and bodies past ``max_body_bytes`` (413) are refused by the loop too, so nothing incomplete
+ever reaches a thread. Connections are closed without blocking the loop: the write side is shut, and whatever the
+client still sends is drained for at most two seconds so that it reads its answer rather than a reset. Idle and
+slow connections cost a socket and a buffer, never a thread, so the batcher's guarantees (bounded queue,
+deadlines) are all that limits admission.
 
 Works on gunicorn 27's ``ThreadWorker`` (its ``TConn``, ``accept``, ``finish_request`` and keep-alive
 bookkeeping), hence the pin in setup.py. TLS and cleartext HTTP/2, which sie serve does not configure, take
@@ -18,47 +21,114 @@ gthread's own path unchanged.
 from __future__ import annotations
 
 import errno
+import json
 import selectors
 import socket
+import string
 import time
 from collections import deque
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from sie.server.config import ServerConfig
+from sie.server.errors import PayloadTooLargeError, kind_of
 
 _HEADER_END = b"\r\n\r\n"
-# Headers longer than this are handed to gunicorn's parser as they are, which answers 431/400 for them.
-_MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+_MAX_CHUNK_LINE_BYTES = 1024
+_HEX_DIGITS = frozenset(string.hexdigits.encode())
 _RECV_BYTES = 256 * 1024
 _CONTINUE_REPLY = b"HTTP/1.1 100 Continue\r\n\r\n"
-_REQUEST_TIMEOUT_REPLY = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+# How long a closing connection is drained (its client reading the answer) before it is closed regardless.
+_LINGER_S = 2.0
+# Request threads read a complete request from memory; this bounds their writes to a client that stops reading.
+_THREAD_SOCKET_TIMEOUT_S = 60.0
+
+INCOMPLETE, COMPLETE = 0, 1  # RequestScan verdicts besides an HTTP status to refuse with
 
 
-def request_complete(buffer: bytes | bytearray, max_body_bytes: int) -> bool:
-    """Whether ``buffer`` holds a whole HTTP/1.x request (headers and body), or enough for the parser to refuse
-    it without reading on (headers past their limit, a body past ``max_body_bytes``, a malformed length)."""
-    end = buffer.find(_HEADER_END)
-    if end < 0:
-        return len(buffer) > _MAX_HEADER_BYTES
-    body_start = end + len(_HEADER_END)
-    content_length, chunked = None, False
-    for line in bytes(buffer[:end]).split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            if content_length is not None or not value.strip().isdigit():
-                return True
-            content_length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
-    if chunked:
-        return _chunked_body_complete(buffer, body_start, max_body_bytes)
-    if content_length is None:
-        return True
-    return content_length > max_body_bytes or len(buffer) - body_start >= content_length
+def refusal(status: int, code: str, message: str) -> bytes:
+    """A whole HTTP/1.1 error response in the server's error format, closing the connection."""
+    body = json.dumps({"detail": {"code": code, "message": message}}).encode()
+    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+            f"X-SIE-Error-Code: {code}\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+class RequestScan:
+    """Follows one HTTP/1.x request as its bytes arrive, resuming where it stopped (no rescans).
+
+    ``verdict(buffer)`` is INCOMPLETE (wait for more), COMPLETE (a request thread may parse it without reading
+    the socket; malformed headers count, gunicorn's parser answers them 400 from what is buffered), or an HTTP
+    status to refuse with: 400 for malformed chunk framing (which the parser would meet only inside the
+    application), 431 for headers past MAX_HEADER_BYTES, 413 for a body past ``max_body_bytes`` (as its
+    Content-Length declares, or as its chunks arrive).
+    """
+
+    def __init__(self, max_body_bytes: int) -> None:
+        self.max_body_bytes = max_body_bytes
+        self._searched = 0  # where the search for the end of the headers resumes
+        self._body_start: int | None = None
+        self._length: int | None = None
+        self._chunked = False
+        self._position = 0  # the next chunk-size line
+        self._data = 0  # chunk bytes so far
+
+    def verdict(self, buffer: bytes | bytearray) -> int:
+        if self._body_start is None:
+            end = buffer.find(_HEADER_END, max(0, self._searched - 3))
+            self._searched = len(buffer)
+            if end < 0:
+                return 431 if len(buffer) > MAX_HEADER_BYTES else INCOMPLETE
+            if end > MAX_HEADER_BYTES:
+                return 431
+            self._body_start = self._position = end + len(_HEADER_END)
+            if not self._read_headers(bytes(buffer[:end])):
+                return COMPLETE
+        if self._chunked:
+            return self._scan_chunks(buffer)
+        if self._length is None:
+            return COMPLETE
+        if self._length > self.max_body_bytes:
+            return 413
+        return COMPLETE if len(buffer) - self._body_start >= self._length else INCOMPLETE
+
+    def _read_headers(self, head: bytes) -> bool:
+        """Reads the body's framing; False when the headers are malformed (the parser answers 400)."""
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                if self._length is not None or not value.strip().isdigit():
+                    return False
+                self._length = int(value)
+            elif name == b"transfer-encoding":
+                self._chunked = b"chunked" in value.lower()
+        return not (self._chunked and self._length is not None)
+
+    def _scan_chunks(self, buffer: bytes | bytearray) -> int:
+        while True:
+            line_end = buffer.find(b"\r\n", self._position)
+            if line_end < 0:
+                return 400 if len(buffer) - self._position > _MAX_CHUNK_LINE_BYTES else INCOMPLETE
+            token = bytes(buffer[self._position:line_end]).split(b";")[0].strip()
+            if not token or not set(token) <= _HEX_DIGITS:
+                return 400
+            size = int(token, 16)
+            if size == 0:
+                # Optional trailer lines, then an empty line.
+                if buffer.startswith(b"\r\n", line_end + 2) or buffer.find(_HEADER_END, line_end) >= 0:
+                    return COMPLETE
+                return 431 if len(buffer) - line_end > MAX_HEADER_BYTES else INCOMPLETE
+            if self._data + size > self.max_body_bytes:
+                return 413
+            chunk_end = line_end + 2 + size + 2
+            if chunk_end > len(buffer):
+                return INCOMPLETE
+            self._data += size
+            self._position = chunk_end
 
 
 def expects_continue(buffer: bytes | bytearray) -> bool:
@@ -67,7 +137,7 @@ def expects_continue(buffer: bytes | bytearray) -> bool:
     end = buffer.find(_HEADER_END)
     if end < 0:
         return False
-    request_line, *lines = bytes(buffer[:end]).split(b"\r\n")
+    request_line, *lines = bytes(buffer[:end]).lstrip(b"\r\n").split(b"\r\n")
     if not request_line.endswith(b"HTTP/1.1"):
         return False
     for line in lines:
@@ -77,48 +147,26 @@ def expects_continue(buffer: bytes | bytearray) -> bool:
     return False
 
 
-def _chunked_body_complete(buffer: bytes | bytearray, start: int, max_body_bytes: int) -> bool:
-    """Walks the chunk sizes from ``start``: complete at the zero-size chunk and the blank line after it."""
-    position = start
-    while True:
-        line_end = buffer.find(b"\r\n", position)
-        if line_end < 0:
-            return False
-        try:
-            size = int(bytes(buffer[position:line_end]).split(b";")[0].strip(), 16)
-        except ValueError:
-            return True  # malformed: the parser answers 400
-        position = line_end + 2
-        if size == 0:
-            # Optional trailer lines, then an empty line.
-            return buffer.startswith(b"\r\n", position) or buffer.find(_HEADER_END, position - 2) >= 0
-        if position - start > max_body_bytes:
-            return True
-        position += size + 2
-        if position > len(buffer):
-            return False
-
-
 class BufferedConn(TConn):
     """A gthread connection that remembers the bytes read so far and when they must be complete."""
 
-    def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any, read_timeout_s: float) -> None:
+    def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any, read_timeout_s: float,
+                 max_body_bytes: int) -> None:
         super().__init__(cfg, sock, client, server)
-        self.buffer = bytearray()
         self.read_timeout_s = read_timeout_s
-        self.read_deadline = 0.0
-        self.continued = False
+        self.max_body_bytes = max_body_bytes
+        self.start_reading()
 
     def start_reading(self, pending: bytes = b"") -> None:
         self.buffer = bytearray(pending)
+        self.scan = RequestScan(self.max_body_bytes)
         self.read_deadline = time.monotonic() + self.read_timeout_s
         self.continued = False
 
     def init(self) -> None:
         super().init()
-        # The request thread's reads and writes are bounded too: a response the client does not read, or a body
-        # the parser was handed early (one past max_body_bytes), cannot hold the thread forever.
-        self.sock.settimeout(self.read_timeout_s)
+        # Runs in the request thread, for every request on the connection (gthread made the socket blocking).
+        self.sock.settimeout(_THREAD_SOCKET_TIMEOUT_S)
         if self.buffer:
             self.parser.unreader.unread(bytes(self.buffer))
             self.buffer = bytearray()
@@ -133,6 +181,7 @@ class BufferingThreadWorker(ThreadWorker):
         self.read_timeout_s = config.read_timeout_s
         self.max_body_bytes = config.max_body_bytes
         self.reading_conns: deque[BufferedConn] = deque()
+        self.lingering: deque[tuple[float, socket.socket]] = deque()
         self.buffering = not self.cfg.is_ssl and self.cfg.http2_cleartext == "off"
 
     def accept(self, listener: socket.socket) -> None:
@@ -145,7 +194,8 @@ class BufferingThreadWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        conn = BufferedConn(self.cfg, client_sock, client_addr, listener.getsockname(), self.read_timeout_s)
+        conn = BufferedConn(self.cfg, client_sock, client_addr, listener.getsockname(), self.read_timeout_s,
+                            self.max_body_bytes)
         self._read_request(conn)
 
     def on_client_socket_readable(self, conn: TConn, client: socket.socket) -> None:
@@ -161,8 +211,8 @@ class BufferingThreadWorker(ThreadWorker):
         conn.start_reading(pending)
         self.reading_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
-        if pending and request_complete(conn.buffer, self.max_body_bytes):
-            self._dispatch(conn)
+        if pending:
+            self._judge(conn)
 
     def on_request_bytes(self, conn: BufferedConn, client: socket.socket) -> None:
         try:
@@ -172,61 +222,128 @@ class BufferingThreadWorker(ThreadWorker):
         except OSError:
             data = b""
         if not data:  # the client went away before finishing its request
-            self._drop(conn)
+            self._stop_reading(conn)
+            self._close(conn)
             return
         conn.buffer += data
-        if request_complete(conn.buffer, self.max_body_bytes):
+        self._judge(conn)
+
+    def _judge(self, conn: BufferedConn) -> None:
+        verdict = conn.scan.verdict(conn.buffer)
+        if verdict == COMPLETE:
             self._dispatch(conn)
+        elif verdict == 413:
+            kind = kind_of(PayloadTooLargeError(""))
+            self._refuse(conn, refusal(kind.status, kind.code, f"the body is larger than {self.max_body_bytes} "
+                                                              "bytes"))
+        elif verdict == 400:
+            self._refuse(conn, refusal(400, "INVALID_INPUT", "malformed chunked body: a chunk size is not "
+                                                             "hexadecimal"))
+        elif verdict == 431:
+            self._refuse(conn, refusal(431, "REQUEST_HEADER_FIELDS_TOO_LARGE",
+                                       f"the request headers are larger than {MAX_HEADER_BYTES} bytes"))
         elif not conn.continued and expects_continue(conn.buffer):
             # The body comes only after this; gunicorn's own 100 Continue, sent later, is a second interim
             # response, which HTTP/1.1 clients accept.
             conn.continued = True
             try:
-                client.send(_CONTINUE_REPLY)
+                conn.sock.send(_CONTINUE_REPLY)
             except OSError:
                 pass
 
     def _dispatch(self, conn: BufferedConn) -> None:
-        self.poller.unregister(conn.sock)
-        self.reading_conns.remove(conn)
+        self._stop_reading(conn)
         conn.data_ready = True
         if conn.parser is not None:  # a kept-alive connection: its parser reads from the buffer first
             conn.parser.unreader.unread(bytes(conn.buffer))
             conn.buffer = bytearray()
         self.enqueue_req(conn)
 
-    def _drop(self, conn: BufferedConn, reply: bytes = b"") -> None:
+    def _stop_reading(self, conn: BufferedConn) -> None:
         self.reading_conns.remove(conn)
         try:
             self.poller.unregister(conn.sock)
         except (KeyError, ValueError, OSError):
             pass
-        if reply:
-            try:
-                conn.sock.send(reply)
-            except OSError:
-                pass
+
+    def _refuse(self, conn: BufferedConn, reply: bytes) -> None:
+        self._stop_reading(conn)
+        try:
+            conn.sock.send(reply)  # a few hundred bytes: the socket's send buffer takes them at once
+        except OSError:
+            pass
+        self._close(conn)
+
+    def _close(self, conn: TConn) -> None:
+        """Closes ``conn`` without blocking the loop: shut the write side, then drain what the client still sends
+        (so that the kernel does not answer it with a reset before it read our answer) until it closes, or for
+        _LINGER_S at most."""
         self.nr_conns -= 1
-        conn.close()
+        sock = conn.sock
+        try:
+            sock.setblocking(False)
+            sock.shutdown(socket.SHUT_WR)
+            self.poller.register(sock, selectors.EVENT_READ, self._drain)
+        except (OSError, ValueError, KeyError):  # already closed or reset: nothing to wait for
+            self._close_socket(sock)
+            return
+        self.lingering.append((time.monotonic() + _LINGER_S, sock))
+
+    def _drain(self, sock: socket.socket) -> None:
+        try:
+            if sock.recv(_RECV_BYTES):
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self.poller.unregister(sock)
+        self._close_socket(sock)  # its deque entry goes when it expires
+
+    @staticmethod
+    def _close_socket(sock: socket.socket) -> None:
+        try:
+            sock.close()
+        except OSError:
+            pass
 
     def finish_request(self, conn: TConn, fs: Any) -> None:
-        # A request that read ahead into the next one leaves those bytes in the parser: they start the next
-        # request's buffer instead of a request thread waiting for the rest on the socket.
-        if (self.buffering and self.alive and not fs.cancelled() and fs.exception() is None
-                and fs.result() is True and conn.parser.unreader.buf.getvalue()):
-            self._read_request(conn, conn.parser.unreader.take_buffered())
-            return
-        super().finish_request(conn, fs)
+        if not self.buffering:
+            return super().finish_request(conn, fs)
+        try:
+            keep_alive = not fs.cancelled() and fs.exception() is None and fs.result()
+            if keep_alive is True and self.alive and conn.parser.unreader.buf.getvalue():
+                # The request read ahead into the next one: those bytes start the next request's buffer.
+                self._read_request(conn, conn.parser.unreader.take_buffered())
+            elif keep_alive is True or keep_alive is False:
+                if keep_alive:
+                    super().finish_request(conn, fs)  # back to the poller as an idle keep-alive connection
+                else:
+                    self._close(conn)
+            else:  # gthread's _DEFER, which a buffered connection never returns; keep its handling
+                super().finish_request(conn, fs)
+        except Exception:
+            self.log.exception("finishing a request failed; closing its connection")
+            self._close(conn)
 
     def murder_pending(self) -> None:
-        """Also closes, with a 408, connections whose request did not arrive in full within the bound."""
+        """Also answers 408 to connections whose request did not arrive in full within the bound (at shutdown,
+        idle ones go at once), and closes lingering sockets past their drain time."""
         super().murder_pending()
         now = time.monotonic()
-        closed = 0
-        while self.reading_conns and self.reading_conns[0].read_deadline <= now:
-            conn = self.reading_conns[0]
-            self._drop(conn, _REQUEST_TIMEOUT_REPLY if conn.buffer else b"")
-            closed += 1
-        if closed:
-            self.log.info("closed %d connection(s) whose request did not arrive within %g s", closed,
+        expired = [conn for conn in self.reading_conns
+                   if conn.read_deadline <= now or (not self.alive and not conn.buffer)]
+        for conn in expired:
+            self._refuse(conn, refusal(408, "REQUEST_TIMEOUT", f"the request did not arrive within "
+                                                               f"{self.read_timeout_s:g} s") if conn.buffer else b"")
+        if expired:
+            self.log.info("closed %d connection(s) whose request did not arrive within %g s", len(expired),
                           self.read_timeout_s)
+        while self.lingering and self.lingering[0][0] <= now:
+            _, sock = self.lingering.popleft()
+            if sock.fileno() >= 0:
+                try:
+                    self.poller.unregister(sock)
+                except (KeyError, ValueError, OSError):
+                    pass
+                self._close_socket(sock)

@@ -1,6 +1,6 @@
 """Slow and idle clients against a real gunicorn: they hold sockets, never request threads.
 
-``request_complete`` (what the worker's main loop waits for before a thread takes a connection) is checked on
+``RequestScan`` (what the worker's main loop waits for before a thread takes a connection) is checked on
 its own; then a server with a 3-s read bound faces 300 connections that sent half their headers (slowloris), and
 requests dribbled in pieces, pipelined, chunked and oversized.
 """
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import msgpack
 import pytest
 
-from sie.server.worker import expects_continue, request_complete
+from sie.server.worker import COMPLETE, INCOMPLETE, MAX_HEADER_BYTES, RequestScan, expects_continue
 from sie.testing.server import ServerProcess
 from tests.server.conftest import TINY_BERT, tiny_server
 
@@ -23,24 +23,43 @@ MAX_BODY = 1 << 20
 SCORE = {"query": {"text": "what is python"}, "items": [{"text": "python is a language"}]}
 
 
-@pytest.mark.parametrize(("buffer", "complete"), [
-    (b"GET /healthz HTTP/1.1\r\nHost: a\r\n", False),
-    (b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n", True),
-    (b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcd", False),
-    (b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcde", True),
-    (b"POST /x HTTP/1.1\r\ncontent-length: 5\r\n\r\nabcdefGET", True),  # pipelined bytes after the body
-    (b"POST /x HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n", True),  # past the body limit: refused at once
-    (b"POST /x HTTP/1.1\r\nContent-Length: x\r\n\r\n", True),  # malformed: the parser answers 400
-    (b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na", True),
-    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n", False),
-    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n", False),
-    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n", True),
-    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nabcde\r\n0\r\nT: 1\r\n\r\n", True),
-    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", True),
-    (b"POST /x HTTP/1.1\r\n" + b"X: " + b"a" * 70_000, True),  # headers past their limit
+@pytest.mark.parametrize(("buffer", "verdict"), [
+    (b"GET /healthz HTTP/1.1\r\nHost: a\r\n", INCOMPLETE),
+    (b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n", COMPLETE),
+    (b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcd", INCOMPLETE),
+    (b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcde", COMPLETE),
+    (b"POST /x HTTP/1.1\r\ncontent-length: 5\r\n\r\nabcdefGET", COMPLETE),  # pipelined bytes after the body
+    (b"POST /x HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % MAX_BODY, INCOMPLETE),  # exactly the limit: waits
+    (b"POST /x HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1), 413),  # refused before any body
+    (b"POST /x HTTP/1.1\r\nContent-Length: x\r\n\r\n", COMPLETE),  # malformed: the parser answers 400
+    (b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na", COMPLETE),
+    (b"POST /x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", COMPLETE),  # 400
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n", INCOMPLETE),
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n", INCOMPLETE),
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n", COMPLETE),
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n1\r\na\r\n0\r\n\r\n", COMPLETE),
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nabcde\r\n0\r\nT: 1\r\n\r\n", COMPLETE),
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-6\r\n", 400),  # a sign is malformed too
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFF\r\nabc", 413),  # declared past the limit
+    (b"POST /x HTTP/1.1\r\n" + b"X: " + b"a" * 70_000, 431),  # headers past their limit
 ])
-def test_request_complete(buffer, complete):
-    assert request_complete(buffer, MAX_BODY) is complete
+def test_request_scan_verdicts(buffer, verdict):
+    assert RequestScan(MAX_BODY).verdict(buffer) == verdict
+
+
+def test_request_scan_counts_chunk_data_not_framing_and_resumes_where_it_stopped():
+    scan = RequestScan(max_body_bytes=10)
+    head = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ten_one_byte_chunks = b"1\r\na\r\n" * 10  # 10 bytes of data in 60 bytes of framing
+    buffer = bytearray(head)
+    assert scan.verdict(buffer) == INCOMPLETE
+    for piece in (ten_one_byte_chunks[:25], ten_one_byte_chunks[25:], b"0\r\n", b"\r\n"):
+        verdict_before = scan.verdict(buffer)
+        assert verdict_before == INCOMPLETE
+        buffer += piece
+    assert scan.verdict(buffer) == COMPLETE
+    assert RequestScan(max_body_bytes=10).verdict(head + b"1\r\na\r\n" * 11) == 413
 
 
 @pytest.mark.parametrize(("buffer", "expects"), [
@@ -48,6 +67,7 @@ def test_request_complete(buffer, complete):
     (b"POST /x HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n", True),
     (b"POST /x HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", False),  # HTTP/1.0 ignores it
     (b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\n", False),
+    (b"\r\nPOST /x HTTP/1.1\r\nExpect: 100-continue\r\n\r\n", True),  # the blank line HTTP allows first
 ])
 def test_expects_continue(buffer, expects):
     assert expects_continue(buffer) is expects
@@ -177,3 +197,37 @@ def test_a_body_past_the_limit_is_refused_without_waiting_for_it(bounded_server)
         response = _read_response(conn)
     assert response.startswith(b"HTTP/1.1 413"), response
     assert time.monotonic() - started < READ_TIMEOUT_S
+
+
+def test_malformed_and_oversized_requests_are_answered_and_the_worker_keeps_serving(bounded_server):
+    chunked = (f"POST /v1/score/{TINY_BERT} HTTP/1.1\r\nHost: a\r\nContent-Type: application/msgpack\r\n"
+               "Transfer-Encoding: chunked\r\n\r\n").encode()
+    cases = [(chunked + b"-6\r\n", b"400"),  # a signed chunk size once sent the loop round forever
+             (chunked + b"FFFFFFFFFF\r\n" + b"a" * 1000, b"413"),  # a chunk declared past the limit
+             (b"GET /healthz HTTP/1.1\r\n" + b"X-Pad: " + b"a" * (MAX_HEADER_BYTES + 10) + b"\r\n", b"431")]
+    for request, status in cases:
+        with socket.create_connection(("127.0.0.1", bounded_server.port)) as conn:
+            conn.sendall(request)
+            conn.settimeout(READ_TIMEOUT_S - 1)
+            answer = conn.recv(4096)
+        assert answer.split(b" ", 2)[1] == status, answer[:200]
+        started = time.monotonic()
+        assert bounded_server.client.get("/healthz").status == 200
+        assert time.monotonic() - started < 1.0
+
+
+def test_clients_that_never_close_after_connection_close_do_not_stall_the_worker(bounded_server):
+    request = _score_request(msgpack.packb(SCORE), "Connection: close\r\n")
+    lingering = []
+    try:
+        for _ in range(3):
+            conn = socket.create_connection(("127.0.0.1", bounded_server.port))
+            conn.sendall(request)
+            assert _read_response(conn).startswith(b"HTTP/1.1 200")
+            lingering.append(conn)  # read its answer, never closes
+        started = time.monotonic()
+        assert bounded_server.client.get("/healthz").status == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        for conn in lingering:
+            conn.close()
