@@ -6,9 +6,9 @@ call's scores by item id, and the client's retry log lines.
 """
 
 import json
-import logging
 import sys
 
+from sdk_log import ClientLog
 from sie_sdk import SIEClient
 from sie_sdk.types import Item
 
@@ -16,18 +16,7 @@ URL, MODEL = sys.argv[1], sys.argv[2]
 CALLS, DOCUMENTS = 50, 30
 
 
-class Retries(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-retries = Retries()
-logging.getLogger("sie_sdk").addHandler(retries)
-logging.getLogger("sie_sdk").setLevel(logging.INFO)
+retries = ClientLog()  # the client's log lines about retrying and about version skew
 
 client = SIEClient(URL)
 results = []

@@ -7,13 +7,13 @@ with what each step got back, for the test to check.
 """
 
 import json
-import logging
 import re
 import sys
 import threading
 import time
 
 import httpx
+from sdk_log import ClientLog
 from sie_sdk import InputTooLongError, RequestError, SIEClient
 from sie_sdk.types import Item
 
@@ -21,20 +21,7 @@ URL, MODEL = sys.argv[1], sys.argv[2]
 out = {}
 
 
-class Retries(logging.Handler):
-    """Counts the client's log lines about retrying and about version skew."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-retries = Retries()
-logging.getLogger("sie_sdk").addHandler(retries)
-logging.getLogger("sie_sdk").setLevel(logging.INFO)
+retries = ClientLog()  # the client's log lines about retrying and about version skew
 
 # --- The guide: "SIE's score primitive wraps this in a single API call"
 client = SIEClient(URL)
