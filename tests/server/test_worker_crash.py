@@ -81,4 +81,3 @@ def test_the_sdk_client_is_carried_through_a_worker_kill(clients_python, default
         assert got.keys() == want.keys(), call
         np.testing.assert_allclose([got[key] for key in want], list(want.values()), rtol=0, atol=1e-5,
                                    err_msg=f"call {call}")
-    print(f"replacement ready after {ready_after:.2f} s; client retries: {out['retries']}")
