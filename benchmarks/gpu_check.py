@@ -92,9 +92,14 @@ MODELS = {"minilm-l12": ("bert", "minilm-l12"), "bert-base": ("bert", "bert-base
 # The issue's bound on a GPU: fp16/bf16 kernels within 1e-2 of float64 (CI's interpreted tests hold fp16 to 2e-3).
 ACCURACY_LIMIT = {torch.float32: TOLERANCE[torch.float32], torch.float16: 1e-2, torch.bfloat16: 1e-2}
 # Engine logits vs transformers fp32, relative to the largest |logit|; a low-precision engine also passes when
-# it is no further off than 1.5x transformers run in the same dtype.
+# it is no further off than PARITY_FACTOR x transformers run in the same dtype, up to PARITY_CAP. Both errors are
+# maxima over a handful of pairs, so their ratio scatters. On the card (real widths, 12-24 pairs) 1.5x and 0.1 hold.
+# The CPU dry run's tiny decoders are far noisier: over 12 seeds (bf16, 6 pairs, interpreted Triton) the ratio
+# reached 1.96 and transformers' own error 7.6e-2 with nothing wrong, so its bar is wider; a real fault (a wrong
+# mask, a dropped bias) is off by the order of the logits themselves.
 PARITY_LIMIT = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 3e-2}
-PARITY_CAP = 0.1
+PARITY_FACTOR = {"card": 1.5, "tiny": 2.5}
+PARITY_CAP = {"card": 0.1, "tiny": 0.25}
 # Each stage's default time limit, in seconds: 505 s in all. With gpu_check.sh's 90 s for the kernel tests, a run in
 # which every stage stalls still ends within one 10-minute device call; a healthy run takes a fraction of that. A run
 # that is expected to take longer (a slower card, a cold Triton cache) raises them with --limit.
@@ -203,6 +208,13 @@ def engine_backends(device: torch.device, dtype: torch.dtype) -> list[str]:
     return requests
 
 
+def parity_limit(dtype_name: str, transformers_error: float, tiny: bool) -> float:
+    """The largest engine error (relative to the largest |logit|) that passes in ``dtype_name``: transformers' own
+    error in that dtype widens the bar, up to a cap that still catches nonsense."""
+    shapes = "tiny" if tiny else "card"
+    return min(max(PARITY_LIMIT[dtype_name], PARITY_FACTOR[shapes] * transformers_error), PARITY_CAP[shapes])
+
+
 def stage_parity(device: torch.device, tiny: bool, seed: int, checkpoints: dict[str, Path], log: Log) -> Iterator[dict]:
     """Engine logits vs transformers fp32: one row per model, dtype and engine backend."""
     require_checkpoints(checkpoints)
@@ -227,8 +239,7 @@ def stage_parity(device: torch.device, tiny: bool, seed: int, checkpoints: dict[
                 del reranker
                 release(device)
                 error = float(np.abs(ours - reference).max()) / scale
-                # transformers' own low-precision error widens the bar, up to a cap that still catches nonsense.
-                limit = min(max(PARITY_LIMIT[dtype_name], 1.5 * hf_error), PARITY_CAP)
+                limit = parity_limit(dtype_name, hf_error, tiny)
                 log(f"{name} {dtype_name} sie {backend} ({backends['attention']}): {error:.1e} (limit {limit:.1e}) "
                     f"{'ok' if error <= limit else 'FAIL'}")
                 yield {"model": name, "dtype": dtype_name, "backend": backend, "backends": backends, "error": error,
@@ -366,7 +377,7 @@ def stage_decoders(device: torch.device, tiny: bool, seed: int, folder: Path, lo
                 backends = reranker.backends
                 del reranker
                 release(device)
-                limit = min(max(PARITY_LIMIT[dtype_name], 1.5 * hf_error), PARITY_CAP)
+                limit = parity_limit(dtype_name, hf_error, tiny)
                 log(f"{name} {dtype_name} sie {backend}: {error:.1e} (limit {limit:.1e}) {'ok' if error <= limit else 'FAIL'}")
                 yield {"kind": "parity", "model": name, "dtype": dtype_name, "backend": backend, "backends": backends,
                        "error": error, "transformers same-dtype error": hf_error, "ok": error <= limit}
