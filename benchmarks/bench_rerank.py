@@ -1,12 +1,15 @@
 """End-to-end reranking throughput: sie against the padded stacks, in one run on one machine.
 
 One query x N documents of mixed length (20-250 document tokens by default) on the default model.
-Lines: sie (fp32, bf16), transformers padded (batch 32, fp32), sentence-transformers ``CrossEncoder.predict``
-(fp32, when installed). Each line reports pairs/s, the ratio to the baselines, and the useful GFLOP/s
-(unpadded FLOPs / time) next to the machine's matmul peak measured in the same run. The bf16 line is
-checked for the same top-1 document as fp32 on every query of the fidelity set (sie/testing/data/fidelity_set.json).
+Lines: sie (fp32, bf16, and int8 on a CPU), transformers padded (batch 32, fp32), sentence-transformers
+``CrossEncoder.predict`` (fp32, when installed), and with ``--onnx`` ONNX Runtime on an int8 ONNX file of the same
+model (batch 32, padded, as the usual ONNX stacks run it). Each line reports pairs/s, the ratio to the baselines,
+and the useful GFLOP/s (unpadded FLOPs / time) next to the machine's matmul peak measured in the same run. The bf16
+and int8 lines are checked for the same top-1 document as fp32 on every query of the fidelity set
+(sie/testing/data/fidelity_set.json).
 
-    python benchmarks/bench_rerank.py [--documents 100] [--repeats 5] [--device cpu] [--json out.json]
+    python benchmarks/bench_rerank.py [--documents 100] [--repeats 5] [--device cpu] [--onnx model.onnx]
+        [--json out.json]
 
 With ``--model-shape`` (``qwen3-0.6b``, ``qwen2-1.5b``, ... from ``sie.testing.SHAPES``) it measures a decoder
 reranker instead: a random checkpoint of that shape read through its recipe (Qwen3: qwen3-reranker; Qwen2:
@@ -86,12 +89,36 @@ def transformers_padded(path: Path, device: torch.device, dtype: torch.dtype, ba
     return lambda pairs: padded_logits(model, tokenizer, pairs, device, 512, batch_size)
 
 
-def top1_agreement(fp32: sie.Reranker, bf16: sie.Reranker) -> tuple[int, int]:
-    """(queries whose top-1 document is the same in bf16 as in fp32, queries)."""
+def onnx_runtime_padded(onnx_path: Path, model_path: Path, batch_size: int = 32):
+    """ONNX Runtime on ``onnx_path`` (inputs ``input_ids``, ``token_type_ids``, ``attention_mask``; output
+    ``logits``), batches of 32 in input order, each padded to its longest pair."""
+    import onnxruntime
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads would starve torch
+    session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def run(pairs):
+        logits = []
+        for start in range(0, len(pairs), batch_size):
+            queries, documents = zip(*pairs[start:start + batch_size], strict=True)
+            inputs = tokenizer(list(queries), list(documents), truncation="only_second", max_length=512,
+                               padding=True, return_tensors="np", return_token_type_ids=True)
+            logits.append(session.run(["logits"], {name: inputs[name].astype(np.int64) for name in
+                                                   ("input_ids", "token_type_ids", "attention_mask")})[0][:, 0])
+        return np.concatenate(logits)
+
+    return run
+
+
+def top1_agreement(fp32: sie.Reranker, other: sie.Reranker) -> tuple[int, int]:
+    """(queries whose top-1 document is the same in ``other``'s dtype as in fp32, queries)."""
     queries = fidelity_queries()
     same = sum(
         fp32.rerank(entry["query"], entry["documents"], top_k=1)[0]["index"]
-        == bf16.rerank(entry["query"], entry["documents"], top_k=1)[0]["index"]
+        == other.rerank(entry["query"], entry["documents"], top_k=1)[0]["index"]
         for entry in queries
     )
     return same, len(queries)
@@ -166,6 +193,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--onnx", type=Path, help="an int8 ONNX file of --model: adds an ONNX Runtime line")
     parser.add_argument("--model-shape", help="a decoder shape of sie.testing.SHAPES, e.g. qwen3-0.6b (see above)")
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
                         help="dtype of the --model-shape benchmark")
@@ -191,11 +219,17 @@ def main() -> None:
         "sie fp32": lambda: fp32.rerank(QUERY, documents),
         "sie bf16": lambda: low.rerank(QUERY, documents),
     }
+    int8 = sie.Reranker(args.model, device=device, dtype=torch.int8) if device.type == "cpu" else None
+    if int8 is not None:
+        engines["sie int8"] = lambda: int8.rerank(QUERY, documents)
     padded = transformers_padded(fp32.path, device, torch.float32)
     engines["transformers padded fp32 (batch 32)"] = lambda: padded(pairs)
     if HAS_SENTENCE_TRANSFORMERS:
         cross_encoder = CrossEncoder(str(fp32.path), device=str(device))
         engines["sentence-transformers fp32 (batch 32)"] = lambda: cross_encoder.predict(pairs, batch_size=32)
+    if args.onnx:
+        onnx_runtime = onnx_runtime_padded(args.onnx, fp32.path)
+        engines["ONNX Runtime int8 file (batch 32)"] = lambda: onnx_runtime(pairs)
 
     for run in engines.values():
         run()  # warm-up: first-call allocations and lazy initialisation
@@ -211,6 +245,7 @@ def main() -> None:
 
     peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(reduced, device)}
     same_top1, num_queries = top1_agreement(fp32, low)
+    int8_top1 = top1_agreement(fp32, int8)[0] if int8 is not None else None
 
     print(f"# {args.documents} pairs, pair lengths {lengths.min()}-{lengths.max()} tokens (mean {lengths.mean():.0f}), "
           f"{args.model}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -222,6 +257,9 @@ def main() -> None:
         ratios = "".join(f" {result['pairs_per_s'] / results[b]['pairs_per_s']:>16.2f}" for b in baselines)
         print(f"{name:<40} {result['pairs_per_s']:>9.1f} {result['gflops']:>8.1f}{ratios}")
     print(f"# bf16 top-1 equals fp32 top-1 on {same_top1}/{num_queries} fidelity queries")
+    if int8 is not None:
+        print(f"# int8 top-1 equals fp32 top-1 on {int8_top1}/{num_queries} fidelity queries; int8 is "
+              f"{results['sie int8']['pairs_per_s'] / results['sie bf16']['pairs_per_s']:.2f}x bf16")
 
     if args.json:
         args.json.write_text(json.dumps({
@@ -229,6 +267,7 @@ def main() -> None:
             "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "pairs": args.documents, "lengths": [int(lengths.min()), int(lengths.max())], "peaks": peaks,
             "results": results, "bf16_top1_same": [same_top1, num_queries],
+            "int8_top1_same": None if int8 is None else [int8_top1, num_queries],
         }, indent=2))
 
 

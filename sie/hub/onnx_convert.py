@@ -12,6 +12,7 @@ carry checkpoint keys.
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,32 @@ def _bias_key(matmul: Any, consumers: dict[str, list[Any]], floats: set[str]) ->
     raise UnsupportedModelError(f"cannot find the bias that follows the int8 MatMul {matmul.name!r}")
 
 
+def _quantized_initializers(
+    model: Any, tensors: dict[str, np.ndarray], floats: set[str]
+) -> Iterator[tuple[str, str, bool]]:
+    """Every quantized initializer as (base name, checkpoint key, linear): ``base`` + ``_quantized``/``_scale``/
+    ``_zero_point`` are its arrays; ``linear`` says a MatMulInteger reads it (an ``[in, out]`` weight), else a
+    Gather (an embedding table). Raises UnsupportedModelError for any other reader."""
+    consumers = _consumers(model)
+    for name in tensors:
+        if not name.endswith(QUANTIZED_SUFFIX):
+            continue
+        base = name[: -len(QUANTIZED_SUFFIX)]
+        readers = {node.op_type: node for node in consumers.get(name, [])}
+        if set(readers) == {"Gather"}:
+            yield base, base, False
+        elif set(readers) == {"MatMulInteger"}:
+            bias = _bias_key(readers["MatMulInteger"], consumers, floats)
+            yield base, bias[: -len(".bias")] + ".weight", True
+        else:
+            raise UnsupportedModelError(f"quantized initializer {name!r} is read by {sorted(readers)}, "
+                                        "expected only Gather (embeddings) or MatMulInteger (linear layers)")
+
+
+def _float_names(tensors: dict[str, np.ndarray]) -> set[str]:
+    return {name for name, array in tensors.items() if array.dtype == np.float32 and array.ndim > 0}
+
+
 def dequantized_state_dict(model: Any) -> dict[str, np.ndarray]:
     """The checkpoint's float32 tensors, keyed like transformers' ``BertForSequenceClassification``.
 
@@ -78,29 +105,38 @@ def dequantized_state_dict(model: Any) -> dict[str, np.ndarray]:
     Raises UnsupportedModelError when an initializer has no place in the checkpoint.
     """
     tensors = initializers(model)
-    floats = {name for name, array in tensors.items() if array.dtype == np.float32 and array.ndim > 0}
-    consumers = _consumers(model)
+    floats = _float_names(tensors)
     # Copies: arrays read from the protobuf are read-only views of its bytes.
     state: dict[str, np.ndarray] = {name: tensors[name].copy() for name in floats}
     used = set(floats)
-    for name in tensors:
-        if not name.endswith(QUANTIZED_SUFFIX):
-            continue
-        base = name[: -len(QUANTIZED_SUFFIX)]
-        weight = dequantize(tensors[name], tensors[f"{base}_scale"], tensors[f"{base}_zero_point"])
-        used.update((name, f"{base}_scale", f"{base}_zero_point"))
-        readers = {node.op_type: node for node in consumers.get(name, [])}
-        if set(readers) == {"Gather"}:
-            state[base] = weight
-        elif set(readers) == {"MatMulInteger"}:
-            bias = _bias_key(readers["MatMulInteger"], consumers, floats)
-            state[bias[: -len(".bias")] + ".weight"] = np.ascontiguousarray(weight.T)
-        else:
-            raise UnsupportedModelError(f"quantized initializer {name!r} is read by {sorted(readers)}, "
-                                        "expected only Gather (embeddings) or MatMulInteger (linear layers)")
+    for base, key, linear in _quantized_initializers(model, tensors, floats):
+        parts = [f"{base}{suffix}" for suffix in (QUANTIZED_SUFFIX, "_scale", "_zero_point")]
+        weight = dequantize(*(tensors[part] for part in parts))
+        state[key] = np.ascontiguousarray(weight.T) if linear else weight
+        used.update(parts)
     leftover = sorted(set(tensors) - used)
     if leftover:
         raise UnsupportedModelError(f"initializers with no place in the checkpoint: {leftover[:5]}")
+    return state
+
+
+def int8_state_dict(model: Any) -> dict[str, np.ndarray]:
+    """The linear layers' own integers, for sie's int8 mode (``sie.quantization.INT8_WEIGHTS``).
+
+    For each MatMulInteger weight stored as symmetric int8 (zero point 0): ``<key>.weight`` int8
+    ``[out_features, in_features]`` and ``<key>.weight_scale`` float32 ``[out_features]`` (the tensor's one scale
+    for every channel), so that ``weight * weight_scale[:, None]`` is the dequantized weight. Embedding tables and
+    weights with another encoding are left out (the int8 mode quantizes those from the float checkpoint).
+    """
+    tensors = initializers(model)
+    state: dict[str, np.ndarray] = {}
+    for base, key, linear in _quantized_initializers(model, tensors, _float_names(tensors)):
+        quantized, scale, zero_point = (tensors[f"{base}{suffix}"] for suffix in (QUANTIZED_SUFFIX, "_scale",
+                                                                                     "_zero_point"))
+        if not linear or quantized.dtype != np.int8 or np.any(zero_point != 0) or scale.size != 1:
+            continue
+        state[key] = np.ascontiguousarray(quantized.T)
+        state[key.removesuffix(".weight") + ".weight_scale"] = np.full(quantized.shape[1], scale, dtype=np.float32)
     return state
 
 
@@ -166,8 +202,8 @@ def bert_config(model: Any, state: dict[str, np.ndarray]) -> dict[str, Any]:
     }
 
 
-def convert(onnx_path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Reads the int8 graph at ``onnx_path``: returns (float32 state dict, BertConfig dict)."""
+def convert(onnx_path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray]]:
+    """Reads the int8 graph at ``onnx_path``: returns (float32 state dict, BertConfig dict, int8 state dict)."""
     model = load_graph(onnx_path)
     state = dequantized_state_dict(model)
-    return state, bert_config(model, state)
+    return state, bert_config(model, state), int8_state_dict(model)

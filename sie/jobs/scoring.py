@@ -16,14 +16,14 @@ import torch
 from sie.errors import InvalidInputError
 from sie.reranker import Reranker
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
 # Rows a file job reads, scores and writes at once: enough pairs to fill many token-budget micro-batches, few
 # enough that memory stays small and a killed run redoes little.
 DEFAULT_CHUNK_ROWS = 4096
 
 
 def torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """``"float32"``, ``"float16"`` or ``"bfloat16"`` (or a torch dtype, or None: the engine's default)."""
+    """``"float32"``, ``"float16"``, ``"bfloat16"`` or ``"int8"`` (or a torch dtype, or None: the engine's default)."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:

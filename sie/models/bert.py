@@ -12,13 +12,13 @@ import re
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sie.errors import UnsupportedModelError
 from sie.kernels import Kernels
 from sie.models.family import ModelFamily, StateDict
 from sie.packing import PackedBatch
+from sie.quantization import linear_features, linear_gelu
 
 
 class BertEmbeddings(nn.Module):
@@ -75,9 +75,9 @@ class BertAttention(nn.Module):
         hidden = x.shape[1]
         if cls_only:
             residual = x[batch.cls_rows]
-            key_value = F.linear(x, self.qkv.weight[hidden:], self.qkv.bias[hidden:])
+            key_value = linear_features(self.qkv, x, slice(hidden, None))
             key, value = key_value.view(-1, 2, self.num_heads, self.head_dim).unbind(1)
-            query = F.linear(residual, self.qkv.weight[:hidden], self.qkv.bias[:hidden])
+            query = linear_features(self.qkv, residual, slice(None, hidden))
             query = query.view(-1, self.num_heads, self.head_dim)
             cu_seqlens_q, max_seqlen_q = batch.one_row_each, 1
         else:
@@ -99,7 +99,7 @@ class BertIntermediate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(rows, hidden)`` -> ``(rows, intermediate)``."""
-        return self.kernels.linear_gelu(x, self.dense.weight, self.dense.bias)
+        return linear_gelu(self.dense, x, self.kernels)
 
 
 class BertLayer(nn.Module):

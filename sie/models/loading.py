@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from sie.errors import UnsupportedModelError
-from sie.kernels import Kernels
+from sie.kernels import Kernels, resolve_kernels
 from sie.models.checkpoint import read_state_dict
 from sie.models.family import ModelFamily
+from sie.quantization import quantize_model, read_int8_weights
 
 
 def load_model(
@@ -38,3 +39,27 @@ def load_model(
         )
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype activations and non-linear weights run in: ``dtype`` itself, or fp32 for the int8 mode."""
+    return torch.float32 if dtype == torch.int8 else dtype
+
+
+def build_model(
+    path: Path, family: ModelFamily, config: Any, device: torch.device, dtype: torch.dtype, backend: str,
+    head_dim: int,
+) -> tuple[nn.Module, Kernels]:
+    """The kernels for ``device``/``dtype`` and ``family``'s module with ``path``'s weights, ready to run.
+
+    ``dtype`` ``torch.int8`` is the int8 mode (``sie.quantization``, CPU only): the model loads in fp32, then its
+    linear layers take the folder's own integers (``sie_int8.safetensors``) or are quantized per channel.
+    """
+    if dtype == torch.int8 and device.type != "cpu":
+        raise UnsupportedModelError(f"dtype int8 runs on the CPU only, not on {device}; use float16 or bfloat16")
+    kernels = resolve_kernels(device, compute_dtype(dtype), backend, head_dim=head_dim)
+    model = load_model(path, family, config, kernels, device, compute_dtype(dtype))
+    if dtype == torch.int8:
+        integers = read_int8_weights(path)
+        quantize_model(model, None if integers is None else family.convert_checkpoint(integers, config))
+    return model, kernels

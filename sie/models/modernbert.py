@@ -23,6 +23,7 @@ from sie.models.family import ModelFamily, StateDict
 from sie.models.pooling import mean_pool
 from sie.models.rotary import RotaryEmbedding, apply_rotary
 from sie.packing import PackedBatch
+from sie.quantization import linear_features
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"
 # The classifier head's activations, as transformers' ACT2FN names them ("gelu" is the exact, erf one).
@@ -68,12 +69,11 @@ class ModernBertAttention(nn.Module):
         rows when ``cls_only`` (keys and values still cover every token; global layers only, see the model)."""
         hidden = x.shape[1]
         cos, sin = rotary
-        bias = self.Wqkv.bias
         if cls_only:
             rows = batch.cls_rows
-            key_value = F.linear(x, self.Wqkv.weight[hidden:], None if bias is None else bias[hidden:])
+            key_value = linear_features(self.Wqkv, x, slice(hidden, None))
             key, value = key_value.view(-1, 2, self.num_heads, self.head_dim).unbind(1)
-            query = F.linear(x[rows], self.Wqkv.weight[:hidden], None if bias is None else bias[:hidden])
+            query = linear_features(self.Wqkv, x[rows], slice(None, hidden))
             query = apply_rotary(query.view(-1, self.num_heads, self.head_dim), cos[rows], sin[rows])
             cu_seqlens_q, max_seqlen_q = batch.one_row_each, 1
         else:

@@ -40,7 +40,7 @@ def _optional_int(value: str) -> int | None:
     return int(value) if value.strip() else None
 
 
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = ("float32", "float16", "bfloat16", "int8")
 
 
 def _dtype(value: str) -> str | None:
@@ -150,8 +150,8 @@ SETTINGS: dict[str, Setting] = {
                                  "mxbai-rerank-v2 or a recipe file), when neither its folder nor its Hub id says",
                        "--recipe"),
     "device": Setting(str, "device: auto, cpu, cuda or cuda:N", "--device"),
-    "dtype": Setting(_dtype, "weights/activation dtype (float32, float16, bfloat16); default: the engine's",
-                     "--dtype"),
+    "dtype": Setting(_dtype, "weights/activation dtype (float32, float16, bfloat16; int8: int8 linear layers, CPU "
+                             "only); default: the engine's", "--dtype"),
     "backend": Setting(str, "attention backend: auto, flash, triton or torch", "--backend"),
     "max_batch_tokens": Setting(_optional_int, "token budget of one batch; default: the engine's",
                                 "--max-batch-tokens"),

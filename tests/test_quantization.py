@@ -1,0 +1,72 @@
+"""The int8 arithmetic (sie.quantization): per-row symmetric quantization, the int8 matmul against a float64
+computation of the same quantized arithmetic, and how a model's linear layers are replaced."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sie.quantization import Int8Linear, int8_linear, linear_features, quantize_model, quantize_rows
+
+
+def test_quantize_rows_maps_each_rows_largest_magnitude_to_127_and_rounds_half_to_even():
+    # Largest magnitudes of 127/64 and 127/8 give exact scales (1/64, 1/8), so the halves below are exact halves.
+    x = torch.tensor([[0.5, -127 / 64, 63.5 / 64, 62.5 / 64], [0.0, 0.0, 0.0, 0.0], [0.0625, 0.1875, -127 / 8, 1.0]])
+    q, scale = quantize_rows(x)
+    assert q.dtype == torch.int8 and scale.dtype == torch.float32
+    assert scale.tolist() == [1 / 64, 1.0, 1 / 8]
+    assert q.tolist() == [[32, -127, 64, 62], [0, 0, 0, 0], [0, 2, -127, 8]]
+
+
+def test_quantized_rows_are_within_half_a_step_of_the_input(rng):
+    x = torch.from_numpy(rng.standard_normal((64, 96)).astype("float32")) * torch.logspace(-3, 3, 64)[:, None]
+    q, scale = quantize_rows(x)
+    assert int(q.abs().max(dim=1).values.min()) == 127 and int(q.min()) >= -127
+    assert torch.all((q.float() * scale[:, None] - x).abs() <= scale[:, None] * 0.5 * (1 + 1e-6))
+
+
+@pytest.mark.parametrize("rows", [1, 7, 33])
+def test_int8_linear_equals_the_float64_computation_of_the_same_integers(rows, rng):
+    """Integers accumulate exactly (compared with an int64 matmul), then one fp32 rescale: within fp32 rounding of
+    the float64 value of (qx @ qw.T) * sx * sw + bias."""
+    x = torch.from_numpy(rng.standard_normal((rows, 96)).astype("float32")) * 3
+    weight = torch.from_numpy(rng.integers(-127, 128, (40, 96)).astype("int8"))
+    weight_scale = torch.from_numpy(rng.uniform(1e-3, 1e-1, 40).astype("float32"))
+    bias = torch.from_numpy(rng.standard_normal(40).astype("float32"))
+    out = int8_linear(x, weight, weight_scale, bias)
+
+    q, scale = quantize_rows(x)
+    accumulated = q.long() @ weight.long().T
+    assert torch.equal(torch._int_mm(q, weight.t()).long(), accumulated)
+    expected = accumulated.double() * scale.double()[:, None] * weight_scale.double() + bias.double()
+    torch.testing.assert_close(out.double(), expected, rtol=4e-7, atol=1e-6)
+
+
+def test_int8_linear_layer_is_the_float_layer_up_to_quantization(rng):
+    linear = nn.Linear(64, 48)
+    quantized = Int8Linear.from_float(linear)
+    assert quantized.weight.dtype == torch.int8 and quantized.weight.shape == (48, 64)
+    x = torch.from_numpy(rng.standard_normal((10, 64)).astype("float32"))
+    with torch.no_grad():
+        error = (quantized(x) - linear(x)).abs().max()
+        assert 0 < error < 0.05 * linear(x).abs().max()
+        torch.testing.assert_close(linear_features(quantized, x, slice(16, 40)), quantized(x)[:, 16:40])
+        torch.testing.assert_close(linear_features(linear, x, slice(16, 40)), linear(x)[:, 16:40])
+
+
+def test_quantize_model_takes_given_integers_exactly_and_quantizes_the_rest(rng):
+    model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Sequential(nn.Linear(16, 4, bias=False)))
+    weight = torch.from_numpy(rng.integers(-127, 128, (16, 8)).astype("int8"))
+    scale = torch.full((16,), 0.01)
+    quantize_model(model, {"0.weight": weight, "0.weight_scale": scale})
+    assert isinstance(model[0], Int8Linear) and isinstance(model[2][0], Int8Linear)
+    assert torch.equal(model[0].weight, weight) and torch.equal(model[0].weight_scale, scale)
+    assert model[2][0].bias is None and model[2][0].weight.dtype == torch.int8
+    assert model(torch.ones(3, 8)).shape == (3, 4)
+
+
+def test_integers_of_another_shape_are_refused_naming_the_layer():
+    model = nn.Sequential(nn.Linear(8, 16))
+    with pytest.raises(ValueError, match="0: int8 weight"):
+        quantize_model(model, {"0.weight": torch.zeros(8, 8, dtype=torch.int8), "0.weight_scale": torch.ones(8)})
