@@ -8,9 +8,11 @@ import json
 import msgpack
 import numpy as np
 import pytest
+import torch
 
+from sie import Reranker
 from sie.inputs import scores_from_logits
-from tests.server.conftest import TINY_BERT
+from tests.server.conftest import TINY_BERT, wait_ready
 from sie.testing.words import random_text
 
 PATH = f"/v1/score/{TINY_BERT}"
@@ -110,3 +112,19 @@ def test_timing_and_version_headers(client):
     queue, inference, total = (float(reply.headers[f"x-{name}-time"]) for name in ("queue", "inference", "total"))
     assert 0 <= queue <= total and 0 < inference <= total
     assert reply.headers["x-sie-request-id"]
+
+
+def test_an_int8_server_says_so_and_scores_as_the_int8_engine(make_app, tiny_models_dir, rng):
+    client = make_app(dtype="int8")
+    assert wait_ready(client).status == 200
+    models = {model["name"]: model for model in client.get("/v1/models").data()["models"]}
+    assert models[TINY_BERT]["dtype"] == "int8"
+    body = _request(rng, 12)
+    reply = client.post(PATH, body)
+    assert reply.status == 200, reply.body
+    engine = Reranker(str(tiny_models_dir / TINY_BERT), device="cpu", dtype=torch.int8)
+    encoded = engine.encode(body["query"]["text"], [item["text"] for item in body["items"]])
+    expected = scores_from_logits(engine.logits(encoded), raw_scores=False)
+    # Per-token scales: the batcher's grouping of the pairs cannot change a score.
+    got = {entry["item_id"]: entry["score"] for entry in reply.data()["scores"]}
+    np.testing.assert_allclose([got[f"doc-{i}"] for i in range(12)], expected, rtol=0, atol=1e-6)
