@@ -9,7 +9,7 @@ and int8 lines are checked for the same top-1 document as fp32 on every query of
 (sie/testing/data/fidelity_set.json).
 
     python benchmarks/bench_rerank.py [--documents 100] [--repeats 5] [--device cpu] [--onnx model.onnx]
-        [--json out.json]
+        [--max-batch-tokens N] [--json out.json]
 
 With ``--model-shape`` (``qwen3-0.6b``, ``qwen2-1.5b``, ... from ``sie.testing.SHAPES``) it measures a decoder
 reranker instead: a random checkpoint of that shape read through its recipe (Qwen3: qwen3-reranker; Qwen2:
@@ -193,6 +193,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--max-batch-tokens", type=int,
+                        help="sie's token budget per micro-batch (default: the engine's)")
     parser.add_argument("--onnx", type=Path, help="an int8 ONNX file of --model: adds an ONNX Runtime line")
     parser.add_argument("--model-shape", help="a decoder shape of sie.testing.SHAPES, e.g. qwen3-0.6b (see above)")
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
@@ -206,8 +208,9 @@ def main() -> None:
 
     device = torch.device(args.device)
     reduced = torch.bfloat16
-    fp32 = sie.Reranker(args.model, device=device, dtype=torch.float32)
-    low = sie.Reranker(args.model, device=device, dtype=reduced)
+    budget = args.max_batch_tokens
+    fp32 = sie.Reranker(args.model, device=device, dtype=torch.float32, max_batch_tokens=budget)
+    low = sie.Reranker(args.model, device=device, dtype=reduced, max_batch_tokens=budget)
     config = AutoConfig.from_pretrained(fp32.path)
     tokenizer = AutoTokenizer.from_pretrained(fp32.path)
     documents = make_documents(tokenizer, args.documents, args.min_tokens, args.max_tokens, args.seed)
@@ -219,7 +222,8 @@ def main() -> None:
         "sie fp32": lambda: fp32.rerank(QUERY, documents),
         "sie bf16": lambda: low.rerank(QUERY, documents),
     }
-    int8 = sie.Reranker(args.model, device=device, dtype=torch.int8) if device.type == "cpu" else None
+    int8 = (sie.Reranker(args.model, device=device, dtype=torch.int8, max_batch_tokens=budget)
+            if device.type == "cpu" else None)
     if int8 is not None:
         engines["sie int8"] = lambda: int8.rerank(QUERY, documents)
     padded = transformers_padded(fp32.path, device, torch.float32)
@@ -248,7 +252,8 @@ def main() -> None:
     int8_top1 = top1_agreement(fp32, int8)[0] if int8 is not None else None
 
     print(f"# {args.documents} pairs, pair lengths {lengths.min()}-{lengths.max()} tokens (mean {lengths.mean():.0f}), "
-          f"{args.model}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"{args.model}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{fp32.max_batch_tokens} tokens per micro-batch")
     print(f"# measured matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
     baselines = [name for name in results if not name.startswith("sie")]
     header = f"{'engine':<40} {'pairs/s':>9} {'GFLOP/s':>8}" + "".join(f" {'x ' + b.split()[0]:>16}" for b in baselines)

@@ -10,12 +10,13 @@ way sie-sdk does; its batcher may merge requests from different clients.
   overhead  = server p50 - in-process p50 for a one-document request, one client (HTTP, msgpack, queueing)
   srv p50   = the server's own X-Total-Time (arrival in the worker to answer); infer p50 its X-Inference-Time
 
-    python benchmarks/bench_server.py [--model M] [--device cpu|cuda] [--dtype float32|bfloat16|float16]
+    python benchmarks/bench_server.py [--model M] [--device cpu|cuda] [--dtype float32|bfloat16|float16|int8]
                                       [--clients 1 4 16] [--requests 64] [--docs 20] [--words 60] [--quick]
                                       [--out DIR]
 
-Prints a table and writes server.json under --out (default: $OUT, else benchmarks/out). The client threads
-share the machine with the server: on a small CPU they take cycles the server would otherwise use.
+Prints a table and the server worker's RSS after the run, and writes server.json under --out (default: $OUT, else
+benchmarks/out). The client threads share the machine with the server: on a small CPU they take cycles the server
+would otherwise use.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 
 from sie import DEFAULT_MODEL, Reranker
 from sie.testing.server import HttpClient, ServerProcess
+from sie.testing.soak import read_gauge
 from sie.testing.words import random_text
 
 DEFAULT_OUT = Path(os.environ.get("OUT") or Path(__file__).resolve().parent / "out")
@@ -139,7 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "int8"), default=None,
                         help="the engine's and the server's dtype (default: the engine's)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=64, help="requests per configuration")
@@ -167,6 +169,7 @@ def main() -> None:
                         "--threads", str(max(args.clients) * 2)], env={"HF_HUB_OFFLINE": "1"}) as server:
         served = [run_server(server.client, path, requests, clients) for clients in args.clients]
         single_baseline, single = run_interleaved(reranker, server.client, path, singles)
+        server_rss_mb = read_gauge(server.client.get("/metrics").body.decode(), "sie_memory_bytes") / 1e6
     after = time_in_process(reranker, requests)
     baseline = _summary("in-process", 1, requests, (before[0] + after[0]) / 2, before[1] + after[1])
     for row in served:
@@ -177,10 +180,11 @@ def main() -> None:
     overhead_ms = single.p50_ms - single_baseline.p50_ms
     dtype = str(reranker.dtype).removeprefix("torch.")
     print_table(rows, overhead_ms, f"{device}, {dtype}")
+    print(f"server worker RSS after the run: {server_rss_mb:,.0f} MB")
 
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"device": device, "dtype": dtype, "model": args.model, "torch_threads": torch.get_num_threads(),
-              "overhead_p50_ms": overhead_ms, "rows": [asdict(row) for row in rows]}
+              "overhead_p50_ms": overhead_ms, "server_rss_mb": server_rss_mb, "rows": [asdict(row) for row in rows]}
     (args.out / "server.json").write_text(json.dumps(report, indent=2))
 
 

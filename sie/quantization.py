@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 # the checkpoint's own (transformers) keys.
 INT8_WEIGHTS = "sie_int8.safetensors"
 QMAX = 127  # symmetric: -128 is never produced, so negation is exact
+# The int8 matmul's rows are padded to a multiple of this. oneDNN builds (and caches) a kernel per shape, ~2 ms for
+# each new row count: a server, whose every batch has another token count, paid that on most matmuls.
+ROW_BUCKET = 64
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,7 +56,11 @@ def int8_linear(
     """``x @ weight.T + bias`` with x quantized per row. x: ``[rows, in]`` float; weight: ``[out, in]`` int8;
     weight_scale: ``[out]`` fp32; bias: ``[out]`` fp32 or None. Returns ``[rows, out]`` fp32."""
     q, scale = quantize_rows(x)
-    accumulated = torch._int_mm(q, weight.t())  # [rows, out] int32, exact
+    rows = q.shape[0]
+    padding = -rows % ROW_BUCKET
+    if padding:
+        q = torch.cat([q, q.new_zeros(padding, q.shape[1])])
+    accumulated = torch._int_mm(q, weight.t())[:rows]  # [rows, out] int32, exact
     out = accumulated.float().mul_(scale[:, None]).mul_(weight_scale)
     return out if bias is None else out.add_(bias)
 
