@@ -110,6 +110,20 @@ def test_an_input_encodes_the_same_alone_batched_and_reordered(rng, tmp_path):
             np.testing.assert_allclose(first["sparse"]["values"], second["sparse"]["values"], atol=1e-5)
 
 
+def test_the_int8_mode_encodes_with_every_head_close_to_fp32(rng, tmp_path):
+    """The body's linear layers in int8, bge-m3's heads in fp32: the same outputs, moved by quantization only."""
+    path = make_random_embedder(tmp_path / "m3", "xlm-roberta", pooling="cls", m3_heads=True, seed=35)
+    texts = texts_of(rng, rng.integers(1, 60, size=8))
+    outputs = ["dense", "sparse", "multivector"]
+    quantized = Encoder(str(path), device="cpu", dtype=torch.int8).embed(texts, output_types=outputs)
+    reference = Encoder(str(path), device="cpu", dtype=torch.float32).embed(texts, output_types=outputs)
+    for ours, theirs in zip(quantized, reference, strict=True):
+        assert ours["dense"].dtype == np.float32 and np.dot(ours["dense"], theirs["dense"]) > 0.99
+        assert ours["multivector"].shape == theirs["multivector"].shape
+        cosines = np.sum(ours["multivector"] * theirs["multivector"], axis=1)
+        assert cosines.min() > 0.98, cosines
+
+
 @pytest.mark.parametrize("output_types", [["dense"], ["dense", "sparse", "multivector"]])
 def test_the_engine_never_builds_a_padded_batch(output_types, rng, tmp_path):
     path = make_random_embedder(tmp_path / "m3", "xlm-roberta", pooling="mean", m3_heads=True, seed=34)

@@ -26,7 +26,7 @@ def test_quantized_rows_are_within_half_a_step_of_the_input(rng):
     assert torch.all((q.float() * scale[:, None] - x).abs() <= scale[:, None] * 0.5 * (1 + 1e-6))
 
 
-@pytest.mark.parametrize("rows", [1, 7, 33])
+@pytest.mark.parametrize("rows", [1, 7, 33, 128])
 def test_int8_linear_equals_the_float64_computation_of_the_same_integers(rows, rng):
     """Integers accumulate exactly (compared with an int64 matmul), then one fp32 rescale: within fp32 rounding of
     the float64 value of (qx @ qw.T) * sx * sw + bias."""
