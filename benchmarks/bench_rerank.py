@@ -9,7 +9,7 @@ and int8 lines are checked for the same top-1 document as fp32 on every query of
 (sie/testing/data/fidelity_set.json).
 
     python benchmarks/bench_rerank.py [--documents 100] [--repeats 5] [--device cpu] [--onnx model.onnx]
-        [--max-batch-tokens N] [--json out.json]
+        [--max-batch-tokens N] [--compare-batch-tokens N ...] [--json out.json]
 
 With ``--model-shape`` (``qwen3-0.6b``, ``qwen2-1.5b``, ... from ``sie.testing.SHAPES``) it measures a decoder
 reranker instead: a random checkpoint of that shape read through its recipe (Qwen3: qwen3-reranker; Qwen2:
@@ -22,6 +22,7 @@ batches of 16 (SDPA, ``logits_to_keep=1``), both tokenizing as part of the timed
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -195,6 +196,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--max-batch-tokens", type=int,
                         help="sie's token budget per micro-batch (default: the engine's)")
+    parser.add_argument("--compare-batch-tokens", type=int, nargs="+", default=[], metavar="N",
+                        help="also run each sie line with these token budgets, in the same rounds")
     parser.add_argument("--onnx", type=Path, help="an int8 ONNX file of --model: adds an ONNX Runtime line")
     parser.add_argument("--model-shape", help="a decoder shape of sie.testing.SHAPES, e.g. qwen3-0.6b (see above)")
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
@@ -226,6 +229,11 @@ def main() -> None:
             if device.type == "cpu" else None)
     if int8 is not None:
         engines["sie int8"] = lambda: int8.rerank(QUERY, documents)
+    for tokens in args.compare_batch_tokens:
+        for name, reranker in (("fp32", fp32), ("bf16", low), ("int8", int8)):
+            if reranker is not None:
+                other = sie.Reranker(args.model, device=device, dtype=reranker.dtype, max_batch_tokens=tokens)
+                engines[f"sie {name} ({tokens} tokens)"] = functools.partial(other.rerank, QUERY, documents)
     padded = transformers_padded(fp32.path, device, torch.float32)
     engines["transformers padded fp32 (batch 32)"] = lambda: padded(pairs)
     if HAS_SENTENCE_TRANSFORMERS:
