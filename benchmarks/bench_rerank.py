@@ -9,7 +9,7 @@ and int8 lines are checked for the same top-1 document as fp32 on every query of
 (sie/testing/data/fidelity_set.json).
 
     python benchmarks/bench_rerank.py [--documents 100] [--repeats 5] [--device cpu] [--onnx model.onnx]
-        [--max-batch-tokens N] [--compare-batch-tokens N ...] [--json out.json]
+        [--max-batch-tokens N] [--compare-batch-tokens N ...] [--sie-only] [--json out.json]
 
 With ``--model-shape`` (``qwen3-0.6b``, ``qwen2-1.5b``, ... from ``sie.testing.SHAPES``) it measures a decoder
 reranker instead: a random checkpoint of that shape read through its recipe (Qwen3: qwen3-reranker; Qwen2:
@@ -198,6 +198,8 @@ def main() -> None:
                         help="sie's token budget per micro-batch (default: the engine's)")
     parser.add_argument("--compare-batch-tokens", type=int, nargs="+", default=[], metavar="N",
                         help="also run each sie line with these token budgets, in the same rounds")
+    parser.add_argument("--sie-only", action="store_true",
+                        help="no baseline lines: the process holds sie alone, as a server or an application does")
     parser.add_argument("--onnx", type=Path, help="an int8 ONNX file of --model: adds an ONNX Runtime line")
     parser.add_argument("--model-shape", help="a decoder shape of sie.testing.SHAPES, e.g. qwen3-0.6b (see above)")
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
@@ -234,12 +236,13 @@ def main() -> None:
             if reranker is not None:
                 other = sie.Reranker(args.model, device=device, dtype=reranker.dtype, max_batch_tokens=tokens)
                 engines[f"sie {name} ({tokens} tokens)"] = functools.partial(other.rerank, QUERY, documents)
-    padded = transformers_padded(fp32.path, device, torch.float32)
-    engines["transformers padded fp32 (batch 32)"] = lambda: padded(pairs)
-    if HAS_SENTENCE_TRANSFORMERS:
+    if not args.sie_only:
+        padded = transformers_padded(fp32.path, device, torch.float32)
+        engines["transformers padded fp32 (batch 32)"] = lambda: padded(pairs)
+    if HAS_SENTENCE_TRANSFORMERS and not args.sie_only:
         cross_encoder = CrossEncoder(str(fp32.path), device=str(device))
         engines["sentence-transformers fp32 (batch 32)"] = lambda: cross_encoder.predict(pairs, batch_size=32)
-    if args.onnx:
+    if args.onnx and not args.sie_only:
         onnx_runtime = onnx_runtime_padded(args.onnx, fp32.path)
         engines["ONNX Runtime int8 file (batch 32)"] = lambda: onnx_runtime(pairs)
 

@@ -38,8 +38,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = default_model.MODEL_ID
 # Tokens per micro-batch: large enough that every matmul runs near peak, small enough that a
 # batch's activations stay in cache on CPU and its attention scores stay modest on GPU. On the 2-core AMD EPYC of
-# RESULTS.md, 2048 CPU tokens beat 4096 (fp32 +11%, bf16 even, int8 +28%: its FFN activations are read again to be
-# quantized).
+# RESULTS.md, 2048 CPU tokens beat 4096 in a process running sie alone (fp32 +5%, int8 +12%: its FFN activations
+# are read again to be quantized; bf16 within 3%).
 DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "cuda": 32768}
 # Pairs per chunk when tokenization overlaps inference: a few micro-batches' worth on a GPU, so that the first
 # chunk is ready soon and the card rarely waits.
