@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sie.errors import UnsupportedModelError
-from sie.hub.onnx_convert import dequantized_state_dict
+from sie.hub.onnx_convert import dequantized_state_dict, int8_state_dict
 
 onnx = pytest.importorskip("onnx", reason="the onnx package (extra 'convert') is not installed")
 onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
@@ -16,7 +16,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 VOCAB, HIDDEN, OUT, TOKENS = 11, 8, 5, 7  # OUT != HIDDEN so a missing transpose shows in the shapes
 
 
-def int8_graph(rng: np.random.Generator, extra: list[onnx.TensorProto] | None = None) -> onnx.ModelProto:
+def int8_graph(rng: np.random.Generator, extra: list[onnx.TensorProto] | None = None,
+               weight_zero_point: int = -3) -> onnx.ModelProto:
     """An embedding read by Gather + DequantizeLinear and a linear layer MatMulInteger -> Cast -> Mul -> Add,
     laid out as quantize_dynamic writes them (the linear weight under an exporter name, [in, out])."""
     weights = [
@@ -25,7 +26,7 @@ def int8_graph(rng: np.random.Generator, extra: list[onnx.TensorProto] | None = 
         numpy_helper.from_array(np.array(131, dtype=np.uint8), "embed.weight_zero_point"),
         numpy_helper.from_array(rng.integers(-127, 128, (HIDDEN, OUT), dtype=np.int8), "onnx::MatMul_7_quantized"),
         numpy_helper.from_array(np.array(0.003, dtype=np.float32), "onnx::MatMul_7_scale"),
-        numpy_helper.from_array(np.array(-3, dtype=np.int8), "onnx::MatMul_7_zero_point"),
+        numpy_helper.from_array(np.array(weight_zero_point, dtype=np.int8), "onnx::MatMul_7_zero_point"),
         numpy_helper.from_array(rng.standard_normal(OUT).astype(np.float32), "proj.bias"),
         *(extra or []),
     ]
@@ -82,3 +83,18 @@ def test_quantized_weight_read_by_an_unknown_op_is_refused() -> None:
     model.graph.node.append(helper.make_node("Identity", ["embed.weight_quantized"], ["copied"]))
     with pytest.raises(UnsupportedModelError, match="embed.weight_quantized"):
         dequantized_state_dict(model)
+
+
+def test_int8_state_dict_keeps_symmetric_linear_weights_only() -> None:
+    symmetric = int8_graph(np.random.default_rng(3), weight_zero_point=0)
+    integers = int8_state_dict(symmetric)
+    assert sorted(integers) == ["proj.weight", "proj.weight_scale"]  # the uint8 embedding table stays float
+    quantized = numpy_helper.to_array(next(t for t in symmetric.graph.initializer
+                                           if t.name == "onnx::MatMul_7_quantized"))
+    assert integers["proj.weight"].dtype == np.int8 and np.array_equal(integers["proj.weight"], quantized.T)
+    assert integers["proj.weight_scale"].shape == (OUT,) and np.all(integers["proj.weight_scale"] == np.float32(0.003))
+    # Dequantizing the kept integers gives the float checkpoint's weight bit for bit.
+    weight = integers["proj.weight"].astype(np.float32) * integers["proj.weight_scale"][:, None]
+    assert np.array_equal(weight, dequantized_state_dict(symmetric)["proj.weight"])
+    # A weight with a zero point other than 0 has no symmetric int8 form: left to per-channel quantization.
+    assert int8_state_dict(int8_graph(np.random.default_rng(3))) == {}
