@@ -95,7 +95,7 @@ class Encoder:
 
         self.model_id = str(model)
         self.path = resolve_model(self.model_id)
-        self.device = _resolve_device(device)
+        self.device = _resolve_device(device, dtype)
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         config = AutoConfig.from_pretrained(self.path)
         self.family = family_of(config, task="encode")

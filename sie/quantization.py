@@ -39,14 +39,16 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 quantization with one scale per row: ``x ~ q * scale[:, None]``.
 
     x: ``[rows, n]`` float. Returns q ``[rows, n]`` int8 in [-127, 127] (each row's largest |x| maps to 127,
-    values round half to even) and scale ``[rows]`` fp32. An all-zero row gets scale 1 and zeros.
+    values round half to even) and scale ``[rows]`` fp32. A row of zeros, or of magnitudes so small that the scale
+    would underflow, gets scale 1 and zeros. A row holding NaN or inf gets a NaN or inf scale, so that whatever
+    multiplies by it is not finite either, as in a float model.
     """
     x = x.float()
     # max and -min rather than abs().amax(): no [rows, n] temporary, which cost half the quantization's time.
     amax = torch.maximum(x.amax(dim=1), x.amin(dim=1).neg_())
-    scale = torch.where(amax > 0, amax / QMAX, torch.ones_like(amax))
-    # |x| / scale <= 127 up to one rounding, which rounds back to 127: no clamp needed.
-    q = torch.div(x, scale[:, None]).round_().to(torch.int8)
+    scale = amax / QMAX
+    scale = torch.where(amax <= QMAX * torch.finfo(torch.float32).tiny, torch.ones_like(scale), scale)
+    q = torch.div(x, scale[:, None]).round_().clamp_(-QMAX, QMAX).to(torch.int8)
     return q, scale
 
 
@@ -66,7 +68,8 @@ def int8_linear(
 
 
 class Int8Linear(nn.Module):
-    """A drop-in for ``nn.Linear`` in the int8 mode: same ``forward(x)``, int8 weight with per-channel scales.
+    """``nn.Linear``'s place in the int8 mode, for the engine's 2-D activations: ``forward(x)`` takes ``[rows, in]``
+    and returns fp32 ``[rows, out]``; int8 weight with per-channel scales.
 
     Buffers: ``weight`` ``[out, in]`` int8, ``weight_scale`` ``[out]`` fp32, ``bias`` ``[out]`` fp32 (or None).
     """
@@ -127,10 +130,16 @@ def quantize_model(model: nn.Module, integers: dict[str, torch.Tensor] | None = 
 
     ``integers`` holds int8 weights and their scales in the module's own keys (``<name>.weight``,
     ``<name>.weight_scale``); a linear layer it has is built from them exactly, any other is quantized per
-    channel from its float weight. A shape that differs from the float layer's raises ValueError.
+    channel from its float weight. Integers that fit no linear layer (another name, a shape that differs from the
+    float layer's, a weight without its scale) raise ValueError: they were meant for another model.
     """
     integers = integers or {}
     linears = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    expected = {f"{name}.{part}" for name, _ in linears for part in ("weight", "weight_scale")}
+    stray = sorted(set(integers) - expected)
+    halves = sorted(key for key in integers if key.endswith(".weight") and f"{key}_scale" not in integers)
+    if stray or halves:
+        raise ValueError(f"int8 weights that fit no linear layer: {stray[:4]}, without a scale: {halves[:4]}")
     kept = 0
     for name, linear in linears:
         if f"{name}.weight" in integers:

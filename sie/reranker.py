@@ -46,9 +46,10 @@ DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "cuda": 32768}
 PIPELINE_PAIRS = 256
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+def _resolve_device(device: str | torch.device, dtype: torch.dtype | None = None) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; the int8 mode runs on the CPU only, so "auto" means the CPU."""
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() and dtype != torch.int8 else "cpu")
     return torch.device(device)
 
 
@@ -118,7 +119,7 @@ class Reranker:
 
         self.model_id = str(model) if model is not None else DEFAULT_MODEL
         self.path = _resolve_path(self.model_id)
-        self.device = _resolve_device(device)
+        self.device = _resolve_device(device, dtype)
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         config = AutoConfig.from_pretrained(self.path)
         self.family = family_of(config)

@@ -19,6 +19,16 @@ def test_quantize_rows_maps_each_rows_largest_magnitude_to_127_and_rounds_half_t
     assert q.tolist() == [[32, -127, 64, 62], [0, 0, 0, 0], [0, 2, -127, 8]]
 
 
+def test_tiny_rows_quantize_to_zeros_and_non_finite_rows_stay_non_finite():
+    x = torch.tensor([[1e-39, -1e-39, 0.0], [1.0, float("nan"), 2.0], [float("inf"), 1.0, 0.0], [1.0, 0.5, -0.25]])
+    q, scale = quantize_rows(x)
+    assert q[0].tolist() == [0, 0, 0] and scale[0] == 1
+    assert int(q.min()) >= -127 and int(q.max()) <= 127
+    assert scale[1].isnan() and scale[2].isinf() and q[3].tolist() == [127, 64, -32]
+    out = int8_linear(x, torch.ones(2, 3, dtype=torch.int8), torch.ones(2), None)
+    assert not out[1:3].isfinite().any() and out[[0, 3]].isfinite().all()
+
+
 def test_quantized_rows_are_within_half_a_step_of_the_input(rng):
     x = torch.from_numpy(rng.standard_normal((64, 96)).astype("float32")) * torch.logspace(-3, 3, 64)[:, None]
     q, scale = quantize_rows(x)
@@ -64,6 +74,14 @@ def test_quantize_model_takes_given_integers_exactly_and_quantizes_the_rest(rng)
     assert torch.equal(model[0].weight, weight) and torch.equal(model[0].weight_scale, scale)
     assert model[2][0].bias is None and model[2][0].weight.dtype == torch.int8
     assert model(torch.ones(3, 8)).shape == (3, 4)
+
+
+def test_integers_for_another_model_are_refused_naming_them():
+    model = nn.Sequential(nn.Linear(8, 16))
+    with pytest.raises(ValueError, match="fit no linear layer: \\['1.weight'"):
+        quantize_model(model, {"1.weight": torch.zeros(16, 8, dtype=torch.int8), "1.weight_scale": torch.ones(16)})
+    with pytest.raises(ValueError, match="without a scale: \\['0.weight'"):
+        quantize_model(nn.Sequential(nn.Linear(8, 16)), {"0.weight": torch.zeros(16, 8, dtype=torch.int8)})
 
 
 def test_integers_of_another_shape_are_refused_naming_the_layer():

@@ -125,16 +125,19 @@ def int8_state_dict(model: Any) -> dict[str, np.ndarray]:
 
     For each MatMulInteger weight stored as symmetric int8 (zero point 0): ``<key>.weight`` int8
     ``[out_features, in_features]`` and ``<key>.weight_scale`` float32 ``[out_features]`` (the tensor's one scale
-    for every channel), so that ``weight * weight_scale[:, None]`` is the dequantized weight. Embedding tables and
-    weights with another encoding are left out (the int8 mode quantizes those from the float checkpoint).
+    for every channel), so that ``weight * weight_scale[:, None]`` is the dequantized weight. Embedding tables are
+    left out. Empty when any linear weight has another encoding: the int8 mode then quantizes the whole model from
+    the float checkpoint, rather than fusing layers (query, key and value) of which only some have integers.
     """
     tensors = initializers(model)
     state: dict[str, np.ndarray] = {}
     for base, key, linear in _quantized_initializers(model, tensors, _float_names(tensors)):
+        if not linear:
+            continue
         quantized, scale, zero_point = (tensors[f"{base}{suffix}"] for suffix in (QUANTIZED_SUFFIX, "_scale",
                                                                                      "_zero_point"))
-        if not linear or quantized.dtype != np.int8 or np.any(zero_point != 0) or scale.size != 1:
-            continue
+        if quantized.dtype != np.int8 or np.any(zero_point != 0) or scale.size != 1:
+            return {}
         state[key] = np.ascontiguousarray(quantized.T)
         state[key.removesuffix(".weight") + ".weight_scale"] = np.full(quantized.shape[1], scale, dtype=np.float32)
     return state

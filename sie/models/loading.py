@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +10,13 @@ import torch
 from torch import nn
 
 from sie.errors import UnsupportedModelError
+from sie.hub.default_model import PROVENANCE_FILE
 from sie.kernels import Kernels, resolve_kernels
 from sie.models.checkpoint import read_state_dict
 from sie.models.family import ModelFamily
-from sie.quantization import quantize_model, read_int8_weights
+from sie.quantization import INT8_WEIGHTS, quantize_model, read_int8_weights
+
+logger = logging.getLogger(__name__)
 
 
 def load_model(
@@ -61,5 +65,9 @@ def build_model(
     model = load_model(path, family, config, kernels, device, compute_dtype(dtype))
     if dtype == torch.int8:
         integers = read_int8_weights(path)
+        if integers is None and (Path(path) / PROVENANCE_FILE).is_file():
+            logger.warning("%s was converted by an older sie and lacks %s: its linear layers are quantized per "
+                           "channel instead of keeping the original file's integers; `sie models fetch-default "
+                           "--force` adds them", path, INT8_WEIGHTS)
         quantize_model(model, None if integers is None else family.convert_checkpoint(integers, config))
     return model, kernels

@@ -343,5 +343,7 @@ def test_int8_mode_runs_the_files_integers_and_agrees_with_onnx_runtime(
     # 0.985, not the 0.99: one swap of neighbours moves the mean by ~0.0003, and another CPU's float
     # rounding may swap a few.
     assert np.mean(rhos) >= 0.985
-    assert same_top1 == len(rhos)
+    # Measured 31/31. One query of slack: ONNX Runtime's own integer kernels differ by CPU (without VNNI its
+    # intermediate int16 sums can saturate).
+    assert same_top1 >= len(rhos) - 1
     assert relevant_top1 >= 0.9 * len(rhos)

@@ -111,3 +111,21 @@ def test_int8_is_refused_off_the_cpu_before_anything_loads(checkpoints):
     config = AutoConfig.from_pretrained(path)
     with pytest.raises(UnsupportedModelError, match="int8 runs on the CPU only, not on cuda"):
         build_model(path, family_of(config), config, torch.device("cuda"), torch.int8, "auto", head_dim=16)
+
+
+def test_auto_device_means_the_cpu_for_int8(monkeypatch):
+    from sie.reranker import _resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _resolve_device("auto", torch.int8).type == "cpu"
+    assert _resolve_device("auto", torch.float16).type == "cuda"
+
+
+def test_a_default_model_folder_without_its_integers_says_how_to_add_them(checkpoints, tmp_path, caplog):
+    import shutil
+
+    folder = shutil.copytree(checkpoints["bert"], tmp_path / "converted-by-an-older-sie")
+    (folder / "sie_source.json").write_text("{}", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="sie.models.loading"):
+        Reranker(str(folder), device="cpu", dtype=torch.int8)
+    assert "sie models fetch-default --force" in caplog.text
