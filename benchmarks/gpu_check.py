@@ -94,11 +94,12 @@ ACCURACY_LIMIT = {torch.float32: TOLERANCE[torch.float32], torch.float16: 1e-2, 
 # Engine logits vs transformers fp32, relative to the largest |logit|; a low-precision engine also passes when
 # it is no further off than PARITY_FACTOR x transformers run in the same dtype, up to PARITY_CAP. Both errors are
 # maxima over a handful of pairs, so their ratio scatters. On the card (real widths, 12-24 pairs) 1.5x and 0.1 hold.
-# The CPU dry run's tiny decoders are far noisier: over 12 seeds (bf16, 6 pairs, interpreted Triton) the ratio
-# reached 1.96 and transformers' own error 7.6e-2 with nothing wrong, so its bar is wider; a real fault (a wrong
-# mask, a dropped bias) is off by the order of the logits themselves.
+# The CPU dry run's tiny decoders are far noisier (their logits are small, 0.03-0.6, and 6 pairs are scored): over
+# 12 local seeds and two CI runs the ratio reached 2.35 with nothing wrong, and transformers' own error 9e-2. Hence
+# the wider bar; a real fault (a wrong mask, a dropped bias) is off by the order of the logits themselves. (Scoring
+# 16 pairs narrowed the scatter only to 1.92 and took 75 s of the stage's 80.)
 PARITY_LIMIT = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 3e-2}
-PARITY_FACTOR = {"card": 1.5, "tiny": 2.5}
+PARITY_FACTOR = {"card": 1.5, "tiny": 3.0}
 PARITY_CAP = {"card": 0.1, "tiny": 0.25}
 # Each stage's default time limit, in seconds: 505 s in all. With gpu_check.sh's 90 s for the kernel tests, a run in
 # which every stage stalls still ends within one 10-minute device call; a healthy run takes a fraction of that. A run
