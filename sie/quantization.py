@@ -89,14 +89,6 @@ class Int8Linear(nn.Module):
         weight, scale = quantize_rows(linear.weight.detach())
         return cls(weight, scale, None if linear.bias is None else linear.bias.detach())
 
-    @property
-    def in_features(self) -> int:
-        return self.weight.shape[1]
-
-    @property
-    def out_features(self) -> int:
-        return self.weight.shape[0]
-
     def forward(self, x: torch.Tensor, features: slice = slice(None)) -> torch.Tensor:
         """``[rows, in]`` -> ``[rows, out]`` fp32, or only the output ``features`` asked for."""
         bias = None if self.bias is None else self.bias[features]
