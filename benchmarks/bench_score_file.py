@@ -59,7 +59,8 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=512, help="rows per part (sie's default is 4096)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=DTYPES, default=None, help="default: the engine's (fp32 on CPU)")
+    parser.add_argument("--dtype", choices=DTYPES, default=None,
+                        help="default: the engine's (bf16 on a CPU with native bf16, else fp32)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()

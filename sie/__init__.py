@@ -15,8 +15,12 @@ from sie.errors import (
     SieError,
     UnsupportedModelError,
 )
+from sie.onednn import bound_kernel_caches
 from sie.reranker import DEFAULT_MODEL, Reranker
 from sie.version import __version__
+
+# Before the first bf16 or int8 matmul: reading sie needs no oneDNN kernel.
+bound_kernel_caches()
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
 from sie import Reranker
 from sie.errors import InvalidInputError
@@ -99,7 +100,7 @@ def test_map_batches_with_two_actors_scores_like_predict(random_bert_path, seed,
     by_id = sorted(scored, key=lambda row: row["id"])
     assert [row["document"] for row in by_id] == table["document"].to_pylist()
     pairs = list(zip(table.column("query").to_pylist(), table.column("document").to_pylist(), strict=True))
-    expected = Reranker(random_bert_path, device="cpu").predict(pairs)
+    expected = Reranker(random_bert_path, device="cpu", dtype=torch.float32).predict(pairs)
     np.testing.assert_allclose([row["score"] for row in by_id], expected, rtol=0, atol=1e-6,
                                err_msg="other batches change only the float rounding")
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
+from sie.reranker import default_dtype
 from tests.server.conftest import TINY_BERT, TINY_XLMR, tiny_server, wait_ready
 
 
@@ -22,7 +24,9 @@ def test_models_lists_loaded_and_installed_models(client):
     models = {model["name"]: model for model in client.get("/v1/models").data()["models"]}
     loaded = models[TINY_BERT]
     assert loaded["loaded"] and loaded["state"] == "loaded"
-    assert loaded["max_sequence_length"] == 512 and loaded["device"] == "cpu" and loaded["dtype"] == "float32"
+    # No --dtype: the engine's default for this CPU, bf16 where it has native bf16.
+    expected_dtype = str(default_dtype(torch.device("cpu"))).removeprefix("torch.")
+    assert loaded["max_sequence_length"] == 512 and loaded["device"] == "cpu" and loaded["dtype"] == expected_dtype
     assert set(loaded["backends"]) >= {"attention", "layer_norm", "gelu"}
     assert TINY_XLMR in models
 

@@ -1,0 +1,77 @@
+"""What a CPU user gets without asking: bf16 where the CPU has native bf16, and oneDNN's caches bounded."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import sie.reranker
+from sie import Reranker
+from sie.onednn import CACHE_CAPACITY, CACHE_VARIABLES
+from sie.reranker import cpu_has_native_bf16, default_dtype
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@pytest.mark.skipif(not CPUINFO.is_file(), reason="no /proc/cpuinfo to read the CPU's flags from")
+def test_native_bf16_agrees_with_the_kernels_cpu_flags():
+    flags = {flag for line in CPUINFO.read_text().splitlines() if line.startswith("flags")
+             for flag in line.partition(":")[2].split()}
+    assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def test_default_dtype_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch):
+    assert default_dtype(torch.device("cuda")) == torch.float16
+    monkeypatch.setattr(sie.reranker, "cpu_has_native_bf16", lambda: True)
+    assert default_dtype(torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setattr(sie.reranker, "cpu_has_native_bf16", lambda: False)
+    assert default_dtype(torch.device("cpu")) == torch.float32
+
+
+def test_a_reranker_without_a_dtype_takes_the_default_and_float32_stays_one_argument_away(random_bert_path):
+    assert Reranker(random_bert_path, device="cpu").dtype == default_dtype(torch.device("cpu"))
+    assert Reranker(random_bert_path, device="cpu", dtype=torch.float32).dtype == torch.float32
+
+
+def _run(code: str, **variables: str) -> str:
+    environment = {name: value for name, value in os.environ.items() if name not in CACHE_VARIABLES}
+    done = subprocess.run([sys.executable, "-c", code], env=environment | variables, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_import_sie_bounds_both_caches_unless_the_user_set_them():
+    code = f"import os, sie; print(*(os.environ[name] for name in {CACHE_VARIABLES!r}))"
+    assert _run(code) == f"{CACHE_CAPACITY} {CACHE_CAPACITY}"
+    assert _run(code, LRU_CACHE_CAPACITY="8") == f"{CACHE_CAPACITY} 8"
+
+
+GROWTH = """
+import torch, torch.nn.functional as F
+import sie
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 1e6
+weight = torch.randn(1536, 384, dtype=torch.bfloat16)
+rows = torch.randn(4300, 384, dtype=torch.bfloat16)
+F.linear(rows[:50], weight)
+start = rss_mb()
+for shape in range(600):
+    F.linear(rows[: 100 + 7 * shape], weight)
+print(rss_mb() - start)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="RSS is read from /proc/self/statm (Linux)")
+def test_bounded_caches_keep_memory_flat_over_new_shapes():
+    """Every new token count is a new oneDNN kernel: 600 of them grow RSS by ~400 MB at torch's default capacity
+    (1,024) and level off near 60 MB at sie's."""
+    bounded = float(_run(GROWTH))
+    default = float(_run(GROWTH, **{name: "1024" for name in CACHE_VARIABLES}))
+    assert default > 150, f"torch's default caches grew only {default:.0f} MB: the test no longer tells them apart"
+    assert bounded < 0.4 * default, f"bounded caches grew {bounded:.0f} MB, torch's default {default:.0f} MB"
