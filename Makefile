@@ -34,7 +34,7 @@ serve: model
 test: model check-offline-install
 	$(BIN)/python -m pytest
 	PYTHON=$(BIN)/python bash benchmarks/gpu_check.sh --cpu
-	$(BIN)/python benchmarks/bench_rerank.py --documents 8 --repeats 1
+	$(BIN)/python benchmarks/bench_rerank.py --documents 8 --repeats 1 --profile 3
 	$(BIN)/python benchmarks/bench_rerank.py --model-shape tiny-gqa --documents 4 --repeats 1
 	$(BIN)/python benchmarks/bench_score_file.py --pairs 128 --chunk-rows 32 --repeats 1
 	$(BIN)/python benchmarks/bench_encode.py --sentences 16 --repeats 1

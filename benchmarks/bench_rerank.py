@@ -9,7 +9,7 @@ and int8 lines are checked for the same top-1 document as fp32 on every query of
 (sie/testing/data/fidelity_set.json).
 
     python benchmarks/bench_rerank.py [--documents 100] [--repeats 5] [--device cpu] [--onnx model.onnx]
-        [--max-batch-tokens N] [--compare-batch-tokens N ...] [--sie-only] [--json out.json]
+        [--max-batch-tokens N] [--compare-batch-tokens N ...] [--sie-only] [--profile N] [--json out.json]
 
 With ``--model-shape`` (``qwen3-0.6b``, ``qwen2-1.5b``, ... from ``sie.testing.SHAPES``) it measures a decoder
 reranker instead: a random checkpoint of that shape read through its recipe (Qwen3: qwen3-reranker; Qwen2:
@@ -37,7 +37,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 import sie
 from sie.testing import padded_logits
 from sie.testing.fidelity import fidelity_queries
-from timing import median_seconds, seconds_of
+from timing import median_seconds, op_profile, seconds_of
 
 QUERY = "how do vaccines train the immune system to recognise a virus"
 
@@ -125,6 +125,15 @@ def top1_agreement(fp32: sie.Reranker, other: sie.Reranker) -> tuple[int, int]:
     return same, len(queries)
 
 
+def print_profile(name: str, seconds: dict[str, float], top: int) -> None:
+    """The ``top`` costliest operators of one profiled call and the attention operators' share of all of them."""
+    total = sum(seconds.values())
+    attention = sum(s for op, s in seconds.items() if "attention" in op or "attn" in op)
+    print(f"# profile of one call, {name}: {total * 1e3:.0f} ms in torch operators, attention {attention / total:.0%}")
+    for op, s in list(seconds.items())[:top]:
+        print(f"#   {op:<58} {s * 1e3:>8.1f} ms {s / total:>6.1%}")
+
+
 def decoder_bench(args: argparse.Namespace) -> None:
     """sie vs transformers on a random decoder reranker of ``args.model_shape``, in ``args.dtype``."""
     import tempfile
@@ -173,6 +182,11 @@ def decoder_bench(args: argparse.Namespace) -> None:
     print(f"{'engine':<48} {'pairs/s':>9} {'x transformers':>15}")
     for name, value in seconds.items():
         print(f"{name:<48} {args.documents / value:>9.2f} {baseline / value:>15.2f}")
+    profiles = {name: op_profile(run, device) for name, run in engines.items()
+                if args.profile and name.startswith("sie")}
+    for name, seconds in profiles.items():
+        print_profile(name, seconds, args.profile)
+
     if args.json:
         args.json.write_text(json.dumps({
             "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
@@ -202,6 +216,9 @@ def main() -> None:
                         help="no baseline lines: the process holds sie alone, as a server or an application does")
     parser.add_argument("--onnx", type=Path, help="an int8 ONNX file of --model: adds an ONNX Runtime line")
     parser.add_argument("--model-shape", help="a decoder shape of sie.testing.SHAPES, e.g. qwen3-0.6b (see above)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile one call of each sie line and print its N costliest torch operators, "
+                             "with the share of attention's operators (names holding 'attention' or 'attn')")
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
                         help="dtype of the --model-shape benchmark")
     args = parser.parse_args()
@@ -277,6 +294,11 @@ def main() -> None:
         print(f"# int8 top-1 equals fp32 top-1 on {int8_top1}/{num_queries} fidelity queries; int8 is "
               f"{results['sie int8']['pairs_per_s'] / results['sie bf16']['pairs_per_s']:.2f}x bf16")
 
+    profiles = {name: op_profile(run, device) for name, run in engines.items()
+                if args.profile and name.startswith("sie")}
+    for name, seconds in profiles.items():
+        print_profile(name, seconds, args.profile)
+
     if args.json:
         args.json.write_text(json.dumps({
             "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
@@ -284,6 +306,7 @@ def main() -> None:
             "pairs": args.documents, "lengths": [int(lengths.min()), int(lengths.max())], "peaks": peaks,
             "results": results, "bf16_top1_same": [same_top1, num_queries],
             "int8_top1_same": None if int8 is None else [int8_top1, num_queries],
+            "profiles": profiles,
         }, indent=2))
 
 

@@ -27,3 +27,18 @@ def median_seconds(run: Callable[[], object], device: torch.device, repeats: int
     """Median of ``repeats`` timed calls after one untimed warm-up (Triton compiles and autotunes on first use)."""
     run()
     return statistics.median(seconds_of(run, device) for _ in range(repeats))
+
+
+def op_profile(run: Callable[[], object], device: torch.device) -> dict[str, float]:
+    """Seconds of one call of ``run`` by torch operator (each operator's own time, excluding the operators it calls),
+    largest first; CUDA kernels are counted on the GPU where the profiler sees them."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    synchronize(device)
+    with torch.profiler.profile(activities=activities) as profiler:
+        run()
+        synchronize(device)
+    attribute = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    seconds = {event.key: getattr(event, attribute) / 1e6 for event in profiler.key_averages()}
+    return dict(sorted(((op, s) for op, s in seconds.items() if s > 0), key=lambda item: -item[1]))
