@@ -5,7 +5,8 @@ A request thread takes a ``Slot`` (admission against the bounded queue: ``QueueF
 the ones behind it while the token budget allows, waits up to ``max_wait_s`` only while other admitted
 requests are still tokenizing, runs one packed batch and hands each request the logits of exactly its own
 pairs. A batch that fails is rerun request by request, so a failure stays with the request that caused it.
-A request still waiting at its deadline is dropped (504); one already running is waited for.
+A request still waiting at its deadline is dropped (504); one already running is waited for. A consumer that
+has run a batch and then found no work for ``idle_s`` calls ``on_idle`` once (the worker trims its heap there).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Batcher:
         max_wait_s: how long a batch may wait for admitted requests that are still tokenizing.
         max_queue: requests admitted and not yet running; one more raises ``QueueFullError``.
         on_batch: called after each batch (metrics).
+        on_idle: called on the consumer thread once the queue has stayed empty for ``idle_s`` after a batch.
         name: names the consumer thread.
     """
 
@@ -84,6 +86,8 @@ class Batcher:
         max_wait_s: float,
         max_queue: int,
         on_batch: Callable[[BatchStats], None] | None = None,
+        on_idle: Callable[[], None] | None = None,
+        idle_s: float = 0.5,
         name: str = "model",
     ) -> None:
         self._run = run
@@ -91,6 +95,9 @@ class Batcher:
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self._on_batch = on_batch
+        self._on_idle = on_idle
+        self.idle_s = idle_s
+        self._idle_due = False  # a batch ran since on_idle was last called; the consumer thread's own flag
         self._cond = threading.Condition()
         self._waiting: deque[_Job] = deque()
         self._admitted = 0  # holders of a slot whose job has not started running
@@ -150,34 +157,51 @@ class Batcher:
         self._thread.join(timeout)
 
     def _next_batch(self) -> list[_Job] | None:
-        """Blocks for the oldest job, then gathers more within the token budget and the wait."""
-        with self._cond:
-            while not self._waiting:
-                if self._stopped:
-                    return None
+        """Blocks for the oldest job, then gathers more within the token budget and the wait; None once stopped.
+        Calls ``on_idle`` (outside the lock) when the wait for a first job outlasts ``idle_s`` after a batch."""
+        while True:
+            with self._cond:
+                if self._wait_for_work():
+                    return self._gather() if self._waiting else None
+            self._idle_due = False
+            try:
+                self._on_idle()
+            except Exception:  # a trimming failure must not stop the consumer thread
+                logger.exception("on_idle failed")
+
+    def _wait_for_work(self) -> bool:
+        """Under the lock: True once a job waits or the batcher stopped, False when the idle call is due."""
+        while not self._waiting and not self._stopped:
+            if not (self._idle_due and self._on_idle is not None):
                 self._cond.wait()
-            batch = [self._waiting.popleft()]
-            tokens = batch[0].encoded.num_tokens
-            deadline = time.monotonic() + self.max_wait_s
-            while tokens < self.max_batch_tokens:
-                if self._waiting:
-                    if tokens + self._waiting[0].encoded.num_tokens > self.max_batch_tokens:
-                        break
-                    job = self._waiting.popleft()
-                    batch.append(job)
-                    tokens += job.encoded.num_tokens
-                    continue
-                remaining = deadline - time.monotonic()
-                # Wait only for requests that are already on their way: a lone request runs at once.
-                if self._tokenizing == 0 or remaining <= 0 or self._stopped:
+            elif not self._cond.wait(self.idle_s) and not self._waiting and not self._stopped:
+                return False
+        return True
+
+    def _gather(self) -> list[_Job]:
+        """Under the lock, with a job waiting: that job and those behind it within the budget and the wait."""
+        batch = [self._waiting.popleft()]
+        tokens = batch[0].encoded.num_tokens
+        deadline = time.monotonic() + self.max_wait_s
+        while tokens < self.max_batch_tokens:
+            if self._waiting:
+                if tokens + self._waiting[0].encoded.num_tokens > self.max_batch_tokens:
                     break
-                self._cond.wait(remaining)
-            # Abandoned jobs are dropped; the others start and leave the bounded queue.
-            self._admitted -= len(batch)
-            live = [job for job in batch if not job.abandoned]
-            for job in live:
-                job.started = True
-            return live
+                job = self._waiting.popleft()
+                batch.append(job)
+                tokens += job.encoded.num_tokens
+                continue
+            remaining = deadline - time.monotonic()
+            # Wait only for requests that are already on their way: a lone request runs at once.
+            if self._tokenizing == 0 or remaining <= 0 or self._stopped:
+                break
+            self._cond.wait(remaining)
+        # Abandoned jobs are dropped; the others start and leave the bounded queue.
+        self._admitted -= len(batch)
+        live = [job for job in batch if not job.abandoned]
+        for job in live:
+            job.started = True
+        return live
 
     def _loop(self) -> None:
         while True:
@@ -186,6 +210,7 @@ class Batcher:
                 return
             if batch:
                 self._execute(batch)
+                self._idle_due = True
 
     def _execute(self, batch: list[_Job]) -> None:
         started = time.perf_counter()

@@ -96,7 +96,7 @@ class ServerConfig:
     graceful_timeout_s: int = 30
     log_level: str = "info"
     access_log: bool = False
-    malloc_trim_interval_s: float = 1.0
+    malloc_trim_interval_s: float = 10.0
     malloc_mmap_threshold: int = 0
 
     @classmethod
@@ -175,8 +175,9 @@ SETTINGS: dict[str, Setting] = {
                                   "--graceful-timeout"),
     "log_level": Setting(str, "log level: debug, info, warning, error", "--log-level"),
     "access_log": Setting(_bool, "log every request (method, path, status; never headers)", "--access-log"),
-    "malloc_trim_interval_s": Setting(float, "give freed heap back to the OS after a batch, at most once per this "
-                                             "many seconds (glibc malloc_trim; 0: never)", "--malloc-trim-interval"),
+    "malloc_trim_interval_s": Setting(float, "under load, give freed heap back to the OS after a batch at most once "
+                                             "per this many seconds; an idle model's worker does it at once (glibc "
+                                             "malloc_trim; 0: never)", "--malloc-trim-interval"),
     "malloc_mmap_threshold": Setting(int, "bytes from which glibc allocates with mmap, freed straight to the OS "
                                           "(0: glibc's adaptive default, faster)", "--malloc-mmap-threshold"),
 }

@@ -25,7 +25,7 @@ from sie.server.batcher import Batcher, BatchStats
 from sie.server.config import ServerConfig
 from sie.server.encode_runner import EncodeRunner, NoEncoderError, describe_encoder, served_encoder
 from sie.server.errors import ModelLoadFailedError, ModelLoadingError, ModelNotServedError
-from sie.server.memory import HeapTrimmer
+from sie.server.memory import IDLE_S, HeapTrimmer
 from sie.server.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,8 @@ class ModelRegistry:
                 loaded, run = reranker, reranker.logits
             batcher = Batcher(run, max_batch_tokens=loaded.max_batch_tokens,
                               max_wait_s=self._config.max_batch_wait_ms / 1000, max_queue=self._config.max_queue,
-                              on_batch=lambda stats: self._after_batch(name, stats), name=name)
+                              on_batch=lambda stats: self._after_batch(name, stats),
+                              on_idle=self.heap_trimmer.when_idle, idle_s=IDLE_S, name=name)
         except Exception as error:  # any failure is reported per model, the worker keeps serving the others
             logger.exception("loading model %s failed", name)
             with self._lock:

@@ -184,6 +184,35 @@ def test_close_runs_what_is_queued_then_refuses(rng):
             np.testing.assert_array_equal(future.result(), _sums(encoded))
 
 
+def test_the_consumer_reports_idle_once_after_each_spell_of_work(rng):
+    idle_times: list[float] = []
+    batcher = _batcher(Recorder(), on_idle=lambda: idle_times.append(time.monotonic()), idle_s=0.2)
+    time.sleep(0.5)
+    assert idle_times == []  # no batch has run yet: nothing to report
+    for _ in range(3):  # requests closer together than idle_s: one spell of work
+        _score(batcher, _pairs(rng, 2))
+        time.sleep(0.05)
+    finished = time.monotonic()
+    time.sleep(0.8)
+    assert len(idle_times) == 1 and idle_times[0] - finished >= 0.1
+    _score(batcher, _pairs(rng, 2))
+    time.sleep(0.5)
+    assert len(idle_times) == 2
+    batcher.close()
+
+
+def test_a_failing_idle_call_leaves_the_consumer_serving(rng):
+    def on_idle():
+        raise RuntimeError("trim failed")
+
+    batcher = _batcher(Recorder(), on_idle=on_idle, idle_s=0.05)
+    encoded = _pairs(rng, 3)
+    _score(batcher, encoded)
+    time.sleep(0.2)
+    np.testing.assert_array_equal(_score(batcher, encoded), _sums(encoded))
+    batcher.close()
+
+
 def test_the_real_engine_through_the_batcher_equals_solo_logits(tiny_reranker, rng):
     words = "python snake language data model rank score weather rain the of".split()
     requests = [(" ".join(rng.choice(words, 4)), [" ".join(rng.choice(words, int(rng.integers(1, 30))))

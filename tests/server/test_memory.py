@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -40,9 +41,24 @@ def test_the_trimmer_trims_at_most_once_per_interval(monkeypatch):
     assert trimmer.trims == len(calls) == 3  # at 100.0, 101.1 and 102.2
 
 
+@glibc
+def test_an_idle_model_trims_at_once_whatever_the_interval(monkeypatch):
+    calls = []
+    monkeypatch.setattr(memory, "_LIBC", type("Libc", (), {"malloc_trim": staticmethod(calls.append)})())
+    trimmer = HeapTrimmer(interval_s=3600)
+    trimmer.after_batch()
+    trimmer.after_batch()
+    assert len(calls) == 1
+    trimmer.when_idle()
+    assert trimmer.trims == len(calls) == 2
+    trimmer.after_batch()  # the idle trim restarts the interval
+    assert len(calls) == 2
+
+
 def test_an_interval_of_zero_never_trims():
     trimmer = HeapTrimmer(interval_s=0)
     trimmer.after_batch()
+    trimmer.when_idle()
     assert not trimmer.enabled and trimmer.trims == 0
 
 
@@ -62,3 +78,18 @@ def test_the_server_trims_the_heap_after_batches(make_app):
     reply = app_client.post(f"/v1/score/{TINY_BERT}", {"query": {"text": "q"}, "items": [{"text": "d"}]})
     assert reply.status == 200
     assert trimmer.trims > before
+
+
+@glibc
+def test_the_server_trims_the_heap_when_a_model_goes_idle(make_app):
+    app_client = make_app(malloc_trim_interval_s=3600)
+    assert wait_ready(app_client).status == 200
+    trimmer = app_client.app.extensions[EXTENSION].registry.heap_trimmer
+    before = trimmer.trims
+    reply = app_client.post(f"/v1/score/{TINY_BERT}", {"query": {"text": "q"}, "items": [{"text": "d"}]})
+    assert reply.status == 200
+    # The interval allows one trim after the batch; the second can only be the idle one.
+    deadline = time.monotonic() + 10
+    while trimmer.trims < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert trimmer.trims == before + 2
