@@ -125,13 +125,19 @@ def top1_agreement(fp32: sie.Reranker, other: sie.Reranker) -> tuple[int, int]:
     return same, len(queries)
 
 
-def print_profile(name: str, seconds: dict[str, float], top: int) -> None:
-    """The ``top`` costliest operators of one profiled call and the attention operators' share of all of them."""
-    total = sum(seconds.values())
-    attention = sum(s for op, s in seconds.items() if "attention" in op or "attn" in op)
-    print(f"# profile of one call, {name}: {total * 1e3:.0f} ms in torch operators, attention {attention / total:.0%}")
-    for op, s in list(seconds.items())[:top]:
-        print(f"#   {op:<58} {s * 1e3:>8.1f} ms {s / total:>6.1%}")
+def profile_sie_lines(engines: dict[str, Callable[[], object]], device: torch.device,
+                      top: int) -> dict[str, dict[str, float]]:
+    """Profiles one call of each sie line (none when ``top`` is 0) and prints its ``top`` costliest operators and
+    the attention operators' share of them all. Returns each line's seconds by operator."""
+    profiles = {name: op_profile(run, device) for name, run in engines.items() if top and name.startswith("sie")}
+    for name, by_op in profiles.items():
+        total = sum(by_op.values())
+        attention = sum(s for op, s in by_op.items() if "attention" in op or "attn" in op)
+        print(f"# profile of one call, {name}: {total * 1e3:.0f} ms in torch operators, "
+              f"attention {attention / total:.0%}")
+        for op, s in list(by_op.items())[:top]:
+            print(f"#   {op:<58} {s * 1e3:>8.1f} ms {s / total:>6.1%}")
+    return profiles
 
 
 def decoder_bench(args: argparse.Namespace) -> None:
@@ -182,10 +188,7 @@ def decoder_bench(args: argparse.Namespace) -> None:
     print(f"{'engine':<48} {'pairs/s':>9} {'x transformers':>15}")
     for name, value in seconds.items():
         print(f"{name:<48} {args.documents / value:>9.2f} {baseline / value:>15.2f}")
-    profiles = {name: op_profile(run, device) for name, run in engines.items()
-                if args.profile and name.startswith("sie")}
-    for name, seconds in profiles.items():
-        print_profile(name, seconds, args.profile)
+    profiles = profile_sie_lines(engines, device, args.profile)
 
     if args.json:
         args.json.write_text(json.dumps({
@@ -194,6 +197,7 @@ def decoder_bench(args: argparse.Namespace) -> None:
             "shape": args.model_shape, "recipe": recipe, "dtype": args.dtype, "pairs": args.documents,
             "lengths": [int(lengths.min()), int(lengths.max())],
             "pairs_per_s": {name: args.documents / value for name, value in seconds.items()},
+            "profiles": profiles,
         }, indent=2))
 
 
@@ -294,10 +298,7 @@ def main() -> None:
         print(f"# int8 top-1 equals fp32 top-1 on {int8_top1}/{num_queries} fidelity queries; int8 is "
               f"{results['sie int8']['pairs_per_s'] / results['sie bf16']['pairs_per_s']:.2f}x bf16")
 
-    profiles = {name: op_profile(run, device) for name, run in engines.items()
-                if args.profile and name.startswith("sie")}
-    for name, seconds in profiles.items():
-        print_profile(name, seconds, args.profile)
+    profiles = profile_sie_lines(engines, device, args.profile)
 
     if args.json:
         args.json.write_text(json.dumps({

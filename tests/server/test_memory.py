@@ -29,10 +29,16 @@ def test_configure_allocator_applies_a_threshold_and_leaves_zero_alone():
     assert configure_allocator(64 << 20) is True  # glibc's own maximum: harmless for the rest of the run
 
 
-@glibc
-def test_the_trimmer_trims_at_most_once_per_interval(monkeypatch):
+@pytest.fixture
+def trim_calls(monkeypatch) -> list:
+    """The arguments of every malloc_trim call, made on a stand-in for glibc."""
     calls = []
     monkeypatch.setattr(memory, "_LIBC", type("Libc", (), {"malloc_trim": staticmethod(calls.append)})())
+    return calls
+
+
+def test_the_trimmer_trims_at_most_once_per_interval(trim_calls, monkeypatch):
+    calls = trim_calls
     clock = iter([100.0, 100.2, 100.9, 101.1, 101.5, 102.2])
     monkeypatch.setattr(memory.time, "monotonic", lambda: next(clock))
     trimmer = HeapTrimmer(interval_s=1.0)
@@ -41,10 +47,8 @@ def test_the_trimmer_trims_at_most_once_per_interval(monkeypatch):
     assert trimmer.trims == len(calls) == 3  # at 100.0, 101.1 and 102.2
 
 
-@glibc
-def test_an_idle_model_trims_at_once_whatever_the_interval(monkeypatch):
-    calls = []
-    monkeypatch.setattr(memory, "_LIBC", type("Libc", (), {"malloc_trim": staticmethod(calls.append)})())
+def test_an_idle_model_trims_at_once_whatever_the_interval(trim_calls):
+    calls = trim_calls
     trimmer = HeapTrimmer(interval_s=3600)
     trimmer.after_batch()
     trimmer.after_batch()
