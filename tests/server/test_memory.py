@@ -73,25 +73,26 @@ def test_metrics_report_the_worker_memory(client):
     assert re.search(r'^sie_gpu_memory_reserved_bytes\{[^}]*\} 0\.0$', text, re.MULTILINE)
 
 
-@glibc
-def test_the_server_trims_the_heap_after_batches(make_app):
-    app_client = make_app(malloc_trim_interval_s=0.001)
+def _score_once(make_app, interval_s: float) -> tuple[HeapTrimmer, int]:
+    """A server trimming at most every ``interval_s`` scores one pair; returns its trimmer and the trims before."""
+    app_client = make_app(malloc_trim_interval_s=interval_s)
     assert wait_ready(app_client).status == 200
     trimmer = app_client.app.extensions[EXTENSION].registry.heap_trimmer
     before = trimmer.trims
     reply = app_client.post(f"/v1/score/{TINY_BERT}", {"query": {"text": "q"}, "items": [{"text": "d"}]})
     assert reply.status == 200
+    return trimmer, before
+
+
+@glibc
+def test_the_server_trims_the_heap_after_batches(make_app):
+    trimmer, before = _score_once(make_app, interval_s=0.001)
     assert trimmer.trims > before
 
 
 @glibc
 def test_the_server_trims_the_heap_when_a_model_goes_idle(make_app):
-    app_client = make_app(malloc_trim_interval_s=3600)
-    assert wait_ready(app_client).status == 200
-    trimmer = app_client.app.extensions[EXTENSION].registry.heap_trimmer
-    before = trimmer.trims
-    reply = app_client.post(f"/v1/score/{TINY_BERT}", {"query": {"text": "q"}, "items": [{"text": "d"}]})
-    assert reply.status == 200
+    trimmer, before = _score_once(make_app, interval_s=3600)
     # The interval allows one trim after the batch; the second can only be the idle one.
     deadline = time.monotonic() + 10
     while trimmer.trims < before + 2 and time.monotonic() < deadline:
