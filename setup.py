@@ -28,7 +28,7 @@ setup(
     # Everything importable lives under sie/: a top-level kernels/ or server/ would shadow a dependency's package
     # of that name whenever the repository root is on sys.path (transformers imports Hugging Face's ``kernels``).
     packages=find_packages(include=["sie", "sie.*"]),
-    package_data={"sie.testing": ["data/*.json"]},
+    package_data={"sie.testing": ["data/*.json"], "sie.kernels": ["csrc/*.cpp"]},
     install_requires=[
         "torch>=2.11",
         # Triton ships Linux wheels only; elsewhere the torch backends run.
@@ -46,6 +46,9 @@ setup(
         "tqdm>=4.66",  # predict(show_progress_bar=True) and `sie score-file`'s progress bar
         # `sie score-file` reads Parquet in chunks and writes Parquet; imported by it alone, never by `import sie`.
         "pyarrow>=16",
+        # torch's extension builder runs it to compile sie's C++ CPU attention kernel on first use (bf16 on CPUs
+        # with AVX512-BF16, 2-3x PyTorch's SDPA there); without it that kernel is skipped and SDPA runs.
+        "ninja>=1.11",
     ],
     extras_require={
         # flash-attn ships no wheels and compiles against the local CUDA toolkit: opt in.

@@ -2,7 +2,8 @@
 
 Attention (FLOPs = 4 * nheads * headdim * sum of L_i^2, the useful work; padding is not counted):
   triton varlen (the line) vs padded SDPA with a key mask (the baseline, what padded stacks run), the flash
-  varlen backend when present, and the torch backend (one SDPA per sequence, sie's CPU path). Head layouts
+  varlen backend when present, sie's C++ CPU kernel (bf16 on a CPU with AVX512-BF16) and the torch backend (one
+  SDPA per sequence, sie's CPU path otherwise). Head layouts
   include grouped key/value heads (a decoder's GQA: nheads query heads on nheads_kv key/value heads).
 LayerNorm (bytes = read x and residual, write out) and bias + GELU (bytes = read x, write out):
   triton fused vs the unfused torch ops (baseline); LayerNorm also against a plain copy of x, the achievable
@@ -131,7 +132,7 @@ def bench_attention(sizes_: Sizes, dtype, device, repeats: int) -> list[Row]:
             case = f"{mix} ({padding_fraction(lengths):.0%} pad), {layout}"
             flops = 4 * nheads * headdim * sum(n * n for n in lengths)
             impls = {"sdpa padded": lambda: F.scaled_dot_product_attention(pq, pk, pv, attn_mask=mask)}
-            for backend in ("triton", "flash", "torch"):
+            for backend in ("triton", "flash", "cpu", "torch"):
                 if backend in backends:
                     label = f"flash ({flash_implementation()})" if backend == "flash" else backend
 

@@ -248,6 +248,9 @@ def main() -> None:
         "sie fp32": lambda: fp32.rerank(QUERY, documents),
         "sie bf16": lambda: low.rerank(QUERY, documents),
     }
+    if low.backends["attention"] != "torch":  # the same engine on PyTorch's SDPA: what the faster kernel gains
+        sdpa = sie.Reranker(args.model, device=device, dtype=reduced, max_batch_tokens=budget, backend="torch")
+        engines["sie bf16 (torch attention)"] = lambda: sdpa.rerank(QUERY, documents)
     int8 = (sie.Reranker(args.model, device=device, dtype=torch.int8, max_batch_tokens=budget)
             if device.type == "cpu" else None)
     if int8 is not None:

@@ -7,13 +7,16 @@ multiply by both scales gives the output:
 
     y[t, o] = (sum_i qx[t, i] * qw[o, i]) * sx[t] * sw[o] + bias[o]
 
-LayerNorm, attention, softmax and GELU stay in fp32. A checkpoint folder may carry its original integers in
+LayerNorm, softmax and GELU stay in fp32; attention runs in bf16 where sie's C++ CPU kernel is the bf16 engine's
+choice (a CPU with AVX512-BF16: 2-3x PyTorch's fp32 SDPA, the int8 mode's largest cost before), else in fp32.
+A checkpoint folder may carry its original integers in
 ``INT8_WEIGHTS`` (the default model's converter writes the ONNX file's own integers and scales there); without it
 the float weights are quantized per channel.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -22,7 +25,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from sie.kernels import Kernels
+from sie.kernels import Kernels, resolve_backends
+from sie.kernels.cpu_attention import varlen_attention_cpu
+from sie.kernels.cpu_extension import cpu_extension
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +61,14 @@ def int8_linear(
     x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """``x @ weight.T + bias`` with x quantized per row. x: ``[rows, in]`` float; weight: ``[out, in]`` int8;
-    weight_scale: ``[out]`` fp32; bias: ``[out]`` fp32 or None. Returns ``[rows, out]`` fp32."""
+    weight_scale: ``[out]`` fp32; bias: ``[out]`` fp32 or None. Returns ``[rows, out]`` fp32.
+
+    Where sie's C++ CPU kernels run, the quantization and the rescale are one pass each (``csrc/cpu_int8.cpp``)
+    with the same result bit for bit; elsewhere they are the eager ops below."""
+    extension = cpu_extension() if x.device.type == "cpu" else None
+    if extension is not None:
+        q, scale = extension.quantize_rows(x, ROW_BUCKET)
+        return extension.rescale_rows(torch._int_mm(q, weight.t()), x.shape[0], scale, weight_scale, bias)
     q, scale = quantize_rows(x)
     rows = q.shape[0]
     padding = -rows % ROW_BUCKET
@@ -109,6 +121,21 @@ def linear_gelu(layer: nn.Module, x: torch.Tensor, kernels: Kernels) -> torch.Te
     if isinstance(layer, Int8Linear):
         return F.gelu(layer(x))
     return kernels.linear_gelu(x, layer.weight, layer.bias)
+
+
+def int8_kernels(kernels: Kernels, device: torch.device, backend: str, head_dim: int) -> Kernels:
+    """The int8 mode's kernels: the fp32 ``kernels``, with attention in bf16 where the bf16 engine would run sie's
+    C++ CPU kernel for ``backend`` and ``head_dim`` (an explicit "torch" keeps fp32 SDPA)."""
+    if resolve_backends(device, torch.bfloat16, backend, head_dim).attention != "cpu":
+        return kernels
+    return dataclasses.replace(kernels, backends=dataclasses.replace(kernels.backends, attention="cpu"),
+                               attention=attention_in_bf16)
+
+
+def attention_in_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """fp32 q ``[total_q, nheads, headdim]``, k and v through the bf16 C++ kernel; returns fp32
+    ``[total_q, nheads, headdim]``. Arguments as ``Kernels.attention``."""
+    return varlen_attention_cpu(q.bfloat16(), k.bfloat16(), v.bfloat16(), *args, **kwargs).float()
 
 
 def read_int8_weights(folder: Path) -> dict[str, torch.Tensor] | None:

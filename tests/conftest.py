@@ -23,6 +23,21 @@ def device() -> torch.device:
     return torch.device(os.environ.get("SIE_TEST_DEVICE", "cpu"))
 
 
+@pytest.fixture
+def sie_cpu_ops():
+    """``torch.ops.sie_cpu``, sie's C++ CPU kernels; the test skips, with the reason, where they cannot be built,
+    and fails there instead when ``SIE_REQUIRE_CPU_KERNELS=1`` (CI, whose CPUs have AVX512-BF16)."""
+    from sie.kernels.cpu_extension import cpu_extension
+
+    extension = cpu_extension()
+    if extension is None:
+        if os.environ.get("SIE_REQUIRE_CPU_KERNELS") == "1":
+            pytest.fail("SIE_REQUIRE_CPU_KERNELS=1 but sie's C++ CPU kernels did not build here (the log says why)")
+        pytest.skip("sie's C++ CPU kernels do not run here: they need an x86 CPU with AVX512-BF16, ninja and a C++ "
+                    "compiler")
+    return extension
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
 

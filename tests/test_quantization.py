@@ -88,3 +88,34 @@ def test_integers_of_another_shape_are_refused_naming_the_layer():
     model = nn.Sequential(nn.Linear(8, 16))
     with pytest.raises(ValueError, match="0: int8 weight"):
         quantize_model(model, {"0.weight": torch.zeros(8, 8, dtype=torch.int8), "0.weight_scale": torch.ones(8)})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(("rows", "features"), [(1, 7), (37, 96), (130, 384), (64, 1536)])
+def test_the_cpp_passes_equal_the_eager_ops_bit_for_bit(sie_cpu_ops, rows, features, dtype, rng):
+    """quantize_rows (padded to 64 rows with zeros) and rescale_rows, the int8 mode's passes where sie's C++ CPU
+    kernels run, against the eager functions on rows of very different magnitudes, with all-zero, underflowing,
+    NaN and inf rows among them, on a strided view of a wider activation."""
+    wide = torch.from_numpy(rng.standard_normal((rows, features + 5)).astype("float32"))
+    x = (wide * torch.logspace(-4, 4, rows)[:, None])[:, 2:features + 2].to(dtype)
+    for row, value in ((0, 0.0), (rows // 2, 1e-39), (rows // 3, float("nan")), (rows - 1, float("inf"))):
+        x[row, : max(1, features // 2)] = value
+        if value == 0.0 or value == 1e-39:
+            x[row] = value
+    q, scale = sie_cpu_ops.quantize_rows(x, 64)
+    expected_q, expected_scale = quantize_rows(x)
+    assert q.shape == (rows + (-rows % 64), features) and not q[rows:].any()
+    finite = expected_scale.isfinite()
+    assert torch.equal(scale[finite], expected_scale[finite]) and torch.equal(q[:rows][finite], expected_q[finite])
+    assert torch.equal(scale.isnan(), expected_scale.isnan()) and torch.equal(scale.isinf(), expected_scale.isinf())
+
+    weight = torch.from_numpy(rng.integers(-127, 128, (48, features)).astype("int8"))
+    weight_scale = torch.from_numpy(rng.uniform(1e-3, 1e-1, 48).astype("float32"))
+    bias = torch.from_numpy(rng.standard_normal(48).astype("float32"))
+    accumulated = torch._int_mm(q, weight.t())
+    for b in (bias, None):
+        expected = accumulated[:rows].float().mul_(scale[:, None]).mul_(weight_scale)
+        expected = expected if b is None else expected.add_(b)
+        torch.testing.assert_close(sie_cpu_ops.rescale_rows(accumulated, rows, scale, weight_scale, b), expected,
+                                   rtol=0, atol=0, equal_nan=True)
+    assert not int8_linear(x, weight, weight_scale, bias)[~finite].isfinite().any()

@@ -1,6 +1,7 @@
 """Backend choice for the ops, resolved once per model, and the public ops that validate and route each call.
 
-Backends: ``flash`` (attention only; flash.py), ``triton`` (ours), ``torch`` (reference.py). A model calls
+Backends: ``flash`` (attention only; flash.py), ``triton`` (ours), ``cpu`` (attention only: our C++ kernel for
+x86 CPUs with AVX512-BF16, in bf16; cpu_attention.py), ``torch`` (reference.py). A model calls
 :func:`resolve_kernels` once when it is built and then calls the implementations it holds directly: no name
 lookup or ``"auto"`` resolution per call. The public ops (``varlen_attention``, ``layer_norm``, ``bias_gelu``)
 check their inputs and take a ``backend=`` name, for callers outside the engine. Probing never raises and
@@ -20,14 +21,15 @@ import torch
 
 from sie.errors import BackendError
 
+from .cpu_attention import cpu_attention_runs_on
 from .environment import requested_backend, triton_interpreted
 from .flash import flash_implementation
 from .selection import attention_seconds, fastest_first
 
 logger = logging.getLogger(__name__)
 
-ATTENTION_BACKENDS = ("flash", "triton", "torch")
-NORM_BACKENDS = ("triton", "torch")  # the ops other than attention have no flash variant
+ATTENTION_BACKENDS = ("flash", "triton", "cpu", "torch")
+NORM_BACKENDS = ("triton", "torch")  # the ops other than attention have no flash or cpu variant
 _REQUESTS = ("auto", *ATTENTION_BACKENDS)
 
 # (op, backend) -> (module in this package, function); imported on first use so Triton stays optional.
@@ -36,6 +38,7 @@ _IMPLEMENTATIONS = {
     ("attention", "torch"): ("reference", "varlen_attention_torch"),
     ("attention", "triton"): ("triton_attention", "varlen_attention_triton"),
     ("attention", "flash"): ("flash", "varlen_attention_flash"),
+    ("attention", "cpu"): ("cpu_attention", "varlen_attention_cpu"),
     ("layer_norm", "torch"): ("reference", "layer_norm_torch"),
     ("layer_norm", "triton"): ("triton_layer_norm", "layer_norm_triton"),
     ("gelu", "torch"): ("reference", "bias_gelu_torch"),
@@ -55,7 +58,7 @@ _BACKEND_FIELD = {"attention": "attention", "layer_norm": "layer_norm", "gelu": 
 
 @dataclass(frozen=True)
 class KernelBackends:
-    """The backend each op runs with on one device and dtype: "flash", "triton" or "torch"."""
+    """The backend each op runs with on one device and dtype: "flash", "triton", "cpu" or "torch"."""
 
     attention: str
     layer_norm: str
@@ -119,7 +122,8 @@ def available_backends(
         norm = ("triton", "torch")
     else:
         norm = ("torch", "triton")  # interpreted: correct but slow, so never the automatic choice
-    attention = tuple(b for b in ("flash",) if flash_runs_on(device, dtype, head_dim)) + norm
+    attention = (tuple(b for b in ("flash",) if flash_runs_on(device, dtype, head_dim))
+                 + tuple(b for b in ("cpu",) if cpu_attention_runs_on(device, dtype, head_dim)) + norm)
     return {"attention": attention, "layer_norm": norm, "gelu": norm}
 
 
@@ -129,8 +133,10 @@ def resolve_backends(
     """Pick the backends for a model on ``device`` with activations in ``dtype`` and attention heads of ``head_dim``.
 
     ``backend="auto"`` takes ``$SIE_BACKEND`` when set, else the fastest available backend for every op (logged
-    once): on a GPU the attention backends are timed once per device, dtype and head size (``selection.py``). "triton" or "torch" requested explicitly applies to all three ops (a whole-engine switch, e.g. to
-    compare against the torch path); "flash" covers attention, the other ops resolve as with "auto".
+    once): where more than one attention backend runs at full speed (a GPU; a CPU with the ``cpu`` kernel), they are
+    timed once per device, dtype and head size (``selection.py``). "triton" or "torch" requested explicitly applies
+    to all three ops (a whole-engine switch, e.g. to compare against the torch path); "flash" and "cpu" cover
+    attention, the other ops resolve as with "auto".
     A request that is unknown or cannot run raises BackendError naming the backends that can.
     """
     request = backend
@@ -160,7 +166,9 @@ def _resolve(device: torch.device, dtype: torch.dtype, request: str, head_dim: i
     available = available_backends(device, dtype, head_dim)
     if request == "auto":
         attention = available["attention"]
-        if device.type == "cuda" and len(attention) > 1:
+        if device.type == "cpu":  # the interpreted Triton kernel is a test path, never timed or chosen
+            attention = tuple(backend for backend in attention if backend != "triton")
+        if len(attention) > 1:
             attention = fastest_first(attention, lambda backend: attention_seconds(
                 _load("attention", backend), device, dtype, head_dim or 64))
         backends = KernelBackends(attention[0], available["layer_norm"][0], available["gelu"][0])

@@ -1,6 +1,7 @@
-"""Which attention backend ``auto`` picks on a GPU: the fastest there, measured once per device, dtype and head
-size on a packed batch of reranking length, not assumed (on an H200, sie's Triton kernel ran 1.6-1.8x faster
-than PyTorch's flash kernel, which a fixed order had put first).
+"""Which attention backend ``auto`` picks: the fastest there, measured once per device, dtype and head size on a
+packed batch of reranking length, not assumed (on an H200, sie's Triton kernel ran 1.6-1.8x faster than PyTorch's
+flash kernel, which a fixed order had put first; on a CPU, sie's C++ kernel runs against PyTorch's SDPA, whose CPU
+kernel may use AMX where the C++ one does not).
 
 The measurement runs when a model resolves its backends; its first Triton call compiles and autotunes the same
 kernel the model then uses, so the warm-up is not lost.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import time
 from collections.abc import Callable
 
 import torch
@@ -19,6 +21,8 @@ logger = logging.getLogger(__name__)
 # A packed batch like a reranking request's: 64 sequences of 96-288 tokens, 16 query heads on 8 key/value heads.
 _LENGTHS = tuple(96 + (37 * i) % 193 for i in range(64))
 _HEADS, _KV_HEADS = 16, 8
+# A CPU is timed on the first sequences only: the whole batch takes ~0.1 s per call there.
+_CPU_SEQUENCES = 12
 
 
 def fastest_first(candidates: tuple[str, ...], seconds_of: Callable[[str], float]) -> tuple[str, ...]:
@@ -40,13 +44,14 @@ def fastest_first(candidates: tuple[str, ...], seconds_of: Callable[[str], float
 
 def attention_seconds(run: Callable[..., torch.Tensor], device: torch.device, dtype: torch.dtype,
                       head_dim: int, repeats: int = 5) -> float:
-    """Median seconds of one call of the attention implementation ``run`` on the packed benchmark batch (CUDA)."""
+    """Median seconds of one call of the attention implementation ``run`` on the packed benchmark batch."""
+    lengths = _LENGTHS if device.type == "cuda" else _LENGTHS[:_CPU_SEQUENCES]
     generator = torch.Generator(device="cpu").manual_seed(0)
-    total = sum(_LENGTHS)
+    total = sum(lengths)
     q = torch.randn(total, _HEADS, head_dim, generator=generator).to(device, dtype)
     k, v = (torch.randn(total, _KV_HEADS, head_dim, generator=generator).to(device, dtype) for _ in range(2))
-    cu_seqlens = torch.tensor([0, *torch.tensor(_LENGTHS).cumsum(0).tolist()], dtype=torch.int32, device=device)
-    longest = max(_LENGTHS)
+    cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=device)
+    longest = max(lengths)
 
     def call() -> torch.Tensor:
         return run(q, k, v, cu_seqlens, longest, cu_seqlens, longest, causal=False, softmax_scale=head_dim**-0.5)
@@ -54,6 +59,11 @@ def attention_seconds(run: Callable[..., torch.Tensor], device: torch.device, dt
     call()  # compiles and autotunes a Triton kernel; warms the others
     seconds = []
     for _ in range(repeats):
+        if device.type != "cuda":
+            start = time.perf_counter()
+            call()
+            seconds.append(time.perf_counter() - start)
+            continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         call()

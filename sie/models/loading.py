@@ -14,7 +14,7 @@ from sie.hub.default_model import PROVENANCE_FILE
 from sie.kernels import Kernels, resolve_kernels
 from sie.models.checkpoint import read_state_dict
 from sie.models.family import ModelFamily
-from sie.quantization import INT8_WEIGHTS, quantize_model, read_int8_weights
+from sie.quantization import INT8_WEIGHTS, int8_kernels, quantize_model, read_int8_weights
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ def build_model(
     if dtype == torch.int8 and device.type != "cpu":
         raise UnsupportedModelError(f"dtype int8 runs on the CPU only, not on {device}; use float16 or bfloat16")
     kernels = resolve_kernels(device, compute_dtype(dtype), backend, head_dim=head_dim)
+    if dtype == torch.int8:
+        kernels = int8_kernels(kernels, device, backend, head_dim)
     model = load_model(path, family, config, kernels, device, compute_dtype(dtype))
     if dtype == torch.int8:
         integers = read_int8_weights(path)

@@ -152,7 +152,7 @@ SETTINGS: dict[str, Setting] = {
     "device": Setting(str, "device: auto, cpu, cuda or cuda:N", "--device"),
     "dtype": Setting(_dtype, "weights/activation dtype (float32, float16, bfloat16; int8: int8 linear layers, CPU "
                              "only); default: the engine's", "--dtype"),
-    "backend": Setting(str, "attention backend: auto, flash, triton or torch", "--backend"),
+    "backend": Setting(str, "attention backend: auto, flash, triton, cpu or torch", "--backend"),
     "max_batch_tokens": Setting(_optional_int, "token budget of one batch; default: the engine's",
                                 "--max-batch-tokens"),
     "max_batch_wait_ms": Setting(float, "how long a batch waits for requests still being tokenized",

@@ -90,10 +90,30 @@ def test_automatic_choice_is_logged_once(caplog):
     dispatch._resolve.cache_clear()
     with caplog.at_level(logging.INFO, logger="sie.kernels.dispatch"):
         for _ in range(3):
-            resolve_backends(CPU, torch.bfloat16)
+            resolve_backends(CPU, torch.float32)
     assert [r.getMessage() for r in caplog.records] == [
-        "sie kernels on cpu/bfloat16: {'attention': 'torch', 'layer_norm': 'torch', 'gelu': 'torch'}"
+        "sie kernels on cpu/float32: {'attention': 'torch', 'layer_norm': 'torch', 'gelu': 'torch'}"
     ]
+
+
+@pytest.mark.parametrize(("cpu_ms", "chosen"), [(1.0, "cpu"), (3.0, "torch")])
+def test_cpu_auto_times_the_cpu_kernel_against_sdpa(monkeypatch, cpu_ms, chosen):
+    """In bf16 on a CPU with the C++ kernel, auto takes whichever of it and SDPA ran faster (the interpreted Triton
+    kernel is never timed); the timings here stand in for the machine's."""
+    monkeypatch.setattr(dispatch, "cpu_attention_runs_on", lambda device, dtype, head_dim=None: True)
+    timed = []
+
+    def seconds(run, device, dtype, head_dim):
+        timed.append(run.__module__)
+        return {"sie.kernels.cpu_attention": cpu_ms, "sie.kernels.reference": 2.0}[run.__module__] / 1000
+
+    monkeypatch.setattr(dispatch, "attention_seconds", seconds)
+    dispatch._resolve.cache_clear()
+    try:
+        assert resolve_backends(CPU, torch.bfloat16, head_dim=32).attention == chosen
+    finally:
+        dispatch._resolve.cache_clear()
+    assert sorted(timed) == ["sie.kernels.cpu_attention", "sie.kernels.reference"]
 
 
 def test_ops_reject_unknown_or_unavailable_backends():
