@@ -25,25 +25,13 @@
 #include <cstring>
 #include <vector>
 
+#include "vector_math.h"
+
 namespace {
 
-constexpr int KEY_BLOCK = 32;  // keys per score step: two 16-lane registers
+using sie_cpu::exp16;
 
-// exp(x) on 16 lanes for x <= 0 (scores minus their row maximum), as 2^t with t = x log2(e) = n + f, |f| <= 1/2:
-// 2^f by a degree-5 polynomial (coefficients fitted for relative error, 2.3e-7 at most: fp32's own rounding,
-// where the probabilities are then rounded to bf16, 2e-3), times 2^n by scalef.
-inline __m512 exp16(__m512 x) {
-  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(t, n);
-  __m512 p = _mm512_set1_ps(1.326697994954884e-3f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.675469249486923e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550742521882057e-2f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022121727466583e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931469440460205e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000001192092896f));
-  return _mm512_scalef_ps(p, n);
-}
+constexpr int KEY_BLOCK = 32;  // keys per score step: two 16-lane registers
 
 // The 16 lanes starting at key `first` that lie in [lo, hi).
 inline __mmask16 lanes_within(int first, int lo, int hi) {
