@@ -1,5 +1,6 @@
 # One entry point: every target sets up what it needs from scratch (a fresh machine has Python 3.11).
 #   make serve   set up, fetch the default model, serve the score API on :8080
+#   make kernels build sie's C++ CPU kernels (`sie kernels build`); serve and test do it first
 #   make test    set up, fetch the default model, prove the offline editable install (check-offline-install), run
 #                the test suite, then the GPU check's CPU dry run and small runs of the end-to-end and server
 #                benchmarks, so that none of them rots unnoticed
@@ -12,7 +13,7 @@ BIN := $(VENV)/bin
 # torch first and pinned: this version's CPU wheel is local here, and any looser spec may pull a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup model serve test check-offline-install bench clean
+.PHONY: setup model kernels serve test check-offline-install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +29,15 @@ setup: $(VENV)/.installed
 model: setup
 	$(BIN)/sie models fetch-default
 
-serve: model
+# sie's C++ CPU kernels, compiled once into torch's extension cache, so that no test, server worker or Ray actor
+# waits on the compiler; where they cannot run, PyTorch's ops do (the `-`: not an error for make).
+kernels: setup
+	-$(BIN)/sie kernels build
+
+serve: model kernels
 	$(BIN)/sie serve --model cross-encoder/ms-marco-MiniLM-L-12-v2
 
-test: model check-offline-install
+test: model kernels check-offline-install
 	$(BIN)/python -m pytest
 	PYTHON=$(BIN)/python bash benchmarks/gpu_check.sh --cpu
 	$(BIN)/python benchmarks/bench_rerank.py --documents 8 --repeats 1 --profile 3

@@ -1,4 +1,4 @@
-"""The ``sie`` command: rerank documents from a file, manage models, serve the score API."""
+"""The ``sie`` command: rerank documents from a file, manage models, build the CPU kernels, serve the score API."""
 
 from __future__ import annotations
 
@@ -50,6 +50,18 @@ def _models_fetch_default(args: argparse.Namespace) -> int:
     from sie.hub.default_model import fetch_default_model
 
     print(fetch_default_model(force=args.force))
+    return 0
+
+
+def _kernels_build(args: argparse.Namespace) -> int:
+    from torch.utils.cpp_extension import get_default_build_root
+
+    from sie.kernels.cpu_extension import cpu_extension
+
+    if cpu_extension() is None:
+        print("sie's C++ CPU kernels cannot run here (see the warning above); PyTorch's ops will run instead")
+        return 1
+    print(f"sie's C++ CPU kernels are built, in {get_default_build_root()}")
     return 0
 
 
@@ -142,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = model_commands.add_parser("fetch-default", help=f"download and convert {DEFAULT_MODEL}")
     fetch.add_argument("--force", action="store_true", help="fetch and convert again even when present")
     fetch.set_defaults(run=_models_fetch_default)
+
+    kernels = commands.add_parser("kernels", help="build sie's C++ CPU kernels ahead of their first use")
+    kernel_commands = kernels.add_subparsers(dest="kernels_command", required=True)
+    kernel_commands.add_parser(
+        "build", help="compile them into torch's extension cache now (10-20 s, once per machine and torch version), "
+                      "e.g. in a container image, instead of when a model first loads; exits 1 where they cannot run"
+    ).set_defaults(run=_kernels_build)
 
     serve = commands.add_parser("serve", help="serve the score API with gunicorn")
     add_serve_arguments(serve)

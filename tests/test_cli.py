@@ -49,7 +49,7 @@ def test_an_unknown_model_fails_with_the_places_looked_at(tmp_path):
     assert "Traceback" not in result.stderr, "a user error must not print a traceback"
 
 
-@pytest.mark.parametrize("args", [["--help"], ["models", "--help"], ["serve", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["models", "--help"], ["kernels", "--help"], ["serve", "--help"]])
 def test_help_works(args):
     assert run(*args).returncode == 0
 
@@ -71,3 +71,11 @@ def test_rerank_with_a_decoder_recipe_and_an_instruction(tmp_path: Path):
     assert scores[None] != scores["Find documents about snakes"], "the instruction did not reach the recipe"
     refused = run("rerank", "-q", "what is python", "--model", str(path), "-", stdin=documents)
     assert refused.returncode == 2 and "recipe" in refused.stderr
+
+
+def test_kernels_build_builds_or_loads_them(sie_cpu_ops):
+    """Where they run (CI), the command exits 0 and says where they are; torch's cache makes a second call a load."""
+    result = subprocess.run([sys.executable, "-m", "sie.cli", "kernels", "build"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "sie's C++ CPU kernels are built, in " in result.stdout
