@@ -54,14 +54,12 @@ def _models_fetch_default(args: argparse.Namespace) -> int:
 
 
 def _kernels_build(args: argparse.Namespace) -> int:
-    from torch.utils.cpp_extension import get_default_build_root
-
-    from sie.kernels.cpu_extension import cpu_extension
+    from sie.kernels.cpu_extension import cpu_extension, extensions_dir
 
     if cpu_extension() is None:
         print("sie's C++ CPU kernels cannot run here (see the warning above); PyTorch's ops will run instead")
         return 1
-    print(f"sie's C++ CPU kernels are built, in {get_default_build_root()}")
+    print(f"sie's C++ CPU kernels are built, in {extensions_dir()}")
     return 0
 
 

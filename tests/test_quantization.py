@@ -33,7 +33,9 @@ def test_quantized_rows_are_within_half_a_step_of_the_input(rng):
     x = torch.from_numpy(rng.standard_normal((64, 96)).astype("float32")) * torch.logspace(-3, 3, 64)[:, None]
     q, scale = quantize_rows(x)
     assert int(q.abs().max(dim=1).values.min()) == 127 and int(q.min()) >= -127
-    assert torch.all((q.float() * scale[:, None] - x).abs() <= scale[:, None] * 0.5 * (1 + 1e-6))
+    # Half a step, plus the fp32 rounding of q * scale and of the difference (up to 127 * 2^-24 steps each): 12 seeds
+    # in 3,000 went past a bar of 0.5 (1 + 1e-6), by at most 2.1e-6 steps.
+    assert torch.all((q.float() * scale[:, None] - x).abs() <= scale[:, None] * (0.5 + 2e-5))
 
 
 @pytest.mark.parametrize("rows", [1, 7, 33, 128])
@@ -93,8 +95,8 @@ def test_integers_of_another_shape_are_refused_naming_the_layer():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize(("rows", "features"), [(1, 7), (37, 96), (130, 384), (64, 1536)])
 def test_the_cpp_passes_equal_the_eager_ops_bit_for_bit(sie_cpu_ops, rows, features, dtype, rng):
-    """quantize_rows (padded to 64 rows with zeros) and rescale_rows_ (in place), the int8 mode's passes where sie's C++ CPU
-    kernels run, against the eager functions on rows of very different magnitudes, with all-zero, underflowing,
+    """quantize_rows (padded to 64 rows with zeros) and rescale_rows_ (in place), the int8 mode's passes where sie's
+    C++ CPU kernels run, against the eager functions on rows of very different magnitudes, with all-zero, underflowing,
     NaN and inf rows among them, on a strided view of a wider activation."""
     wide = torch.from_numpy(rng.standard_normal((rows, features + 5)).astype("float32"))
     x = (wide * torch.logspace(-4, 4, rows)[:, None])[:, 2:features + 2].to(dtype)
@@ -116,8 +118,8 @@ def test_the_cpp_passes_equal_the_eager_ops_bit_for_bit(sie_cpu_ops, rows, featu
     for b in (bias, None):
         expected = accumulated[:rows].float().mul_(scale[:, None]).mul_(weight_scale)
         expected = expected if b is None else expected.add_(b)
-        torch.testing.assert_close(sie_cpu_ops.rescale_rows_(accumulated.clone(), rows, scale, weight_scale, b, False), expected,
-                                   rtol=0, atol=0, equal_nan=True)
+        out = sie_cpu_ops.rescale_rows_(accumulated.clone(), rows, scale, weight_scale, b, False)
+        torch.testing.assert_close(out, expected, rtol=0, atol=0, equal_nan=True)
     assert not int8_linear(x, weight, weight_scale, bias)[~finite].isfinite().any()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import platform
 import re
 import time
@@ -27,6 +28,13 @@ SOURCES = [Path(__file__).parent / "csrc" / name for name in ("cpu_attention.cpp
 # int8 rescale equals the eager ops bit for bit.
 _FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma",
           "-ffp-contract=off"]
+
+
+def extensions_dir() -> str:
+    """Where torch's extension builder keeps the built kernels: ``$TORCH_EXTENSIONS_DIR``, else its default."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    return os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
 
 
 @functools.cache
