@@ -1,5 +1,6 @@
 """sie's kernels: varlen attention (grouped key/value heads, sliding windows), residual + LayerNorm, bias + GELU,
-residual + RMSNorm and gated activations (SwiGLU/GeGLU), each with triton/torch backends (attention also flash).
+residual + RMSNorm and gated activations (SwiGLU/GeGLU), each with triton/torch backends (attention also flash,
+and cpu: sie's C++ kernel for bf16 on x86 CPUs with AVX512-BF16).
 
 Models call :func:`resolve_kernels` once and hold the implementations it returns; the public ops below check
 their inputs and take a ``backend=`` name ("auto" resolves from the tensor's device, then ``$SIE_BACKEND``).
