@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     kernels = commands.add_parser("kernels", help="build sie's C++ CPU kernels ahead of their first use")
     kernel_commands = kernels.add_subparsers(dest="kernels_command", required=True)
     kernel_commands.add_parser(
-        "build", help="compile them into torch's extension cache now (10-20 s, once per machine and torch version), "
+        "build", help="compile them into torch's extension cache now (7-20 s, once per machine and torch version), "
                       "e.g. in a container image, instead of when a model first loads; exits 1 where they cannot run"
     ).set_defaults(run=_kernels_build)
 

@@ -8,10 +8,9 @@ multiply by both scales gives the output:
     y[t, o] = (sum_i qx[t, i] * qw[o, i]) * sx[t] * sw[o] + bias[o]
 
 LayerNorm, softmax and GELU stay in fp32; attention runs in bf16 where sie's C++ CPU kernel is the bf16 engine's
-choice (a CPU with AVX512-BF16: 2-3x PyTorch's fp32 SDPA, the int8 mode's largest cost before), else in fp32.
-A checkpoint folder may carry its original integers in
-``INT8_WEIGHTS`` (the default model's converter writes the ONNX file's own integers and scales there); without it
-the float weights are quantized per channel.
+choice (a CPU with AVX512-BF16: 2-3x PyTorch's fp32 SDPA, the int8 mode's largest cost before), else in fp32. A
+checkpoint folder may carry its original integers in ``INT8_WEIGHTS`` (the default model's converter writes the ONNX
+file's own integers and scales there); without it the float weights are quantized per channel.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ rescale passes (``cpu_int8.cpp``), registered as ``torch.ops.sie_cpu``.
 
 They are written for x86 CPUs with AVX512-BF16 and built on first use by torch's extension builder (ninja and the
 system's C++ compiler), once per machine and torch version, into torch's extension cache
-(``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``): 10-20 s on 2 cores, then well under a
+(``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``): 7-20 s on 2 cores, then well under a
 second to load. Where they cannot be built (another CPU, no compiler), :func:`cpu_extension` returns None, the
 reason is logged once, and PyTorch's own ops run instead.
 """
