@@ -2,8 +2,7 @@
 
 Weights are int8 with one scale per output channel (symmetric); each linear's input is quantized on the fly with
 one scale per row, i.e. per token (symmetric, dynamic). The product of two int8 matrices accumulates exactly in
-int32 (``torch._int_mm``, oneDNN's s8s8 matmul on x86 CPUs: VNNI or AMX where the CPU has them), and one fp32
-multiply by both scales gives the output:
+int32 (:func:`integer_matmul`), and one fp32 multiply by both scales gives the output:
 
     y[t, o] = (sum_i qx[t, i] * qw[o, i]) * sx[t] * sw[o] + bias[o]
 
@@ -16,6 +15,7 @@ file's own integers and scales there); without it the float weights are quantize
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 
@@ -37,6 +37,39 @@ QMAX = 127  # symmetric: -128 is never produced, so negation is exact
 # The int8 matmul's rows are padded to a multiple of this. oneDNN builds (and caches) a kernel per shape, ~2 ms for
 # each new row count: a server, whose every batch has another token count, paid that on most matmuls.
 ROW_BUCKET = 64
+# The longest sum of int8 x int8 products whose every partial sum is an integer below 2**24 (1040 * 127 * 127 <
+# 2**24): an fp32 matmul of that depth is exact, whatever order it adds in, with or without fused multiply-adds.
+EXACT_FP32_DEPTH = 2**24 // (QMAX * QMAX)
+
+
+@functools.cache
+def cpu_has_int8_dot_products() -> bool:
+    """Whether this CPU has int8 dot-product instructions (VNNI or AMX) for oneDNN's s8s8 matmul. Without them
+    ``torch._int_mm`` runs a reference loop: 2.5 GOP/s on a 2-core AVX2 EPYC, 1/30 of its fp32 matmul."""
+    return torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def integer_matmul(q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The exact product ``q @ weight.T`` of int8 ``q`` ``[rows, in]`` and int8 ``weight`` ``[out, in]``: int32
+    ``[rows, out]``.
+
+    ``torch._int_mm`` where the device has int8 dot products (GPUs; CPUs with VNNI or AMX), its rows padded to
+    ``ROW_BUCKET``. Elsewhere fp32 matmuls of the integers' float values, over slices of ``in`` no longer than
+    ``EXACT_FP32_DEPTH``, each exact, summed in int32: the same integers at the fp32 matmul's speed."""
+    if q.device.type != "cpu" or cpu_has_int8_dot_products():
+        rows = q.shape[0]
+        padding = -rows % ROW_BUCKET
+        if padding:
+            q = torch.cat([q, q.new_zeros(padding, q.shape[1])])
+        return torch._int_mm(q, weight.t())[:rows]
+    depth = q.shape[1]
+    slices = -(-depth // EXACT_FP32_DEPTH)
+    width = -(-depth // slices)
+    accumulated = None
+    for start in range(0, depth, width):
+        part = F.linear(q[:, start:start + width].float(), weight[:, start:start + width].float()).to(torch.int32)
+        accumulated = part if accumulated is None else accumulated.add_(part)
+    return accumulated
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,12 +104,7 @@ def int8_linear(
         q, scale = extension.quantize_rows(x, ROW_BUCKET)
         return extension.rescale_rows_(torch._int_mm(q, weight.t()), x.shape[0], scale, weight_scale, bias, gelu)
     q, scale = quantize_rows(x)
-    rows = q.shape[0]
-    padding = -rows % ROW_BUCKET
-    if padding:
-        q = torch.cat([q, q.new_zeros(padding, q.shape[1])])
-    accumulated = torch._int_mm(q, weight.t())[:rows]  # [rows, out] int32, exact
-    out = accumulated.float().mul_(scale[:, None]).mul_(weight_scale)
+    out = integer_matmul(q, weight).float().mul_(scale[:, None]).mul_(weight_scale)
     out = out if bias is None else out.add_(bias)
     return F.gelu(out) if gelu else out
 

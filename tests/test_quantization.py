@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from sie.quantization import Int8Linear, int8_linear, linear_features, quantize_model, quantize_rows
+import sie.quantization
+from sie.quantization import (EXACT_FP32_DEPTH, QMAX, Int8Linear, int8_linear, integer_matmul, linear_features,
+                             quantize_model, quantize_rows)
 
 
 def test_quantize_rows_maps_each_rows_largest_magnitude_to_127_and_rounds_half_to_even():
@@ -50,9 +52,24 @@ def test_int8_linear_equals_the_float64_computation_of_the_same_integers(rows, r
 
     q, scale = quantize_rows(x)
     accumulated = q.long() @ weight.long().T
-    assert torch.equal(torch._int_mm(q, weight.t()).long(), accumulated)
+    assert torch.equal(integer_matmul(q, weight).long(), accumulated)
     expected = accumulated.double() * scale.double()[:, None] * weight_scale.double() + bias.double()
     torch.testing.assert_close(out.double(), expected, rtol=4e-7, atol=1e-6)
+
+
+@pytest.mark.parametrize("int8_dot_products", [True, False], ids=["int_mm", "fp32-slices"])
+@pytest.mark.parametrize("depth", [96, EXACT_FP32_DEPTH, EXACT_FP32_DEPTH + 1, 1536, 3 * EXACT_FP32_DEPTH + 7])
+def test_integer_matmul_is_exact_on_either_path(depth, int8_dot_products, rng, monkeypatch):
+    """Against an int64 matmul, on random integers and on the worst case, rows of +-127 whose every product has the
+    same sign: past ``EXACT_FP32_DEPTH`` one fp32 matmul would round, its slices summed in int32 do not."""
+    monkeypatch.setattr(sie.quantization, "cpu_has_int8_dot_products", lambda: int8_dot_products)
+    q = torch.from_numpy(rng.integers(-QMAX, QMAX + 1, (9, depth)).astype("int8"))
+    weight = torch.from_numpy(rng.integers(-QMAX, QMAX + 1, (24, depth)).astype("int8"))
+    q[0], weight[0], weight[1] = QMAX, QMAX, -QMAX
+    out = integer_matmul(q, weight)
+    assert out.dtype == torch.int32 and out.shape == (9, 24)
+    assert torch.equal(out.long(), q.long() @ weight.long().T)
+    assert out[0, 0] == depth * QMAX * QMAX and out[0, 1] == -depth * QMAX * QMAX
 
 
 def test_int8_linear_layer_is_the_float_layer_up_to_quantization(rng):

@@ -37,10 +37,15 @@ def extensions_dir() -> str:
     return os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
 
 
+def cpu_can_run_kernels() -> bool:
+    """Whether this CPU has the instruction sets the kernels are written in (x86 with AVX512-BF16)."""
+    return platform.machine().lower() in ("x86_64", "amd64") and torch.cpu._is_avx512_bf16_supported()
+
+
 @functools.cache
 def cpu_extension():
     """``torch.ops.sie_cpu``, built or loaded from the cache; None where it cannot run (the log says why)."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.cpu._is_avx512_bf16_supported():
+    if not cpu_can_run_kernels():
         logger.info("sie's C++ CPU kernels need an x86 CPU with AVX512-BF16; PyTorch's ops run instead")
         return None
     # The library links against this torch: one build per torch version, never a stale one after an upgrade.
