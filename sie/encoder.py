@@ -29,7 +29,8 @@ from sie.hub import resolve_model
 from sie.models import build_model, compute_dtype, family_of, task_of
 from sie.models import pooling
 from sie.packing import PackedBatch, pack, plan_micro_batches
-from sie.reranker import DEFAULT_MAX_BATCH_TOKENS, _max_sequence_length, _resolve_device
+from sie.reranker import (DEFAULT_MAX_BATCH_TOKENS, _max_sequence_length, _resolve_device,
+                          warn_if_slower_than_fp32)
 from sie.tokenization import EncodedPairs
 from sie.tokenization.texts import TextTokenizer
 
@@ -97,6 +98,7 @@ class Encoder:
         self.path = resolve_model(self.model_id)
         self.device = _resolve_device(device, dtype)
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
+        warn_if_slower_than_fp32(self.device, self.dtype)
         config = AutoConfig.from_pretrained(self.path)
         self.family = family_of(config, task="encode")
         self.architecture = next(name for name in config.architectures if name in self.family.architectures)

@@ -50,8 +50,8 @@ def cpu_has_int8_dot_products() -> bool:
 
 
 def integer_matmul(q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The exact product ``q @ weight.T`` of int8 ``q`` ``[rows, in]`` and the integers ``weight`` ``[out, in]``
-    (int8, or their fp32 values on a CPU without int8 dot products): int32 ``[rows, out]``.
+    """The exact product ``q @ weight.T`` of int8 ``q`` ``[rows, in]`` and int8 ``weight`` ``[out, in]``: int32
+    ``[rows, out]``.
 
     ``torch._int_mm`` where the device has int8 dot products (GPUs; CPUs with VNNI or AMX), its rows padded to
     ``ROW_BUCKET``. Elsewhere fp32 matmuls of the integers' float values, over slices of ``in`` no longer than
@@ -93,8 +93,8 @@ def int8_linear(
     x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False
 ) -> torch.Tensor:
     """``x @ weight.T + bias`` with x quantized per row, then exact GELU if ``gelu``. x: ``[rows, in]`` float;
-    weight: ``[out, in]`` int8 (or its fp32 values, as :func:`integer_matmul` takes them); weight_scale: ``[out]``
-    fp32; bias: ``[out]`` fp32 or None. Returns ``[rows, out]`` fp32.
+    weight: ``[out, in]`` int8; weight_scale: ``[out]`` fp32; bias: ``[out]`` fp32 or None. Returns ``[rows, out]``
+    fp32.
 
     Where sie's C++ CPU kernels run, the quantization and the rescale (with the GELU) are one pass each
     (``csrc/cpu_int8.cpp``), the same result bit for bit (the GELU within 2e-7 of PyTorch's); elsewhere they are
@@ -113,8 +113,7 @@ class Int8Linear(nn.Module):
     """``nn.Linear``'s place in the int8 mode, for the engine's 2-D activations: ``forward(x)`` takes ``[rows, in]``
     and returns fp32 ``[rows, out]``; int8 weight with per-channel scales.
 
-    Buffers: ``weight`` ``[out, in]`` int8, ``weight_scale`` ``[out]`` fp32, ``bias`` ``[out]`` fp32 (or None); on a
-    CPU without int8 dot products also ``weight_values``, the same integers as fp32 (not saved in a state dict).
+    Buffers: ``weight`` ``[out, in]`` int8, ``weight_scale`` ``[out]`` fp32, ``bias`` ``[out]`` fp32 (or None).
     """
 
     def __init__(self, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None) -> None:
@@ -125,9 +124,6 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight", weight.contiguous())
         self.register_buffer("weight_scale", weight_scale.float().contiguous())
         self.register_buffer("bias", None if bias is None else bias.float().contiguous())
-        # The fp32 matmuls of integer_matmul would convert the weight on every call: a third of a 20-pair request.
-        fp32_matmuls = weight.device.type == "cpu" and not cpu_has_int8_dot_products()
-        self.register_buffer("weight_values", weight.float().contiguous() if fp32_matmuls else None, persistent=False)
 
     @classmethod
     def from_float(cls, linear: nn.Linear) -> Int8Linear:
@@ -139,8 +135,7 @@ class Int8Linear(nn.Module):
         """``[rows, in]`` -> ``[rows, out]`` fp32, or only the output ``features`` asked for; GELU applied if
         ``gelu``."""
         bias = None if self.bias is None else self.bias[features]
-        weight = self.weight_values if self.weight_values is not None and x.device.type == "cpu" else self.weight
-        return int8_linear(x, weight[features], self.weight_scale[features], bias, gelu)
+        return int8_linear(x, self.weight[features], self.weight_scale[features], bias, gelu)
 
 
 def linear_features(layer: nn.Module, x: torch.Tensor, features: slice) -> torch.Tensor:

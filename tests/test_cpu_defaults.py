@@ -38,6 +38,27 @@ def test_a_reranker_without_a_dtype_takes_the_default_and_float32_stays_one_argu
     assert Reranker(random_bert_path, device="cpu", dtype=torch.float32).dtype == torch.float32
 
 
+@pytest.mark.parametrize(("dtype", "native_bf16", "int8_dot_products", "warning"), [
+    (torch.bfloat16, False, True, "bfloat16 is emulated on this CPU"),
+    (torch.int8, True, False, "no int8 dot products"),
+    (torch.bfloat16, True, False, None),
+    (torch.int8, False, True, None),
+    (torch.float32, False, False, None),
+], ids=["bf16-emulated", "int8-on-fp32-matmuls", "bf16-native", "int8-vnni", "fp32"])
+def test_a_dtype_slower_than_fp32_on_this_cpu_is_warned_about_at_load(dtype, native_bf16, int8_dot_products, warning,
+                                                                     random_bert_path, monkeypatch, caplog):
+    monkeypatch.setattr(sie.reranker, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(sie.reranker, "cpu_has_int8_dot_products", lambda: int8_dot_products)
+    with caplog.at_level("WARNING", logger="sie"):
+        Reranker(random_bert_path, device="cpu", dtype=dtype)
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    slow = [message for message in warnings if "float32" in message]
+    if warning is None:
+        assert slow == []
+    else:
+        assert len(slow) == 1 and warning in slow[0], slow
+
+
 def _run(code: str, **variables: str) -> str:
     environment = {name: value for name, value in os.environ.items() if name not in CACHE_VARIABLES}
     done = subprocess.run([sys.executable, "-c", code], env=environment | variables, capture_output=True,

@@ -73,8 +73,7 @@ def test_integer_matmul_is_exact_on_either_path(depth, int8_dot_products, rng, m
 
 
 @pytest.mark.parametrize("int8_dot_products", [True, False], ids=["int_mm", "fp32-slices"])
-def test_int8_layer_gives_the_same_output_on_either_path_and_saves_only_its_integers(int8_dot_products, rng,
-                                                                                      monkeypatch):
+def test_int8_layer_gives_the_same_output_on_either_path(int8_dot_products, rng, monkeypatch):
     x = torch.from_numpy(rng.standard_normal((21, 1536)).astype("float32"))
     weight = torch.from_numpy(rng.integers(-QMAX, QMAX + 1, (40, 1536)).astype("int8"))
     scale, bias = torch.full((40,), 0.02), torch.from_numpy(rng.standard_normal(40).astype("float32"))
@@ -82,8 +81,6 @@ def test_int8_layer_gives_the_same_output_on_either_path_and_saves_only_its_inte
     expected = int8_linear(x, weight, scale, bias, gelu=True)
     monkeypatch.setattr(sie.quantization, "cpu_has_int8_dot_products", lambda: int8_dot_products)
     layer = Int8Linear(weight, scale, bias)
-    assert (layer.weight_values is None) == int8_dot_products
-    assert set(layer.state_dict()) == {"weight", "weight_scale", "bias"}
     assert torch.equal(layer(x, gelu=True), expected)
 
 
