@@ -29,7 +29,7 @@ from transformers import AutoConfig
 
 import sie
 from sie.testing.fidelity import fidelity_queries
-from timing import median_seconds, seconds_of
+from timing import matmul_peak, peaks_text, seconds_of
 
 try:
     from sentence_transformers import SentenceTransformer
@@ -65,13 +65,6 @@ def encoder_flops(config, lengths: np.ndarray) -> float:
     hidden, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     tokens = float(lengths.sum())
     return layers * (tokens * 2 * (4 * hidden * hidden + 2 * hidden * inter) + 4 * hidden * float((lengths**2).sum()))
-
-
-def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, repeats: int = 5) -> float:
-    """Measured matmul GFLOP/s for square ``size`` matrices in ``dtype``."""
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    return 2 * size**3 / median_seconds(lambda: a @ b, device, repeats) / 1e9
 
 
 def min_cosine(ours: np.ndarray, reference: np.ndarray) -> float:
@@ -122,14 +115,15 @@ def main() -> None:
         for name, run in engines.items():
             times[name].append(seconds_of(run, device))
     seconds = {name: statistics.median(samples) for name, samples in times.items()}
-    peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
+    peaks = {name: matmul_peak(dtype, device, repeats=5)
+             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     load_after = os.getloadavg()
 
     print(f"# {args.sentences} sentences of {args.min_words}-{args.max_words} words, {lengths.min()}-{lengths.max()} "
           f"tokens (mean {lengths.mean():.0f}, {lengths.sum()} in all), {label}, {device}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} repeats (median)")
     print(f"# load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; measured matmul peak: "
-          f"fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+          f"{peaks_text(peaks)}")
     print(f"{'engine':<40} {'sent/s':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'x ST fp32':>10} {'min cos':>9}")
     results = {}
     for name, value in seconds.items():

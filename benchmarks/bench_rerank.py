@@ -37,7 +37,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 import sie
 from sie.testing import padded_logits
 from sie.testing.fidelity import fidelity_queries
-from timing import median_seconds, op_profile, seconds_of
+from timing import matmul_peak, op_profile, peaks_text, seconds_of
 
 QUERY = "how do vaccines train the immune system to recognise a virus"
 
@@ -73,14 +73,6 @@ def encoder_flops(config, lengths: np.ndarray) -> float:
     hidden, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     tokens = float(lengths.sum())
     return layers * (tokens * 2 * (4 * hidden * hidden + 2 * hidden * inter) + 4 * hidden * float((lengths**2).sum()))
-
-
-def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, repeats: int = 10) -> float:
-    """Measured matmul GFLOP/s for square ``size`` matrices in ``dtype``."""
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    seconds = median_seconds(lambda: a @ b, device, repeats)
-    return 2 * size**3 / seconds / 1e9
 
 
 def transformers_padded(path: Path, device: torch.device, dtype: torch.dtype, batch_size: int = 32):
@@ -289,7 +281,7 @@ def main() -> None:
     print(f"# {args.documents} pairs, pair lengths {lengths.min()}-{lengths.max()} tokens (mean {lengths.mean():.0f}), "
           f"{args.model}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{fp32.max_batch_tokens} tokens per micro-batch")
-    print(f"# measured matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    print(f"# measured matmul peak: {peaks_text(peaks)}")
     baselines = [name for name in results if not name.startswith("sie")]
     header = f"{'engine':<40} {'pairs/s':>9} {'GFLOP/s':>8}" + "".join(f" {'x ' + b.split()[0]:>16}" for b in baselines)
     print(header)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import torch
 
+from sie.reranker import cpu_has_native_bf16
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -42,3 +44,19 @@ def op_profile(run: Callable[[], object], device: torch.device) -> dict[str, flo
     attribute = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     seconds = {event.key: getattr(event, attribute) / 1e6 for event in profiler.key_averages()}
     return dict(sorted(((op, s) for op, s in seconds.items() if s > 0), key=lambda item: -item[1]))
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, repeats: int = 10) -> float | None:
+    """Measured matmul GFLOP/s for square ``size`` matrices in ``dtype``; None for bf16 on a CPU that emulates it,
+    where each product takes a minute and the figure bounds nothing sie runs there."""
+    if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_native_bf16():
+        return None
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    return 2 * size**3 / median_seconds(lambda: a @ b, device, repeats) / 1e9
+
+
+def peaks_text(peaks: dict[str, float | None]) -> str:
+    """``fp32 174 GFLOP/s, bf16 emulated (not measured)`` for the peaks of :func:`matmul_peak`."""
+    return ", ".join(f"{name} {value:.0f} GFLOP/s" if value is not None else f"{name} emulated (not measured)"
+                     for name, value in peaks.items())
