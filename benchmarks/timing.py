@@ -1,4 +1,5 @@
-"""Wall-clock timing shared by the benchmarks: CUDA work is synchronised around every timed call."""
+"""Timing shared by the benchmarks: wall-clock calls (CUDA work synchronised around each), operator profiles and
+the matmul peak measured in the same run."""
 
 from __future__ import annotations
 
