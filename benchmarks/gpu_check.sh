@@ -7,8 +7,8 @@
 #      after --pytest-timeout seconds (default 90); a test running over 60 s has its stacks dumped into pytest.log
 #   3. benchmarks/gpu_check.py: kernel accuracy at realistic shapes, engine parity with transformers on random
 #      MiniLM-L12 / BERT-base / XLM-R-large shaped models (fp32, fp16, bf16), the kernel benchmark and the
-#      end-to-end benchmark, each stage under its own time limit (470 s in all by default), then a summary table,
-#      printed last. Every random input comes from one seed, printed first and in the summary.
+#      end-to-end benchmark, each stage under its own time limit (505 s in all on a GPU by default), then a summary
+#      table, printed last. Every random input comes from one seed, printed first and in the summary.
 # Results (logs, JSON, kernels.png, summary.txt, <stage>.traceback.txt for a stage that failed) go to $OUT when
 # set, else benchmarks/out/gpu_check. Other options are passed to gpu_check.py (see its --help), e.g.
 # --seed N to replay a run, --limit parity=300 to give a stage more time.
