@@ -1,6 +1,6 @@
 """50 sequential ``client.score`` calls with the published client, sie-sdk 0.10.1, while the test kills the worker.
 
-Run by test_worker_crash.py in the clients' virtual environment: ``python sdk_crash_examples.py URL MODEL``.
+Run by test_worker_crash.py in the clients' virtual environment: ``python sdk_crash_examples.py URL MODEL DOCUMENTS``.
 Prints ``call N`` before each call (the test kills the worker after one of them), then one JSON line: every
 call's scores by item id, and the client's retry log lines.
 """
@@ -12,8 +12,8 @@ from sdk_log import ClientLog
 from sie_sdk import SIEClient
 from sie_sdk.types import Item
 
-URL, MODEL = sys.argv[1], sys.argv[2]
-CALLS, DOCUMENTS = 50, 30
+URL, MODEL, DOCUMENTS = sys.argv[1], sys.argv[2], int(sys.argv[3])
+CALLS = 50
 
 
 retries = ClientLog()  # the client's log lines about retrying and about version skew

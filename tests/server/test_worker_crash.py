@@ -21,6 +21,8 @@ from tests.server.test_sdk_compat import clients_python  # noqa: F401 (a fixture
 
 SCRIPT = Path(__file__).with_name("sdk_crash_examples.py")
 KILL_AT_CALL = 20
+# Documents per call: enough that a call is still in flight when the worker dies, few enough to keep CI short.
+DOCUMENTS = 10
 READY_WITHIN_S = 5.0
 
 
@@ -35,7 +37,7 @@ def _expected_scores(path) -> list[dict[str, float]]:
     for call in range(50):
         query = {"text": f"question {call} about rivers and the history of science"}
         items = [{"id": f"d{i}", "text": f"document {i} of call {call}: " + "water energy river city history "
-                  * (1 + i % 9)} for i in range(30)]
+                  * (1 + i % 9)} for i in range(DOCUMENTS)]
         expected.append({entry["item_id"]: entry["score"] for entry in reranker.score(query, items)["scores"]})
     return expected
 
@@ -43,8 +45,9 @@ def _expected_scores(path) -> list[dict[str, float]]:
 def test_the_sdk_client_is_carried_through_a_worker_kill(clients_python, default_model_path):  # noqa: F811
     with ServerProcess(["--device", "cpu", "--model", DEFAULT_MODEL], env={"HF_HUB_OFFLINE": "1"}) as server:
         victim = _worker_pids(server)[-1]
-        script = subprocess.Popen([clients_python, SCRIPT, server.url, DEFAULT_MODEL], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ""})
+        script = subprocess.Popen([clients_python, SCRIPT, server.url, DEFAULT_MODEL, str(DOCUMENTS)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "PYTHONPATH": ""})
         lines = []
         for line in script.stdout:
             lines.append(line)
