@@ -8,10 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_support import check_kernel_dtype, check_tensors, on_device
-
-# Elements one program holds: enough rows per program to keep loads wide when hidden is small (MiniLM: 384).
-_ELEMENTS_PER_PROGRAM = 8192
+from .triton_support import check_kernel_dtype, check_tensors, on_device, rows_per_program
 
 
 @triton.jit
@@ -62,7 +59,7 @@ def layer_norm_triton(
     if n_rows == 0:
         return out
     block_h = triton.next_power_of_2(hidden)
-    block_r = max(1, min(16, _ELEMENTS_PER_PROGRAM // block_h))
+    block_r = rows_per_program(block_h)
     with on_device(x):
         _layer_norm_kernel[(triton.cdiv(n_rows, block_r),)](
             x, x if residual is None else residual, weight, bias, out,

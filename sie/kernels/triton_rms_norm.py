@@ -10,10 +10,14 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_support import check_kernel_dtype, check_tensors, on_device, round_bf16_in_software, to_rounded
-
-# Elements one program holds: enough rows per program to keep loads wide when hidden is small.
-_ELEMENTS_PER_PROGRAM = 8192
+from .triton_support import (
+    check_kernel_dtype,
+    check_tensors,
+    on_device,
+    round_bf16_in_software,
+    rows_per_program,
+    to_rounded,
+)
 
 
 @triton.jit
@@ -69,7 +73,7 @@ def rms_norm_triton(
     if n_rows == 0 or hidden == 0:
         return out, summed
     block_h = triton.next_power_of_2(hidden)
-    block_r = max(1, min(16, _ELEMENTS_PER_PROGRAM // block_h))
+    block_r = rows_per_program(block_h)
     with on_device(x):
         _rms_norm_kernel[(triton.cdiv(n_rows, block_r),)](
             x, x if residual is None else residual, weight, out, summed,

@@ -28,6 +28,16 @@ def autotune(configs: list[triton.Config], interpreted: triton.Config, key: list
                            prune_configs_by={"early_config_prune": prune} if prune else None)
 
 
+def rows_per_program(block_h: int) -> int:
+    """BLOCK_R of a row-wise kernel whose program holds whole rows of ``block_h`` columns (a power of two).
+
+    Up to 8,192 elements a program, enough rows to keep loads wide when rows are short, and at most 16 rows on a
+    GPU. The interpreter takes up to 64: each program costs it ~20 ms of Python, and at 16 Qwen3's q/k norms (rows
+    of one head) took half of an interpreted tiny decoder's kernel time.
+    """
+    return max(1, min(64 if INTERPRETED else 16, 8192 // block_h))
+
+
 def upcast_bf16(dtype: torch.dtype) -> bool:
     """Whether a kernel must compute bf16 inputs in fp32: the interpreter's bf16 arithmetic is wrong."""
     return INTERPRETED and dtype == torch.bfloat16
