@@ -89,7 +89,7 @@ def fidelity_to_onnx_runtime(onnx_path: Path) -> dict[str, dict[str, float]]:
 
 
 def ratio_text(value: float) -> str:
-    return f"{value:.2f}x"
+    return f"{value:.3f}x"
 
 
 def rerank_targets(rerank: dict) -> list[Target]:
