@@ -1,6 +1,6 @@
 """Sustained load on a running ``sie serve``: N clients for a while, with throughput, latency, errors and the
 worker's memory over time. Used by benchmarks/soak.py (minutes, a table and a plot) and by the server's soak
-test (three minutes in CI, memory flat after warm-up).
+test (four minutes in CI, memory flat after warm-up).
 
 Every client sends score requests of 1-``max_documents`` documents of 1-``max_words`` words, one after another on
 its own keep-alive connection, msgpack as sie-sdk does. A sampler reads the worker's resident memory (and the
