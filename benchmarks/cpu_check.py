@@ -136,7 +136,7 @@ def server_targets(dtype: str, server: dict) -> list[Target]:
     return targets
 
 
-def print_table(targets: list[Target], memory: dict[str, float], native_bf16: bool) -> None:
+def print_table(targets: list[Target], servers: dict[str, dict], native_bf16: bool) -> None:
     print("== targets")
     print(f"{'target':<62} {'bar':>12} {'measured':>10}  verdict")
     for target in targets:
@@ -145,8 +145,8 @@ def print_table(targets: list[Target], memory: dict[str, float], native_bf16: bo
         else:
             verdict = "met" if target.met else "NOT MET"
         print(f"{target.name:<62} {target.bar:>12} {target.measured:>10}  {verdict}")
-    for dtype, rss_mb in memory.items():
-        print(f"sie serve worker RSS after bench_server.py, {dtype}: {rss_mb:,.0f} MB")
+    for dtype, server in servers.items():
+        print(f"sie serve worker RSS after bench_server.py, {dtype}: {server['server_rss_mb']:,.0f} MB")
 
 
 def main() -> None:
@@ -163,9 +163,9 @@ def main() -> None:
     folder = (args.out / "cpu_check").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     native_bf16 = cpu_has_native_bf16()
+    cpu_default = str(default_dtype(torch.device("cpu"))).removeprefix("torch.")
     print(f"# {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"native bf16: {'yes' if native_bf16 else 'no (emulated)'}, sie's CPU default: "
-          f"{str(default_dtype(torch.device('cpu'))).removeprefix('torch.')}", flush=True)
+          f"native bf16: {'yes' if native_bf16 else 'no (emulated)'}, sie's CPU default: {cpu_default}", flush=True)
 
     documents, repeats = (8, 1) if args.quick else (args.documents, args.repeats)
     onnx_path = None if args.no_onnx else original_onnx_file(folder / "source")
@@ -184,21 +184,20 @@ def main() -> None:
                   f"{result['queries']}")
         targets += fidelity_targets(fidelity)
 
-    servers, memory = {}, {}
-    dtypes = [str(default_dtype(torch.device("cpu"))).removeprefix("torch.")] if args.quick else args.server_dtypes
+    servers = {}
+    dtypes = [cpu_default] if args.quick else args.server_dtypes
     for dtype in dtypes:
         out = folder / f"server-{dtype}"
         run_step(f"server-{dtype}", [sys.executable, "bench_server.py", "--dtype", dtype, "--out", str(out)]
                  + (["--quick"] if args.quick else []), folder)
         servers[dtype] = json.loads((out / "server.json").read_text())
-        memory[dtype] = servers[dtype]["server_rss_mb"]
         targets += server_targets(dtype, servers[dtype])
 
-    print_table(targets, memory, native_bf16)
+    print_table(targets, servers, native_bf16)
     (folder / "cpu_check.json").write_text(json.dumps({
         "date": date.today().isoformat(), "machine": cpu_model(),
         "cpus": os.cpu_count(), "torch": torch.__version__, "native_bf16": native_bf16, "quick": args.quick,
-        "targets": [asdict(target) for target in targets], "server_rss_mb": memory, "fidelity": fidelity,
+        "targets": [asdict(target) for target in targets], "fidelity": fidelity,
         "rerank": rerank, "servers": servers,
     }, indent=2))
     print(f"# full results in {folder}")
