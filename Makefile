@@ -43,6 +43,7 @@ test: model kernels check-offline-install
 	$(BIN)/python benchmarks/bench_rerank.py --model-shape tiny-gqa --documents 4 --repeats 1
 	$(BIN)/python benchmarks/bench_score_file.py --pairs 128 --chunk-rows 32 --repeats 1
 	$(BIN)/python benchmarks/bench_encode.py --sentences 16 --repeats 1
+	$(BIN)/python benchmarks/bench_load.py --shape tiny-gqa --dtypes int8 --repeats 1
 	$(BIN)/python benchmarks/cpu_check.py --quick --no-onnx
 
 check-offline-install: setup

@@ -184,14 +184,16 @@ def quantize_model(model: nn.Module, integers: dict[str, torch.Tensor] | None = 
     float layer's, a weight without its scale) raise ValueError: they were meant for another model.
     """
     integers = integers or {}
-    linears = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    expected = {f"{name}.{part}" for name, _ in linears for part in ("weight", "weight_scale")}
+    # Names, not modules: each float layer is freed as soon as its int8 replacement is in place.
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    expected = {f"{name}.{part}" for name in linears for part in ("weight", "weight_scale")}
     stray = sorted(set(integers) - expected)
     halves = sorted(key for key in integers if key.endswith(".weight") and f"{key}_scale" not in integers)
     if stray or halves:
         raise ValueError(f"int8 weights that fit no linear layer: {stray[:4]}, without a scale: {halves[:4]}")
     kept = 0
-    for name, linear in linears:
+    for name in linears:
+        linear = model.get_submodule(name)
         if f"{name}.weight" in integers:
             weight, scale = integers[f"{name}.weight"], integers[f"{name}.weight_scale"]
             if weight.shape != linear.weight.shape:

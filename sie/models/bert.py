@@ -16,7 +16,7 @@ from torch import nn
 
 from sie.errors import UnsupportedModelError
 from sie.kernels import Kernels
-from sie.models.family import ModelFamily, StateDict
+from sie.models.family import Fusion, ModelFamily, StateDict, Tensors
 from sie.packing import PackedBatch
 from sie.quantization import linear_features, linear_gelu
 
@@ -179,27 +179,25 @@ class BertForSequenceClassification(nn.Module):
         return self.classifier(self.bert.pooler(self.bert(batch)))
 
 
-def fuse_qkv(state_dict: StateDict) -> StateDict:
-    """Renames a transformers BERT-family state dict to ours: ``attention.self.{query,key,value}`` -> ``attention.qkv``.
+def fuse_qkv(tensors: Tensors) -> StateDict:
+    """Renames a transformers BERT-family checkpoint to ours: ``attention.self.{query,key,value}`` ->
+    ``attention.qkv``, fused as each layer's last projection arrives.
 
     Also accepts the old ``LayerNorm.gamma``/``beta`` names. Keys it does not know are kept, so the
     caller's strict load reports them; an attention weight other than the three projections (relative
     position embeddings, say) raises UnsupportedModelError.
     """
-    renamed: dict[str, torch.Tensor] = {}
-    projections: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in state_dict.items():
+    renamed: StateDict = {}
+    fusion = Fusion(renamed)
+    for key, tensor in tensors:
         key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
         prefix, marker, rest = key.partition(".attention.self.")
         if marker:
             projection, _, kind = rest.partition(".")
-            projections.setdefault(f"{prefix}.attention.qkv.{kind}", {})[projection] = tensor
+            fusion.add(f"{prefix}.attention.qkv.{kind}", ("query", "key", "value"), projection, tensor)
         else:
             renamed[key] = tensor
-    for key, parts in projections.items():
-        if sorted(parts) != ["key", "query", "value"]:
-            raise UnsupportedModelError(f"{key}: expected query, key and value projections, got {sorted(parts)}")
-        renamed[key] = torch.cat([parts["query"], parts["key"], parts["value"]])
+    fusion.check_complete()
     return renamed
 
 
@@ -207,9 +205,9 @@ def fuse_qkv(state_dict: StateDict) -> StateDict:
 _BUFFERS = re.compile(r"(^|\.)embeddings\.(position_ids|token_type_ids)$")
 
 
-def convert_checkpoint(state_dict: StateDict, config: Any) -> StateDict:
+def convert_checkpoint(tensors: Tensors, config: Any) -> StateDict:
     """A transformers BERT checkpoint in our keys: saved buffers dropped, query/key/value fused (``fuse_qkv``)."""
-    return fuse_qkv({key: tensor for key, tensor in state_dict.items() if not _BUFFERS.search(key)})
+    return fuse_qkv((key, tensor) for key, tensor in tensors if not _BUFFERS.search(key))
 
 
 def check_encoder_config(config: Any) -> None:
@@ -236,16 +234,17 @@ _BODY_PREFIXES = ("bert.", "roberta.")
 _NOT_BODY = re.compile(r"^(pooler|cls|lm_head)\.")
 
 
-def convert_encoder_checkpoint(state_dict: StateDict, config: Any) -> StateDict:
+def convert_encoder_checkpoint(tensors: Tensors, config: Any) -> StateDict:
     """A BERT-family base checkpoint (``BertModel``, ``XLMRobertaModel``) in the keys of ``BertForEmbedding``:
     a wrapper's prefix removed, pooler and pre-training heads dropped, then ``convert_checkpoint``."""
-    body: StateDict = {}
-    for key, tensor in state_dict.items():
-        for prefix in _BODY_PREFIXES:
-            key = key.removeprefix(prefix)
-        if not _NOT_BODY.search(key):
-            body[key] = tensor
-    return convert_checkpoint(body, config)
+    body = ((_without_body_prefix(key), tensor) for key, tensor in tensors)
+    return convert_checkpoint(((key, tensor) for key, tensor in body if not _NOT_BODY.search(key)), config)
+
+
+def _without_body_prefix(key: str) -> str:
+    for prefix in _BODY_PREFIXES:
+        key = key.removeprefix(prefix)
+    return key
 
 
 def max_length(config: Any) -> int:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
 
 from sie.errors import UnsupportedModelError
 
@@ -42,10 +43,14 @@ def weight_files(folder: Path) -> list[Path]:
     return []
 
 
-def read_state_dict(folder: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Every tensor of ``folder``'s checkpoint on the CPU, floating-point ones converted to ``dtype``.
+def read_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(key, tensor)`` for every tensor of ``folder``'s checkpoint, as stored, on the CPU, read one at a time.
 
-    Tensors are converted one at a time as each file is read, so the full checkpoint is never held twice.
+    Each tensor views the memory-mapped file: nothing is read until it is used, and nothing but the tensor being
+    read is held here, so a caller that keeps what it needs as it goes (a family's ``convert_checkpoint``) never
+    holds a shard beside what it kept. What a model keeps must be copied out (``sie.models.loading``): a view would
+    keep the file's pages resident for as long as the model lives. Missing weights raise UnsupportedModelError
+    here, before the first tensor.
     """
     files = weight_files(folder)
     if not files:
@@ -53,16 +58,21 @@ def read_state_dict(folder: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]
     missing = [file.name for file in files if not file.is_file()]
     if missing:
         raise UnsupportedModelError(f"{folder / SAFETENSORS_INDEX} names shards that are missing: {missing[:4]}")
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        if file.suffix == ".safetensors":
-            tensors = load_file(file)
-        else:
-            try:
-                tensors = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-            except pickle.UnpicklingError as error:
-                raise UnsupportedModelError(f"{file} holds more than tensors and is not loaded (weights_only): "
-                                            f"{str(error).splitlines()[0]}") from None
-        for key, tensor in tensors.items():
-            state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
-    return state
+    return (item for file in files for item in _file_tensors(file))
+
+
+def _file_tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """One weight file's tensors, one at a time, as views of the memory-mapped file: safetensors through
+    ``safe_open``, a pickle through ``torch.load(mmap=True)``."""
+    if file.suffix == ".safetensors":
+        with safe_open(file, framework="pt") as tensors:
+            for key in tensors.keys():
+                yield key, tensors.get_tensor(key)
+        return
+    try:
+        tensors = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        raise UnsupportedModelError(f"{file} holds more than tensors and is not loaded (weights_only): "
+                                    f"{str(error).splitlines()[0]}") from None
+    for key in list(tensors):
+        yield key, tensors.pop(key)

@@ -8,31 +8,52 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from sie.errors import UnsupportedModelError
 from sie.hub.default_model import PROVENANCE_FILE
 from sie.kernels import Kernels, resolve_kernels
-from sie.models.checkpoint import read_state_dict
+from sie.models.checkpoint import read_tensors
 from sie.models.family import ModelFamily
 from sie.quantization import INT8_WEIGHTS, int8_kernels, quantize_model, read_int8_weights
 
 logger = logging.getLogger(__name__)
 
 
+class SkipInitialisation(TorchFunctionMode):
+    """Makes the initialisation of meta tensors a no-op (``torch.nn.init``'s functions, which ``nn.Linear`` and
+    ``nn.Embedding`` call, and the ``fill_``/``zero_`` of ``nn.LayerNorm``): a module built on the meta device takes
+    every value from the checkpoint, and meta ``normal_`` alone imports ``torch._dynamo``, 1.2-2.5 s of a fresh
+    process's first model load here."""
+
+    TENSOR_INITIALISERS = frozenset({torch.Tensor.fill_, torch.Tensor.zero_, torch.Tensor.normal_,
+                                     torch.Tensor.uniform_})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")
+        initialiser = getattr(func, "__module__", None) == "torch.nn.init" or func in self.TENSOR_INITIALISERS
+        if initialiser and isinstance(target, torch.Tensor) and target.is_meta:
+            return target
+        return func(*args, **kwargs)
+
+
 def load_model(
-    path: Path, family: ModelFamily, config: Any, kernels: Kernels, device: torch.device, dtype: torch.dtype
+    path: Path, family: ModelFamily, config: Any, kernels: Kernels, device: torch.device, dtype: torch.dtype | None
 ) -> nn.Module:
     """``family``'s module for ``config`` with the weights of ``path``, in ``dtype`` on ``device``, in eval mode.
 
     The module is built on the meta device and takes the checkpoint's tensors as they are (no initialisation).
-    Tensors are read and converted on the CPU and only what the module keeps moves to ``device``: a causal LM's
-    vocabulary projection, say, never reaches the GPU. Raises UnsupportedModelError when the checkpoint's keys
-    do not match the module's.
+    Tensors are read one at a time on the CPU and converted as stored (fused, and a causal LM's vocabulary
+    projection cut to its score rows as it is read); then each is copied to ``device`` in ``dtype``, so that the
+    model views none of the checkpoint's file. ``dtype`` None keeps each tensor as stored, possibly a view of the
+    file: the int8 mode quantizes from those and copies the rest (``build_model``). Raises UnsupportedModelError
+    when the checkpoint's keys do not match the module's.
     """
-    with torch.device("meta"):
+    with torch.device("meta"), SkipInitialisation():
         model = family.module(config, kernels)
-    state = {key: tensor.to(device) for key, tensor in
-             family.convert_checkpoint(read_state_dict(path, dtype), config).items()}
+    state = family.convert_checkpoint(read_tensors(path), config)
+    state = {key: _placed(state.pop(key), device, dtype) for key in list(state)}
     expected = model.state_dict().keys()
     missing = sorted(expected - state.keys())
     unexpected = sorted(state.keys() - expected)
@@ -43,6 +64,25 @@ def load_model(
         )
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+def _placed(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
+    """``tensor`` on ``device``: as it is when ``dtype`` is None, else a copy, in ``dtype`` if it is
+    floating-point."""
+    if dtype is None:
+        return tensor.to(device)
+    return tensor.to(device, dtype if tensor.is_floating_point() else tensor.dtype, copy=True)
+
+
+def _copy_floats(model: nn.Module, dtype: torch.dtype) -> None:
+    """Replaces every floating-point parameter and buffer of ``model`` with a copy in ``dtype``."""
+    for module in model.modules():
+        tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        for name, tensor in tensors:
+            if tensor.is_floating_point():
+                copy = tensor.detach().to(dtype, copy=True)
+                setattr(module, name, nn.Parameter(copy, requires_grad=False) if isinstance(tensor, nn.Parameter)
+                        else copy)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -56,20 +96,23 @@ def build_model(
 ) -> tuple[nn.Module, Kernels]:
     """The kernels for ``device``/``dtype`` and ``family``'s module with ``path``'s weights, ready to run.
 
-    ``dtype`` ``torch.int8`` is the int8 mode (``sie.quantization``, CPU only): the model loads in fp32, then its
-    linear layers take the folder's own integers (``sie_int8.safetensors``) or are quantized per channel.
+    ``dtype`` ``torch.int8`` is the int8 mode (``sie.quantization``, CPU only): the model loads as the checkpoint
+    stores it, its linear layers take the folder's own integers (``sie_int8.safetensors``) or are quantized per
+    channel one at a time, and only then is the rest copied into fp32. A bf16 checkpoint therefore peaks near its
+    own size, not at four bytes per parameter; the integers are the same either way, as bf16 -> fp32 is exact.
     """
     if dtype == torch.int8 and device.type != "cpu":
         raise UnsupportedModelError(f"dtype int8 runs on the CPU only, not on {device}; use float16 or bfloat16")
     kernels = resolve_kernels(device, compute_dtype(dtype), backend, head_dim=head_dim)
-    if dtype == torch.int8:
-        kernels = int8_kernels(kernels, device, backend, head_dim)
-    model = load_model(path, family, config, kernels, device, compute_dtype(dtype))
-    if dtype == torch.int8:
-        integers = read_int8_weights(path)
-        if integers is None and (Path(path) / PROVENANCE_FILE).is_file():
-            logger.warning("%s was converted by an older sie and lacks %s: its linear layers are quantized per "
-                           "channel instead of keeping the original file's integers; `sie models fetch-default "
-                           "--force` adds them", path, INT8_WEIGHTS)
-        quantize_model(model, None if integers is None else family.convert_checkpoint(integers, config))
+    if dtype != torch.int8:
+        return load_model(path, family, config, kernels, device, dtype), kernels
+    kernels = int8_kernels(kernels, device, backend, head_dim)
+    model = load_model(path, family, config, kernels, device, None)
+    integers = read_int8_weights(path)
+    if integers is None and (Path(path) / PROVENANCE_FILE).is_file():
+        logger.warning("%s was converted by an older sie and lacks %s: its linear layers are quantized per "
+                       "channel instead of keeping the original file's integers; `sie models fetch-default "
+                       "--force` adds them", path, INT8_WEIGHTS)
+    quantize_model(model, None if integers is None else family.convert_checkpoint(integers.items(), config))
+    _copy_floats(model, compute_dtype(dtype))
     return model, kernels

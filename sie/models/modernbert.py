@@ -19,7 +19,7 @@ from torch import nn
 
 from sie.errors import UnsupportedModelError
 from sie.kernels import Kernels
-from sie.models.family import ModelFamily, StateDict
+from sie.models.family import ModelFamily, StateDict, Tensors
 from sie.models.pooling import mean_pool
 from sie.models.rotary import RotaryEmbedding, apply_rotary
 from sie.packing import PackedBatch
@@ -194,27 +194,26 @@ class ModernBertForSequenceClassification(nn.Module):
         return self.classifier(self.head(pooled))
 
 
-def _zero_norm_biases(state_dict: StateDict) -> StateDict:
-    """A zero ``bias`` beside every LayerNorm weight that has none (``norm_bias: false`` checkpoints)."""
-    filled = dict(state_dict)
-    for key, tensor in state_dict.items():
+def _zero_norm_biases(tensors: Tensors) -> StateDict:
+    """The checkpoint, with a zero ``bias`` beside every LayerNorm weight that has none (``norm_bias: false``)."""
+    state = dict(tensors)
+    for key, tensor in list(state.items()):
         prefix, _, name = key.rpartition(".")
-        if name == "weight" and prefix.rpartition(".")[2].endswith("norm") and f"{prefix}.bias" not in state_dict:
-            filled[f"{prefix}.bias"] = torch.zeros_like(tensor)
-    return filled
+        if name == "weight" and prefix.rpartition(".")[2].endswith("norm") and f"{prefix}.bias" not in state:
+            state[f"{prefix}.bias"] = torch.zeros_like(tensor)
+    return state
 
 
-def convert_checkpoint(state_dict: StateDict, config: Any) -> StateDict:
+def convert_checkpoint(tensors: Tensors, config: Any) -> StateDict:
     """A transformers ModernBERT classifier in our keys: norms without bias get zero ones."""
-    return _zero_norm_biases(state_dict)
+    return _zero_norm_biases(tensors)
 
 
-def convert_encoder_checkpoint(state_dict: StateDict, config: Any) -> StateDict:
+def convert_encoder_checkpoint(tensors: Tensors, config: Any) -> StateDict:
     """A ModernBERT base checkpoint (``ModernBertModel``, or a wrapper's ``model.`` keys) in our keys: pre-training
     heads dropped, norms without bias given zero ones."""
-    body = {key.removeprefix("model."): tensor for key, tensor in state_dict.items()
-            if not key.startswith(("head.", "decoder.", "classifier."))}
-    return _zero_norm_biases(body)
+    return _zero_norm_biases((key.removeprefix("model."), tensor) for key, tensor in tensors
+                             if not key.startswith(("head.", "decoder.", "classifier.")))
 
 
 def check_encoder_config(config: Any) -> None:

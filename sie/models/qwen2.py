@@ -19,7 +19,7 @@ from torch import nn
 
 from sie.errors import UnsupportedModelError
 from sie.kernels import Kernels
-from sie.models.family import ModelFamily, StateDict, single_logit
+from sie.models.family import Fusion, ModelFamily, StateDict, Tensors, single_logit
 from sie.models.rotary import RotaryEmbedding, apply_rotary
 from sie.packing import PackedBatch
 
@@ -183,29 +183,35 @@ def is_causal_lm(config: Any) -> bool:
     return any(name.endswith("ForCausalLM") for name in getattr(config, "architectures", None) or ())
 
 
-def convert_checkpoint(state_dict: StateDict, config: Any) -> StateDict:
+# Projections a Qwen checkpoint stores apart, and the fused tensor each becomes part of.
+_FUSED = {
+    **dict.fromkeys(("q_proj", "k_proj", "v_proj"), ("qkv_proj", ("q_proj", "k_proj", "v_proj"))),
+    **dict.fromkeys(("gate_proj", "up_proj"), ("gate_up_proj", ("gate_proj", "up_proj"))),
+}
+
+
+def convert_checkpoint(tensors: Tensors, config: Any) -> StateDict:
     """A transformers Qwen checkpoint in our keys: q/k/v and gate/up fused; for a causal LM the score-token
     rows of ``lm_head`` (or of the tied input embedding) become ``score`` and the rest of the vocabulary
-    projection is dropped."""
+    projection is dropped as soon as it is read."""
     converted: StateDict = {}
-    parts: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in state_dict.items():
+    fusion = Fusion(converted)
+    rows = list(score_rows(config))
+    for key, tensor in tensors:
         prefix, _, name = key.rpartition(".")  # name: weight or bias
         module_prefix, _, projection = prefix.rpartition(".")
-        if projection in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"):
-            fused = "qkv_proj" if projection in ("q_proj", "k_proj", "v_proj") else "gate_up_proj"
-            parts.setdefault(f"{module_prefix}.{fused}.{name}", {})[projection] = tensor
-        elif key != "lm_head.weight":
+        if projection in _FUSED:
+            fused, order = _FUSED[projection]
+            fusion.add(f"{module_prefix}.{fused}.{name}", order, projection, tensor)
+        elif key == "lm_head.weight":
+            if rows:
+                converted["score.weight"] = tensor[rows]
+        else:
             converted[key] = tensor
-    for key, projections in parts.items():
-        order = ("q_proj", "k_proj", "v_proj") if ".qkv_proj." in key else ("gate_proj", "up_proj")
-        if sorted(projections) != sorted(order):
-            raise UnsupportedModelError(f"{key}: expected {', '.join(order)}, got {', '.join(sorted(projections))}")
-        converted[key] = torch.cat([projections[name] for name in order])
-    rows = score_rows(config)
-    if rows:
-        output_embedding = state_dict.get("lm_head.weight", state_dict.get("model.embed_tokens.weight"))
-        converted["score.weight"] = output_embedding[list(rows)].clone()
+    fusion.check_complete()
+    tied = converted.get("model.embed_tokens.weight")
+    if rows and "score.weight" not in converted and tied is not None:
+        converted["score.weight"] = tied[rows]
     return converted
 
 

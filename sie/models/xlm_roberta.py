@@ -13,7 +13,7 @@ from torch import nn
 
 from sie.kernels import Kernels
 from sie.models import bert
-from sie.models.family import ModelFamily, StateDict
+from sie.models.family import ModelFamily, StateDict, Tensors
 from sie.packing import PackedBatch
 
 
@@ -49,10 +49,10 @@ class XLMRobertaForEmbedding(bert.BertForEmbedding):
         self.position_offset = config.pad_token_id + 1
 
 
-def convert_checkpoint(state_dict: StateDict, config: Any) -> StateDict:
+def convert_checkpoint(tensors: Tensors, config: Any) -> StateDict:
     """BERT's conversion, without the pooler that XLM-R classifiers keep from pre-training but never call."""
-    return bert.convert_checkpoint({key: tensor for key, tensor in state_dict.items()
-                                    if not key.startswith("roberta.pooler.")}, config)
+    return bert.convert_checkpoint(((key, tensor) for key, tensor in tensors if not key.startswith("roberta.pooler.")),
+                                   config)
 
 
 def max_length(config: Any) -> int:

@@ -139,6 +139,7 @@ def make_random_checkpoint(
     tie_word_embeddings: bool = True,
     base_model: bool = False,
     config: dict | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
     """Writes a random checkpoint of ``arch`` (one of ``ARCHITECTURES``) with its tokenizer to ``path``.
 
@@ -147,7 +148,8 @@ def make_random_checkpoint(
     overrides entries of the transformers config (ModernBERT's ``local_attention`` or biases, say). Qwen2 and Qwen3 are
     ``...ForCausalLM`` (with ``tie_word_embeddings`` as given), or ``...ForSequenceClassification`` with one
     label when ``classifier``. ``shape`` is a name in ``SHAPES`` or a ``Shape``. The vocabulary is the
-    tokenizer's (a few hundred tokens), so even large shapes stay small on disk apart from their layers.
+    tokenizer's (a few hundred tokens), so even large shapes stay small on disk apart from their layers. The weights
+    are saved in ``dtype`` (real decoder checkpoints ship in bf16).
     """
     from transformers import PreTrainedTokenizerFast
 
@@ -163,7 +165,7 @@ def make_random_checkpoint(
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             parameter.copy_(_perturbed(name, parameter, generator))
-    model.eval().save_pretrained(path)
+    model.to(dtype).eval().save_pretrained(path)
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=max_position_embeddings,
                             **specials).save_pretrained(path)
     return path

@@ -20,7 +20,7 @@ def tiny(random_bert_path) -> Reranker:
 
 def test_checkpoint_keys_and_shapes_map_onto_the_module(random_bert_path, tiny):
     ours = {key: tuple(value.shape) for key, value in tiny.model.state_dict().items()}
-    converted = FAMILY.convert_checkpoint(load_file(random_bert_path / "model.safetensors"), None)
+    converted = FAMILY.convert_checkpoint(load_file(random_bert_path / "model.safetensors").items(), None)
     renamed = {key: tuple(value.shape) for key, value in converted.items()}
     assert renamed == ours
 
@@ -76,4 +76,4 @@ def test_attention_weights_beyond_query_key_value_are_refused(random_bert_path):
     state = load_file(random_bert_path / "model.safetensors")
     state["bert.encoder.layer.0.attention.self.distance_embedding.weight"] = torch.zeros(3, 4)
     with pytest.raises(UnsupportedModelError, match="distance_embedding"):
-        fuse_qkv(state)
+        fuse_qkv(state.items())

@@ -23,6 +23,8 @@ CHECKPOINTS = {
     "xlm-roberta": ("xlm-roberta", "tiny", {}, None),
     "modernbert": ("modernbert", "tiny-modernbert", {"config": {"local_attention": 16}}, None),
     "qwen3-lm": ("qwen3", "tiny-gqa", {}, "qwen3-reranker"),
+    # Quantized from its bf16 weights as stored (bf16 -> fp32 is exact, so the integers are fp32's).
+    "qwen3-lm-bf16": ("qwen3", "tiny-gqa", {"dtype": torch.bfloat16}, "qwen3-reranker"),
     "qwen2-classifier": ("qwen2", "tiny-gqa", {"classifier": True}, "mxbai-rerank-v2"),
 }
 

@@ -63,7 +63,7 @@ def test_logits_match_transformers(modernbert_path, seed):
 def test_checkpoint_keys_and_shapes_map_onto_the_module(modernbert_path):
     reranker = Reranker(str(modernbert_path), device="cpu", dtype=torch.float32)
     ours = {key: tuple(value.shape) for key, value in reranker.model.state_dict().items()}
-    converted = FAMILY.convert_checkpoint(load_file(modernbert_path / "model.safetensors"), None)
+    converted = FAMILY.convert_checkpoint(load_file(modernbert_path / "model.safetensors").items(), None)
     assert {key: tuple(value.shape) for key, value in converted.items()} == ours
     assert reranker.architecture == "ModernBertForSequenceClassification"
 
