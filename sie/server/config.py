@@ -89,6 +89,7 @@ class ServerConfig:
     max_queue: int = 64
     max_items: int = 1000
     max_body_bytes: int = 16 * 1024 * 1024
+    max_buffered_bytes: int = 256 * 1024 * 1024
     request_timeout_s: float = 60.0
     read_timeout_s: float = 10.0
     max_connections: int = 4096
@@ -98,6 +99,11 @@ class ServerConfig:
     access_log: bool = False
     malloc_trim_interval_s: float = 10.0
     malloc_mmap_threshold: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError(f"--max-buffered-bytes ({self.max_buffered_bytes}) is below --max-body-bytes "
+                             f"({self.max_body_bytes}): a body of the largest size allowed could never be read")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -161,6 +167,9 @@ SETTINGS: dict[str, Setting] = {
                          "--max-queue"),
     "max_items": Setting(int, "most items in one request; past it 413", "--max-items"),
     "max_body_bytes": Setting(int, "largest request body in bytes; past it 413", "--max-body-bytes"),
+    "max_buffered_bytes": Setting(int, "bytes of requests still arriving that a worker holds, over all its "
+                                       "connections; the request whose bytes would pass it gets 503 "
+                                       "RESOURCE_EXHAUSTED and its connection is closed", "--max-buffered-bytes"),
     "request_timeout_s": Setting(float, "a request still queued after this many seconds gets 504",
                                  "--request-timeout"),
     "read_timeout_s": Setting(float, "seconds a client has to send a whole request (headers and body), from "

@@ -32,6 +32,11 @@ class PayloadTooLargeError(ServerError):
     """The request body is larger than ``max_body_bytes``."""
 
 
+class BuffersFullError(ServerError):
+    """The worker already holds ``max_buffered_bytes`` of requests still arriving; the client retries after
+    ``Retry-After``."""
+
+
 class TooManyItemsError(ServerError):
     """More items than ``max_items`` in one request."""
 
@@ -104,6 +109,7 @@ ERRORS: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (NotReadyLoadFailedError, ErrorKind(503, "MODEL_LOAD_FAILED")),
     (NotReadyLoadingError, ErrorKind(503, "MODEL_LOADING", retry_after_s=2)),
     (QueueFullError, ErrorKind(503, "QUEUE_FULL", retry_after_s=1)),
+    (BuffersFullError, ErrorKind(503, "RESOURCE_EXHAUSTED", retry_after_s=1)),
     (RequestTimeoutError, ErrorKind(504, "TIMEOUT", retry_after_s=1)),
 )
 INTERNAL = ErrorKind(500, "INTERNAL_ERROR")

@@ -8,7 +8,9 @@ without blocking until the headers and the whole body (Content-Length or chunked
 does a request thread parse them from memory. A client gets ``read_timeout_s`` from connecting (or from the first
 byte of a kept-alive connection's next request) to send all of it; past that it is answered 408. Headers past
 64 KiB (431) and bodies past ``max_body_bytes`` (413) are refused by the loop too, so nothing incomplete
-ever reaches a thread. Connections are closed without blocking the loop: the write side is shut, and whatever the
+ever reaches a thread. What the buffers of all connections still reading hold is bounded by ``max_buffered_bytes``:
+the request whose bytes would pass it is answered 503 RESOURCE_EXHAUSTED (sie-sdk retries it), so that many clients
+sending large bodies slowly cannot exhaust the worker's memory. Connections are closed without blocking the loop: the write side is shut, and whatever the
 client still sends is drained for at most two seconds so that it reads its answer rather than a reset. Idle and
 slow connections cost a socket and a buffer, never a thread, so the batcher's guarantees (bounded queue,
 deadlines) are all that limits admission.
@@ -34,7 +36,7 @@ from typing import Any
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from sie.server.config import ServerConfig
-from sie.server.errors import PayloadTooLargeError, kind_of
+from sie.server.errors import BuffersFullError, PayloadTooLargeError, kind_of
 
 _HEADER_END = b"\r\n\r\n"
 MAX_HEADER_BYTES = 64 * 1024
@@ -50,11 +52,13 @@ _THREAD_SOCKET_TIMEOUT_S = 60.0
 INCOMPLETE, COMPLETE = 0, 1  # RequestScan verdicts besides an HTTP status to refuse with
 
 
-def refusal(status: int, code: str, message: str) -> bytes:
+def refusal(status: int, code: str, message: str, retry_after_s: int | None = None) -> bytes:
     """A whole HTTP/1.1 error response in the server's error format, closing the connection."""
     body = json.dumps({"detail": {"code": code, "message": message}}).encode()
+    retry_after = "" if retry_after_s is None else f"Retry-After: {retry_after_s}\r\n"
     return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
-            f"X-SIE-Error-Code: {code}\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+            f"X-SIE-Error-Code: {code}\r\n{retry_after}Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
 
 
 class RequestScan:
@@ -180,6 +184,8 @@ class BufferingThreadWorker(ThreadWorker):
         config = ServerConfig.from_env()
         self.read_timeout_s = config.read_timeout_s
         self.max_body_bytes = config.max_body_bytes
+        self.max_buffered_bytes = config.max_buffered_bytes
+        self.buffered_bytes = 0  # what the buffers of reading_conns hold
         self.reading_conns: deque[BufferedConn] = deque()
         self.lingering: deque[tuple[float, socket.socket]] = deque()
         self.buffering = not self.cfg.is_ssl and self.cfg.http2_cleartext == "off"
@@ -210,6 +216,7 @@ class BufferingThreadWorker(ThreadWorker):
         conn.sock.setblocking(False)
         conn.start_reading(pending)
         self.reading_conns.append(conn)
+        self.buffered_bytes += len(pending)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
         if pending:
             self._judge(conn)
@@ -226,12 +233,17 @@ class BufferingThreadWorker(ThreadWorker):
             self._close(conn)
             return
         conn.buffer += data
+        self.buffered_bytes += len(data)
         self._judge(conn)
 
     def _judge(self, conn: BufferedConn) -> None:
         verdict = conn.scan.verdict(conn.buffer)
-        if verdict == COMPLETE:
+        if verdict == COMPLETE:  # its bytes leave the buffers now, whatever they held
             self._dispatch(conn)
+        elif self.buffered_bytes > self.max_buffered_bytes:
+            kind = kind_of(BuffersFullError(""))
+            self._refuse(conn, refusal(kind.status, kind.code, f"the worker holds {self.max_buffered_bytes} bytes of "
+                                       "requests still arriving, its bound; retry later", kind.retry_after_s))
         elif verdict == 413:
             kind = kind_of(PayloadTooLargeError(""))
             self._refuse(conn, refusal(kind.status, kind.code, f"the body is larger than {self.max_body_bytes} "
@@ -261,6 +273,7 @@ class BufferingThreadWorker(ThreadWorker):
 
     def _stop_reading(self, conn: BufferedConn) -> None:
         self.reading_conns.remove(conn)
+        self.buffered_bytes -= len(conn.buffer)
         try:
             self.poller.unregister(conn.sock)
         except (KeyError, ValueError, OSError):

@@ -47,6 +47,12 @@ def test_a_bad_value_names_its_variable_and_flag(name, value):
         ServerConfig.from_env({env_name(name): value})
 
 
+def test_the_buffer_bound_must_hold_a_largest_body():
+    with pytest.raises(ValueError, match="max-buffered-bytes .* is below --max-body-bytes"):
+        ServerConfig.from_env({"SIE_MAX_BODY_BYTES": "2000", "SIE_MAX_BUFFERED_BYTES": "1000"})
+    assert ServerConfig.from_env({"SIE_MAX_BODY_BYTES": "2000", "SIE_MAX_BUFFERED_BYTES": "2000"})
+
+
 def test_keys_stay_out_of_the_config_repr():
     assert "secret-key" not in repr(ServerConfig.from_env({"SIE_API_KEYS": "secret-key"}))
 

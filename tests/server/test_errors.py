@@ -10,6 +10,7 @@ from werkzeug.exceptions import MethodNotAllowed
 
 from sie.errors import InputTooLongError, InvalidInputError, ModelNotFoundError, UnsupportedModelError
 from sie.server.errors import (
+    BuffersFullError,
     ModelLoadFailedError,
     ModelLoadingError,
     ModelNotServedError,
@@ -44,6 +45,7 @@ def app_context():
     (NotReadyLoadFailedError("m failed to load: E", ["m"]), 503, "MODEL_LOAD_FAILED", None),
     (NotReadyLoadingError("loading m", ["m"]), 503, "MODEL_LOADING", "2"),
     (QueueFullError("full"), 503, "QUEUE_FULL", "1"),
+    (BuffersFullError("full"), 503, "RESOURCE_EXHAUSTED", "1"),
     (RequestTimeoutError("late"), 504, "TIMEOUT", "1"),
 ])
 def test_each_error_gets_its_status_code_and_headers(error, status, code, retry_after):

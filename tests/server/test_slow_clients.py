@@ -2,7 +2,8 @@
 
 ``RequestScan`` (what the worker's main loop waits for before a thread takes a connection) is checked on
 its own; then a server with a 3-s read bound faces 300 connections that sent half their headers (slowloris), and
-requests dribbled in pieces, pipelined, chunked and oversized.
+requests dribbled in pieces, pipelined, chunked and oversized, and bodies sent slowly by many clients at once, which
+the worker holds up to a bound.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tests.server.conftest import TINY_BERT, tiny_server
 
 READ_TIMEOUT_S = 3
 MAX_BODY = 1 << 20
+MAX_BUFFERED = 3 * MAX_BODY
 SCORE = {"query": {"text": "what is python"}, "items": [{"text": "python is a language"}]}
 
 
@@ -100,8 +102,8 @@ def _read_response(conn: socket.socket, timeout_s: float = 10.0) -> bytes:
 
 @pytest.fixture(scope="module")
 def bounded_server(tiny_models_dir) -> Iterator[ServerProcess]:
-    with tiny_server(tiny_models_dir, "--read-timeout", str(READ_TIMEOUT_S),
-                     "--max-body-bytes", str(MAX_BODY)) as server:
+    with tiny_server(tiny_models_dir, "--read-timeout", str(READ_TIMEOUT_S), "--max-body-bytes", str(MAX_BODY),
+                     "--max-buffered-bytes", str(MAX_BUFFERED)) as server:
         yield server
 
 
@@ -231,3 +233,36 @@ def test_clients_that_never_close_after_connection_close_do_not_stall_the_worker
     finally:
         for conn in lingering:
             conn.close()
+
+
+def test_the_bytes_of_unfinished_requests_are_bounded_across_connections(bounded_server):
+    """Three clients stall after 900 KiB of a 1-MiB body each; a fourth whose bytes would take the worker past
+    --max-buffered-bytes (3 MiB) gets 503 RESOURCE_EXHAUSTED with Retry-After, while a small request is still
+    answered; once the stalled clients are gone the fourth's request goes through."""
+    large = {"query": {"text": "what is python"}, "items": [{"text": "python is a language " * 30_000}]}
+    large_request = _score_request(msgpack.packb(large))
+    assert MAX_BUFFERED - 3 * 900 * 1024 < len(large_request) < MAX_BODY
+    stalled = []
+    try:
+        for _ in range(3):
+            conn = socket.create_connection(("127.0.0.1", bounded_server.port))
+            conn.sendall(f"POST /v1/score/{TINY_BERT} HTTP/1.1\r\nHost: a\r\nContent-Type: application/msgpack\r\n"
+                         f"Content-Length: {MAX_BODY}\r\n\r\n".encode() + b"a" * (900 * 1024))
+            stalled.append(conn)
+        time.sleep(0.5)  # the worker's loop has read them
+        with socket.create_connection(("127.0.0.1", bounded_server.port)) as conn:
+            try:
+                conn.sendall(large_request)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused before it was all sent; the answer is waiting
+            response = _read_response(conn)
+        assert response.startswith(b"HTTP/1.1 503"), response[:300]
+        assert b"X-SIE-Error-Code: RESOURCE_EXHAUSTED" in response and b"Retry-After: 1" in response
+        assert bounded_server.client.post(f"/v1/score/{TINY_BERT}", SCORE).status == 200
+    finally:
+        for conn in stalled:
+            conn.close()
+    time.sleep(0.5)  # the worker sees them go
+    with socket.create_connection(("127.0.0.1", bounded_server.port)) as conn:
+        conn.sendall(large_request)
+        assert _read_response(conn).startswith(b"HTTP/1.1 200")
