@@ -29,7 +29,7 @@ from sie.hub import resolve_model
 from sie.models import build_model, compute_dtype, family_of, task_of
 from sie.models import pooling
 from sie.packing import PackedBatch, pack, plan_micro_batches
-from sie.reranker import (DEFAULT_MAX_BATCH_TOKENS, _max_sequence_length, _resolve_device,
+from sie.reranker import (DEFAULT_MAX_BATCH_TOKENS, max_sequence_length, resolve_device,
                           warn_if_slower_than_fp32)
 from sie.tokenization import EncodedPairs
 from sie.tokenization.texts import TextTokenizer
@@ -96,7 +96,7 @@ class Encoder:
 
         self.model_id = str(model)
         self.path = resolve_model(self.model_id)
-        self.device = _resolve_device(device, dtype)
+        self.device = resolve_device(device, dtype)
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         warn_if_slower_than_fp32(self.device, self.dtype)
         config = AutoConfig.from_pretrained(self.path)
@@ -105,7 +105,7 @@ class Encoder:
         self.settings = read_embedder_config(self.path, m3_heads=has_m3_heads(self.path))
         hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.tokenizer = TextTokenizer(hf_tokenizer.backend_tokenizer)
-        limit = _max_sequence_length(self.family.max_length(config), hf_tokenizer)
+        limit = max_sequence_length(self.family.max_length(config), hf_tokenizer)
         self.model_max_length = min(limit, self.settings.max_seq_length or limit)
         self.max_length = (self.model_max_length if max_length is None
                            else self.check_max_length(max_length, "max_length"))

@@ -35,13 +35,15 @@ class Documents:
     ids: list[str]
 
 
-def _positive_int(value: Any, field: str) -> int:
+def positive_int(value: Any, field: str) -> int:
+    """``value`` if it is an integer >= 1 (not a bool), else InvalidInputError naming ``field``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidInputError(field, f"must be a positive integer, got {value!r}")
     return value
 
 
-def _bool(value: Any, field: str) -> bool:
+def parse_bool(value: Any, field: str) -> bool:
+    """``value`` if it is a bool, else InvalidInputError naming ``field``."""
     if not isinstance(value, bool):
         raise InvalidInputError(field, f"must be a boolean, got {value!r}")
     return value
@@ -59,14 +61,14 @@ def parse_options(options: Mapping[str, Any] | None, field: str = "options") -> 
     top_k = options.get("top_k")
     max_length = options.get("max_length")
     return ScoreOptions(
-        top_k=None if top_k is None else _positive_int(top_k, f"{field}.top_k"),
-        raw_scores=_bool(options.get("raw_scores", False), f"{field}.raw_scores"),
-        max_length=None if max_length is None else _positive_int(max_length, f"{field}.max_length"),
-        truncate=_bool(options.get("truncate", True), f"{field}.truncate"),
+        top_k=None if top_k is None else positive_int(top_k, f"{field}.top_k"),
+        raw_scores=parse_bool(options.get("raw_scores", False), f"{field}.raw_scores"),
+        max_length=None if max_length is None else positive_int(max_length, f"{field}.max_length"),
+        truncate=parse_bool(options.get("truncate", True), f"{field}.truncate"),
     )
 
 
-def _text(item: Any, field: str) -> tuple[str, str | None]:
+def parse_text(item: Any, field: str) -> tuple[str, str | None]:
     """Returns (text, id) of a string or an Item map ``{"id"?, "text", "metadata"?, ...}``."""
     if isinstance(item, str):
         return item, None
@@ -85,7 +87,7 @@ def _text(item: Any, field: str) -> tuple[str, str | None]:
 
 def parse_query(query: Any, field: str = "query") -> tuple[str, str | None]:
     """Returns (query text, query id) of a string or an Item."""
-    return _text(query, field)
+    return parse_text(query, field)
 
 
 def parse_instruction(instruction: Any) -> str | None:
@@ -103,7 +105,7 @@ def parse_documents(documents: Any, field: str = "items") -> Documents:
     texts: list[str] = []
     ids: list[str] = []
     for index, item in enumerate(documents):
-        text, item_id = _text(item, f"{field}[{index}]")
+        text, item_id = parse_text(item, f"{field}[{index}]")
         texts.append(text)
         ids.append(f"item-{index}" if item_id is None else item_id)
     return Documents(texts=texts, ids=ids)

@@ -77,7 +77,7 @@ def warn_if_slower_than_fp32(device: torch.device, dtype: torch.dtype) -> None:
                        "its matmuls in float32, at 0.78-0.88x float32's speed on a 2-core AVX2 EPYC")
 
 
-def _resolve_device(device: str | torch.device, dtype: torch.dtype | None = None) -> torch.device:
+def resolve_device(device: str | torch.device, dtype: torch.dtype | None = None) -> torch.device:
     """``"auto"``: CUDA when available, else the CPU; the int8 mode runs on the CPU only, so "auto" means the CPU."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() and dtype != torch.int8 else "cpu")
@@ -102,7 +102,7 @@ def _resolve_path(model: str) -> Path:
         return default_model.fetch_default_model()
 
 
-def _max_sequence_length(family_limit: int, tokenizer) -> int:
+def max_sequence_length(family_limit: int, tokenizer) -> int:
     """The family's limit, or the tokenizer config's ``model_max_length`` when smaller (transformers writes a
     huge sentinel for "no limit")."""
     limit = tokenizer.model_max_length
@@ -151,13 +151,13 @@ class Reranker:
 
         self.model_id = str(model) if model is not None else DEFAULT_MODEL
         self.path = _resolve_path(self.model_id)
-        self.device = _resolve_device(device, dtype)
+        self.device = resolve_device(device, dtype)
         self.dtype = dtype or default_dtype(self.device)
         warn_if_slower_than_fp32(self.device, self.dtype)
         config = AutoConfig.from_pretrained(self.path)
         self.family = family_of(config)
         hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model_max_length = _max_sequence_length(self.family.max_length(config), hf_tokenizer)
+        self.model_max_length = max_sequence_length(self.family.max_length(config), hf_tokenizer)
         self.tokenizer, self.recipe = self._tokenizer(config, hf_tokenizer.backend_tokenizer, recipe)
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.model, self.kernels = build_model(self.path, self.family, config, self.device, self.dtype, backend,

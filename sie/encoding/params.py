@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from sie.errors import InvalidInputError
-from sie.inputs import _bool, _positive_int, _text
+from sie.inputs import parse_bool, positive_int, parse_text
 
 OUTPUT_TYPES = ("dense", "sparse", "multivector")
 OUTPUT_DTYPES = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
@@ -108,10 +108,10 @@ def parse_encode_params(params: Mapping[str, Any] | None, field: str = "params")
         output_types=_output_types(params.get("output_types"), _name(field, "output_types")),
         instruction=instruction,
         output_dtype=dtype or "float32",
-        is_query=None if is_query is None else _bool(is_query, f"{option}.is_query"),
-        max_length=None if max_length is None else _positive_int(max_length, f"{option}.max_length"),
-        truncate=_bool(options.get("truncate", True), f"{option}.truncate"),
-        normalize=None if normalize is None else _bool(normalize, f"{option}.normalize"),
+        is_query=None if is_query is None else parse_bool(is_query, f"{option}.is_query"),
+        max_length=None if max_length is None else positive_int(max_length, f"{option}.max_length"),
+        truncate=parse_bool(options.get("truncate", True), f"{option}.truncate"),
+        normalize=None if normalize is None else parse_bool(normalize, f"{option}.normalize"),
     )
 
 
@@ -123,7 +123,7 @@ def parse_items(items: Any, field: str = "items") -> Items:
         raise InvalidInputError(field, "must not be empty")
     texts, ids = [], []
     for index, item in enumerate(items):
-        text, item_id = _text(item, f"{field}[{index}]")
+        text, item_id = parse_text(item, f"{field}[{index}]")
         texts.append(text)
         ids.append(item_id)
     return Items(texts=texts, ids=ids)

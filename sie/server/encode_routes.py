@@ -27,7 +27,7 @@ from sie.encoder import Encoder, RawOutputs
 from sie.encoding.params import EncodeParams, parse_encode_params, parse_items
 from sie.errors import InvalidInputError
 from sie.server.encode_runner import EncodeRunner
-from sie.server.routes import _check_item_count, _optional, _request_map, _required
+from sie.server.routes import check_item_count, optional_field, request_map, required_field
 from sie.server.state import state
 from sie.server.wire import encode_response, wants_msgpack
 
@@ -84,11 +84,11 @@ def _on_wire(result: Mapping[str, Any], as_msgpack: bool) -> dict[str, Any]:
 def encode(model: str) -> Response:
     """sie's encode API: ``{items, params?: {output_types, instruction, output_dtype, options}}`` ->
     ``{model, items: [{id?, dense?, sparse?, multivector?}], usage}``."""
-    body = _request_map()
+    body = request_map()
     params = parse_encode_params(body.get("params"))
-    raw_items = _required(body, "items")
+    raw_items = required_field(body, "items")
     if isinstance(raw_items, list):
-        _check_item_count(len(raw_items))
+        check_item_count(len(raw_items))
     items = parse_items(raw_items)
     raw, tokens, encoder = _encode_texts(model, items.texts, params, "items", prefix="params.")
     as_msgpack = wants_msgpack(request.headers.get("Accept"), default=True)
@@ -99,12 +99,12 @@ def encode(model: str) -> Response:
 
 def _texts(body: Mapping[str, Any], key: str) -> list[str]:
     """A string or a non-empty list of strings under ``key``, at most ``max_items`` long."""
-    value = _required(body, key)
+    value = required_field(body, key)
     if isinstance(value, str):
         return [value]
     if not isinstance(value, list) or not value:
         raise InvalidInputError(key, f"must be a string or a non-empty list of strings, got {value!r:.80}")
-    _check_item_count(len(value))
+    check_item_count(len(value))
     for index, text in enumerate(value):
         if not isinstance(text, str):
             kind = "token ids are not supported, send text" if isinstance(text, (int, list)) else \
@@ -131,7 +131,7 @@ def embed_tei() -> Response:
     ``normalize`` defaults to true and ``truncate`` to true (TEI's ``--auto-truncate``); only right truncation
     exists (the input's end is cut).
     """
-    body = _request_map()
+    body = request_map()
     texts = _texts(body, "inputs")
     direction = body.get("truncation_direction") or "Right"
     if not isinstance(direction, str) or direction.lower() != "right":
@@ -147,9 +147,9 @@ def embed_tei() -> Response:
             raise InvalidInputError("prompt_name", f"{prompt_name!r} is not one of the model's prompts: "
                                                    f"{', '.join(prompts) or 'none'}")
         prompt = prompts[prompt_name]
-    params = EncodeParams(instruction=prompt, normalize=_optional(body, "normalize", bool, True),
-                          truncate=_optional(body, "truncate", bool, True))
-    dimensions = _optional(body, "dimensions", int, None)
+    params = EncodeParams(instruction=prompt, normalize=optional_field(body, "normalize", bool, True),
+                          truncate=optional_field(body, "truncate", bool, True))
+    dimensions = optional_field(body, "dimensions", int, None)
     raw, _, encoder = _encode_texts(model, texts, params, "inputs")
     vectors = [vector.tolist() for vector in _dense(raw, dimensions, encoder, params)]
     return encode_response(vectors, wants_msgpack(request.headers.get("Accept"), default=False))
@@ -162,7 +162,7 @@ def embeddings_openai() -> Response:
     ``base64`` (what the openai client asks for by default) is the little-endian float32 bytes of each vector.
     Vectors are normalised as the model normalises them (after cutting them to ``dimensions``).
     """
-    body = _request_map()
+    body = request_map()
     model = body.get("model") or state().registry.default_encoder()
     if not isinstance(model, str):
         raise InvalidInputError("model", f"must be a string, got {type(model).__name__}")
@@ -170,7 +170,7 @@ def embeddings_openai() -> Response:
     encoding_format = body.get("encoding_format") or "float"
     if encoding_format not in ("float", "base64"):
         raise InvalidInputError("encoding_format", f"must be 'float' or 'base64', got {encoding_format!r}")
-    dimensions = _optional(body, "dimensions", int, None)
+    dimensions = optional_field(body, "dimensions", int, None)
     params = EncodeParams(normalize=True if dimensions is not None else None)
     raw, tokens, encoder = _encode_texts(model, texts, params, "input")
     vectors = _dense(raw, dimensions, encoder, params)

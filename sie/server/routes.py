@@ -33,18 +33,20 @@ from sie.server.wire import decode_body, encode_response, read_body, wants_msgpa
 scoring = Blueprint("scoring", __name__)
 
 
-def _request_map() -> dict[str, Any]:
+def request_map() -> dict[str, Any]:
+    """The request's body, read within ``max_body_bytes`` and decoded by its Content-Type (msgpack or JSON)."""
     body = read_body(request.stream, request.content_length, state().config.max_body_bytes)
     return decode_body(body, request.content_type)
 
 
-def _required(body: Mapping[str, Any], key: str) -> Any:
+def required_field(body: Mapping[str, Any], key: str) -> Any:
+    """``body[key]``; InvalidInputError naming ``key`` when it is missing or null."""
     if body.get(key) is None:
         raise InvalidInputError(key, "is required")
     return body[key]
 
 
-def _check_item_count(count: int) -> None:
+def check_item_count(count: int) -> None:
     """Raises TooManyItemsError past ``max_items`` (checked before any item is parsed)."""
     limit = state().config.max_items
     if count > limit:
@@ -53,16 +55,18 @@ def _check_item_count(count: int) -> None:
 
 def _documents(body: Mapping[str, Any], key: str) -> tuple[list[str], list[str]]:
     """(texts, ids) of a non-empty list of strings or items under ``key``, at most ``max_items`` long."""
-    raw = _required(body, key)
+    raw = required_field(body, key)
     if isinstance(raw, list):
-        _check_item_count(len(raw))
+        check_item_count(len(raw))
     documents = parse_documents(raw, field=key)
     if not documents.texts:
         raise InvalidInputError(key, "must not be empty")
     return documents.texts, documents.ids
 
 
-def _optional(body: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
+def optional_field(body: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
+    """``body[key]`` (a ``kind``: bool or int), or ``default`` when it is missing or null; InvalidInputError naming
+    ``key`` when it is of another type."""
     value = body.get(key)
     if value is None:
         return default
@@ -103,9 +107,9 @@ def _score_texts(
 @scoring.post("/v1/score/<path:model>")
 def score(model: str) -> Response:
     """sie's score API (CONTRACT.md): msgpack or JSON in by Content-Type, out by Accept (msgpack default)."""
-    body = _request_map()
+    body = request_map()
     options = parse_options(body.get("options"))
-    query, query_id = parse_query(_required(body, "query"))
+    query, query_id = parse_query(required_field(body, "query"))
     instruction = parse_instruction(body.get("instruction"))
     texts, ids = _documents(body, "items")
     scores, tokens = _score_texts(model, query, texts, options, instruction=instruction)
@@ -115,18 +119,18 @@ def score(model: str) -> Response:
 
 def _rerank_options(body: Mapping[str, Any]) -> tuple[int | None, bool]:
     """Cohere's ``top_n`` and ``return_documents``."""
-    top_n = _optional(body, "top_n", int, None)
+    top_n = optional_field(body, "top_n", int, None)
     if top_n is not None and top_n < 1:
         raise InvalidInputError("top_n", f"must be a positive integer, got {top_n}")
-    return top_n, _optional(body, "return_documents", bool, False)
+    return top_n, optional_field(body, "return_documents", bool, False)
 
 
 def _cohere_rerank(api_version: str) -> Response:
-    body = _request_map()
+    body = request_map()
     model = body.get("model") or state().registry.default_model
     if not isinstance(model, str):
         raise InvalidInputError("model", f"must be a string, got {type(model).__name__}")
-    query, _ = parse_query(_required(body, "query"))
+    query, _ = parse_query(required_field(body, "query"))
     texts, _ = _documents(body, "documents")
     top_n, return_documents = _rerank_options(body)
     scores, tokens = _score_texts(model, query, texts, ScoreOptions(), field="documents")
@@ -166,15 +170,15 @@ def rerank_tei() -> Response:
     The default model answers. ``truncate`` defaults to true (TEI's ``--auto-truncate``); false makes a too
     long pair a 400 ``INPUT_TOO_LONG``. Only right truncation exists (the document's end is cut).
     """
-    body = _request_map()
-    query, _ = parse_query(_required(body, "query"))
+    body = request_map()
+    query, _ = parse_query(required_field(body, "query"))
     texts, _ = _documents(body, "texts")
     direction = body.get("truncation_direction") or "Right"
     if not isinstance(direction, str) or direction.lower() != "right":
         raise InvalidInputError("truncation_direction", f"only 'Right' is supported, got {direction!r}")
-    options = ScoreOptions(raw_scores=_optional(body, "raw_scores", bool, False),
-                           truncate=_optional(body, "truncate", bool, True))
-    return_text = _optional(body, "return_text", bool, False)
+    options = ScoreOptions(raw_scores=optional_field(body, "raw_scores", bool, False),
+                           truncate=optional_field(body, "truncate", bool, True))
+    return_text = optional_field(body, "return_text", bool, False)
     scores, _ = _score_texts(state().registry.default_model, query, texts, options, field="texts")
     results = []
     for index in ranking(scores):

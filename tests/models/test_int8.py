@@ -116,11 +116,11 @@ def test_int8_is_refused_off_the_cpu_before_anything_loads(checkpoints):
 
 
 def test_auto_device_means_the_cpu_for_int8(monkeypatch):
-    from sie.reranker import _resolve_device
+    from sie.reranker import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert _resolve_device("auto", torch.int8).type == "cpu"
-    assert _resolve_device("auto", torch.float16).type == "cuda"
+    assert resolve_device("auto", torch.int8).type == "cpu"
+    assert resolve_device("auto", torch.float16).type == "cuda"
 
 
 def test_a_default_model_folder_without_its_integers_says_how_to_add_them(checkpoints, tmp_path, caplog):
