@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import sie.quantization
-from sie.quantization import (EXACT_FP32_DEPTH, QMAX, Int8Linear, int8_linear, integer_matmul, linear_features,
-                             quantize_model, quantize_rows)
+from sie.quantization import (EXACT_FP32_DEPTH, QMAX, WEIGHT_ROWS_PER_PASS, Int8Linear, int8_linear, integer_matmul,
+                             linear_features, quantize_model, quantize_rows)
 
 
 def test_quantize_rows_maps_each_rows_largest_magnitude_to_127_and_rounds_half_to_even():
@@ -85,6 +85,15 @@ def test_int8_layer_gives_the_same_output_on_either_path(int8_dot_products, rng,
     monkeypatch.setattr(sie.quantization, "cpu_has_int8_dot_products", lambda: int8_dot_products)
     layer = Int8Linear(weight, scale, bias)
     assert torch.equal(layer(x, gelu=True), expected)
+
+
+def test_a_weight_quantized_in_passes_equals_it_quantized_whole(rng):
+    linear = nn.Linear(24, 2 * WEIGHT_ROWS_PER_PASS + 5)
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(rng.standard_normal(linear.weight.shape)))
+    quantized = Int8Linear.from_float(linear)
+    weight, scale = quantize_rows(linear.weight.detach())
+    assert torch.equal(quantized.weight, weight) and torch.equal(quantized.weight_scale, scale)
 
 
 def test_int8_linear_layer_is_the_float_layer_up_to_quantization(rng):
