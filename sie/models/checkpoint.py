@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from sie.errors import UnsupportedModelError
 
@@ -65,14 +65,24 @@ def _file_tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
     """One weight file's tensors, one at a time, as views of the memory-mapped file: safetensors through
     ``safe_open``, a pickle through ``torch.load(mmap=True)``."""
     if file.suffix == ".safetensors":
-        with safe_open(file, framework="pt") as tensors:
-            for key in tensors.keys():
-                yield key, tensors.get_tensor(key)
+        try:
+            with safe_open(file, framework="pt") as tensors:
+                for key in tensors.keys():
+                    yield key, tensors.get_tensor(key)
+        except SafetensorError as error:
+            raise _unreadable(file, error) from None
         return
     try:
         tensors = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         raise UnsupportedModelError(f"{file} holds more than tensors and is not loaded (weights_only): "
                                     f"{str(error).splitlines()[0]}") from None
+    except (RuntimeError, OSError) as error:
+        raise _unreadable(file, error) from None
     for key in list(tensors):
         yield key, tensors.pop(key)
+
+
+def _unreadable(file: Path, error: Exception) -> UnsupportedModelError:
+    return UnsupportedModelError(f"{file} is not a readable checkpoint file, cut short or damaged? "
+                                 f"({str(error).splitlines()[0]})")

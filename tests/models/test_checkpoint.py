@@ -92,3 +92,14 @@ def test_a_pickle_with_more_than_tensors_is_refused(layouts, tmp_path):
     torch.save({"classifier.weight": _Payload()}, unsafe / "pytorch_model.bin")
     with pytest.raises(UnsupportedModelError, match="weights_only"):
         dict(read_tensors(unsafe))
+
+
+@pytest.mark.parametrize("layout", ["single", "bin"])
+def test_a_weight_file_cut_short_is_named(layouts, layout, tmp_path):
+    broken = tmp_path / layout
+    shutil.copytree(layouts[layout], broken)
+    victim = weight_files(broken)[0]
+    with open(victim, "r+b") as stream:
+        stream.truncate(victim.stat().st_size // 2)
+    with pytest.raises(UnsupportedModelError, match=f"{victim.name} is not a readable checkpoint file"):
+        Reranker(str(broken), device="cpu")
