@@ -10,9 +10,11 @@ from collections.abc import Callable
 
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sie.server.batcher import BatchStats
 from sie.server.memory import rss_bytes
+from sie.server.worker import LOOP_STATS
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
@@ -25,9 +27,28 @@ def _cuda_reserved_bytes() -> float:
     return float(sum(torch.cuda.memory_reserved(device) for device in range(torch.cuda.device_count())))
 
 
+class _LoopCollector:
+    """The worker loop's ``LOOP_STATS``: bytes of requests still arriving, and the requests it refused itself."""
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+
+    def collect(self):
+        buffered = GaugeMetricFamily("sie_buffered_request_bytes", "Bytes of requests still arriving that the "
+                                     "worker's event loop holds (bounded by --max-buffered-bytes)", labels=["worker"])
+        buffered.add_metric([self.worker], LOOP_STATS.buffered_bytes)
+        yield buffered
+        refused = CounterMetricFamily("sie_loop_refusals", "Requests the worker's event loop answered itself, before "
+                                      "any request thread: 400 malformed chunks, 408 too slow, 413 body too large, "
+                                      "431 headers too large, 503 buffers full", labels=["status", "worker"])
+        for status, count in sorted(LOOP_STATS.refused.items()):
+            refused.add_metric([str(status), self.worker], count)
+        yield refused
+
+
 class Metrics:
     """Requests by endpoint and status; latency by phase; pairs, tokens and requests per batch; queue depth;
-    resident memory."""
+    resident memory; what the worker's event loop buffers and refuses."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -54,6 +75,7 @@ class Metrics:
         gpu_reserved = Gauge("sie_gpu_memory_reserved_bytes", "Bytes the worker's CUDA caching allocator holds (0 "
                              "without CUDA)", worker, registry=self.registry)
         gpu_reserved.labels(self._worker).set_function(_cuda_reserved_bytes)
+        self.registry.register(_LoopCollector(self._worker))
 
     def observe_request(self, endpoint: str, status: int) -> None:
         self.requests.labels(endpoint, str(status), self._worker).inc()

@@ -28,7 +28,8 @@ import selectors
 import socket
 import string
 import time
-from collections import deque
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from functools import partial
 from http import HTTPStatus
 from typing import Any
@@ -50,6 +51,18 @@ _LINGER_S = 2.0
 _THREAD_SOCKET_TIMEOUT_S = 60.0
 
 INCOMPLETE, COMPLETE = 0, 1  # RequestScan verdicts besides an HTTP status to refuse with
+
+
+@dataclass
+class LoopStats:
+    """What this process's worker loop holds of requests still arriving, and how many it answered itself with an
+    error, by status, before any request thread saw them (``/metrics`` reports both)."""
+
+    buffered_bytes: int = 0
+    refused: Counter[int] = field(default_factory=Counter)
+
+
+LOOP_STATS = LoopStats()  # one worker per process
 
 
 def refusal(status: int, code: str, message: str, retry_after_s: int | None = None) -> bytes:
@@ -185,7 +198,6 @@ class BufferingThreadWorker(ThreadWorker):
         self.read_timeout_s = config.read_timeout_s
         self.max_body_bytes = config.max_body_bytes
         self.max_buffered_bytes = config.max_buffered_bytes
-        self.buffered_bytes = 0  # what the buffers of reading_conns hold
         self.reading_conns: deque[BufferedConn] = deque()
         self.lingering: deque[tuple[float, socket.socket]] = deque()
         self.buffering = not self.cfg.is_ssl and self.cfg.http2_cleartext == "off"
@@ -216,7 +228,7 @@ class BufferingThreadWorker(ThreadWorker):
         conn.sock.setblocking(False)
         conn.start_reading(pending)
         self.reading_conns.append(conn)
-        self.buffered_bytes += len(pending)
+        LOOP_STATS.buffered_bytes += len(pending)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
         if pending:
             self._judge(conn)
@@ -233,27 +245,25 @@ class BufferingThreadWorker(ThreadWorker):
             self._close(conn)
             return
         conn.buffer += data
-        self.buffered_bytes += len(data)
+        LOOP_STATS.buffered_bytes += len(data)
         self._judge(conn)
 
     def _judge(self, conn: BufferedConn) -> None:
         verdict = conn.scan.verdict(conn.buffer)
         if verdict == COMPLETE:  # its bytes leave the buffers now, whatever they held
             self._dispatch(conn)
-        elif self.buffered_bytes > self.max_buffered_bytes:
+        elif LOOP_STATS.buffered_bytes > self.max_buffered_bytes:
             kind = kind_of(BuffersFullError(""))
-            self._refuse(conn, refusal(kind.status, kind.code, f"the worker holds {self.max_buffered_bytes} bytes of "
-                                       "requests still arriving, its bound; retry later", kind.retry_after_s))
+            self._refuse(conn, kind.status, kind.code, f"the worker holds {self.max_buffered_bytes} bytes of requests "
+                                                       "still arriving, its bound; retry later", kind.retry_after_s)
         elif verdict == 413:
             kind = kind_of(PayloadTooLargeError(""))
-            self._refuse(conn, refusal(kind.status, kind.code, f"the body is larger than {self.max_body_bytes} "
-                                                              "bytes"))
+            self._refuse(conn, kind.status, kind.code, f"the body is larger than {self.max_body_bytes} bytes")
         elif verdict == 400:
-            self._refuse(conn, refusal(400, "INVALID_INPUT", "malformed chunked body: a chunk size is not "
-                                                             "hexadecimal"))
+            self._refuse(conn, 400, "INVALID_INPUT", "malformed chunked body: a chunk size is not hexadecimal")
         elif verdict == 431:
-            self._refuse(conn, refusal(431, "REQUEST_HEADER_FIELDS_TOO_LARGE",
-                                       f"the request headers are larger than {MAX_HEADER_BYTES} bytes"))
+            self._refuse(conn, 431, "REQUEST_HEADER_FIELDS_TOO_LARGE",
+                         f"the request headers are larger than {MAX_HEADER_BYTES} bytes")
         elif not conn.continued and expects_continue(conn.buffer):
             # The body comes only after this; gunicorn's own 100 Continue, sent later, is a second interim
             # response, which HTTP/1.1 clients accept.
@@ -273,16 +283,20 @@ class BufferingThreadWorker(ThreadWorker):
 
     def _stop_reading(self, conn: BufferedConn) -> None:
         self.reading_conns.remove(conn)
-        self.buffered_bytes -= len(conn.buffer)
+        LOOP_STATS.buffered_bytes -= len(conn.buffer)
         try:
             self.poller.unregister(conn.sock)
         except (KeyError, ValueError, OSError):
             pass
 
-    def _refuse(self, conn: BufferedConn, reply: bytes) -> None:
+    def _refuse(self, conn: BufferedConn, status: int, code: str, message: str,
+                retry_after_s: int | None = None) -> None:
+        """Answers ``conn``'s unfinished request with an error (``refusal``), counted in LOOP_STATS, and closes it."""
         self._stop_reading(conn)
+        LOOP_STATS.refused[status] += 1
         try:
-            conn.sock.send(reply)  # a few hundred bytes: the socket's send buffer takes them at once
+            # A few hundred bytes: the socket's send buffer takes them at once.
+            conn.sock.send(refusal(status, code, message, retry_after_s))
         except OSError:
             pass
         self._close(conn)
@@ -347,8 +361,12 @@ class BufferingThreadWorker(ThreadWorker):
         expired = [conn for conn in self.reading_conns
                    if conn.read_deadline <= now or (not self.alive and not conn.buffer)]
         for conn in expired:
-            self._refuse(conn, refusal(408, "REQUEST_TIMEOUT", f"the request did not arrive within "
-                                                               f"{self.read_timeout_s:g} s") if conn.buffer else b"")
+            if conn.buffer:
+                self._refuse(conn, 408, "REQUEST_TIMEOUT", f"the request did not arrive within "
+                                                           f"{self.read_timeout_s:g} s")
+            else:  # an idle connection at shutdown: nothing to answer
+                self._stop_reading(conn)
+                self._close(conn)
         if expired:
             self.log.info("closed %d connection(s) whose request did not arrive within %g s", len(expired),
                           self.read_timeout_s)

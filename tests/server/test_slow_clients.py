@@ -8,6 +8,7 @@ the worker holds up to a bound.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -100,6 +101,14 @@ def _read_response(conn: socket.socket, timeout_s: float = 10.0) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
+def _loop_metric(server: ServerProcess, name: str, status: str | None = None) -> float:
+    """The value of one of the worker loop's metrics (``sie_buffered_request_bytes``, ``sie_loop_refusals_total``)."""
+    labels = "" if status is None else f'status="{status}",'
+    found = re.search(rf'^{name}{{{labels}worker="[0-9]+"}} (\S+)$', server.client.get("/metrics").body.decode(),
+                      re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 @pytest.fixture(scope="module")
 def bounded_server(tiny_models_dir) -> Iterator[ServerProcess]:
     with tiny_server(tiny_models_dir, "--read-timeout", str(READ_TIMEOUT_S), "--max-body-bytes", str(MAX_BODY),
@@ -108,6 +117,7 @@ def bounded_server(tiny_models_dir) -> Iterator[ServerProcess]:
 
 
 def test_300_slow_connections_neither_block_the_server_nor_stay_open(bounded_server):
+    timed_out_before = _loop_metric(bounded_server, "sie_loop_refusals_total", "408")
     slow = []
     for _ in range(300):
         conn = socket.create_connection(("127.0.0.1", bounded_server.port))
@@ -133,6 +143,7 @@ def test_300_slow_connections_neither_block_the_server_nor_stay_open(bounded_ser
         for conn in slow:
             conn.close()
     assert bounded_server.client.get("/healthz").status == 200
+    assert _loop_metric(bounded_server, "sie_loop_refusals_total", "408") == timed_out_before + 300
 
 
 def test_a_body_that_stops_halfway_is_closed_after_the_bound(bounded_server):
@@ -238,7 +249,8 @@ def test_clients_that_never_close_after_connection_close_do_not_stall_the_worker
 def test_the_bytes_of_unfinished_requests_are_bounded_across_connections(bounded_server):
     """Three clients stall after 900 KiB of a 1-MiB body each; a fourth whose bytes would take the worker past
     --max-buffered-bytes (3 MiB) gets 503 RESOURCE_EXHAUSTED with Retry-After, while a small request is still
-    answered; once the stalled clients are gone the fourth's request goes through."""
+    answered; once the stalled clients are gone the fourth's request goes through. /metrics shows the bytes held
+    and the refusal."""
     large = {"query": {"text": "what is python"}, "items": [{"text": "python is a language " * 30_000}]}
     large_request = _score_request(msgpack.packb(large))
     assert MAX_BUFFERED - 3 * 900 * 1024 < len(large_request) < MAX_BODY
@@ -250,6 +262,8 @@ def test_the_bytes_of_unfinished_requests_are_bounded_across_connections(bounded
                          f"Content-Length: {MAX_BODY}\r\n\r\n".encode() + b"a" * (900 * 1024))
             stalled.append(conn)
         time.sleep(0.5)  # the worker's loop has read them
+        assert _loop_metric(bounded_server, "sie_buffered_request_bytes") >= 3 * 900 * 1024
+        refused_before = _loop_metric(bounded_server, "sie_loop_refusals_total", "503")
         with socket.create_connection(("127.0.0.1", bounded_server.port)) as conn:
             try:
                 conn.sendall(large_request)
@@ -259,6 +273,7 @@ def test_the_bytes_of_unfinished_requests_are_bounded_across_connections(bounded
         assert response.startswith(b"HTTP/1.1 503"), response[:300]
         assert b"X-SIE-Error-Code: RESOURCE_EXHAUSTED" in response and b"Retry-After: 1" in response
         assert bounded_server.client.post(f"/v1/score/{TINY_BERT}", SCORE).status == 200
+        assert _loop_metric(bounded_server, "sie_loop_refusals_total", "503") == refused_before + 1
     finally:
         for conn in stalled:
             conn.close()
@@ -266,3 +281,4 @@ def test_the_bytes_of_unfinished_requests_are_bounded_across_connections(bounded
     with socket.create_connection(("127.0.0.1", bounded_server.port)) as conn:
         conn.sendall(large_request)
         assert _read_response(conn).startswith(b"HTTP/1.1 200")
+    assert _loop_metric(bounded_server, "sie_buffered_request_bytes") == 0
