@@ -93,8 +93,8 @@ def main() -> None:
             name = "transformers (fp32)" if loader == "transformers" and dtype == "int8" else loader
             print(f"{dtype:<9} {name:<20} {line['seconds']:>8.2f} {line['peak_mb']:>10.0f} {line['kept_mb']:>6.0f} "
                   f"{line['transient_mb']:>10.0f} {line['rss_peak_mb']:>9.0f} {line['rss_kept_mb']:>9.0f} "
-                  f"{line['peak_mb'] / size_mb:>17.2f} "
-                  f"{line['seconds'] / baseline['seconds']:>20.2f} {line['rss_peak_mb'] / baseline['rss_peak_mb']:>19.2f}")
+                  f"{line['peak_mb'] / size_mb:>17.2f} {line['seconds'] / baseline['seconds']:>20.2f} "
+                  f"{line['rss_peak_mb'] / baseline['rss_peak_mb']:>19.2f}")
 
     if args.json:
         args.json.write_text(json.dumps({

@@ -10,10 +10,10 @@ byte of a kept-alive connection's next request) to send all of it; past that it 
 64 KiB (431) and bodies past ``max_body_bytes`` (413) are refused by the loop too, so nothing incomplete
 ever reaches a thread. What the buffers of all connections still reading hold is bounded by ``max_buffered_bytes``:
 the request whose bytes would pass it is answered 503 RESOURCE_EXHAUSTED (sie-sdk retries it), so that many clients
-sending large bodies slowly cannot exhaust the worker's memory. Connections are closed without blocking the loop: the write side is shut, and whatever the
-client still sends is drained for at most two seconds so that it reads its answer rather than a reset. Idle and
-slow connections cost a socket and a buffer, never a thread, so the batcher's guarantees (bounded queue,
-deadlines) are all that limits admission.
+sending large bodies slowly cannot exhaust the worker's memory. Connections are closed without blocking the loop:
+the write side is shut, and whatever the client still sends is drained for at most two seconds so that it reads its
+answer rather than a reset. Idle and slow connections cost a socket and a buffer, never a thread, so the batcher's
+guarantees (bounded queue, deadlines) are all that limits admission.
 
 Works on gunicorn 27's ``ThreadWorker`` (its ``TConn``, ``accept``, ``finish_request`` and keep-alive
 bookkeeping), hence the pin in setup.py. TLS and cleartext HTTP/2, which sie serve does not configure, take

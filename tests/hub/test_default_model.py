@@ -297,7 +297,8 @@ def test_int8_mode_runs_the_files_integers_and_agrees_with_onnx_runtime(
     from sie.quantization import Int8Linear, read_int8_weights
 
     reranker = sie.Reranker(str(converted_now), device="cpu", dtype=torch.int8)
-    integers = FAMILY.convert_checkpoint(read_int8_weights(converted_now).items(), AutoConfig.from_pretrained(converted_now))
+    integers = FAMILY.convert_checkpoint(read_int8_weights(converted_now).items(),
+                                         AutoConfig.from_pretrained(converted_now))
     layers = {name: module for name, module in reranker.model.named_modules() if isinstance(module, Int8Linear)}
     assert len(layers) == 50 and sorted(f"{name}.weight" for name in layers) == sorted(
         key for key in integers if key.endswith(".weight"))
