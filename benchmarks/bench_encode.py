@@ -9,12 +9,14 @@ fp32. Repeats run round-robin, so that whatever else the machine does weighs on 
 load average is printed before and after (the machine is shared). Fidelity: the minimum cosine of every line's
 embeddings with sentence-transformers fp32's.
 
-    python benchmarks/bench_encode.py [--sentences 1000] [--repeats 3] [--device cpu] [--json out.json]
+    python benchmarks/bench_encode.py [--sentences 1000] [--repeats 3] [--device cpu]
+        [--compare-batch-tokens N ...] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -83,6 +85,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--st-bf16", action="store_true", help="also time sentence-transformers in bf16")
+    parser.add_argument("--compare-batch-tokens", type=int, nargs="+", default=[], metavar="N",
+                        help="also run each sie line with these token budgets, in the same rounds")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.threads:
@@ -102,6 +106,10 @@ def main() -> None:
         "sie fp32": lambda: fp32.encode(sentences),
         "sie bf16": lambda: bf16.encode(sentences),
     }
+    for tokens in args.compare_batch_tokens:
+        for name, encoder in (("fp32", fp32), ("bf16", bf16)):
+            other = sie.Encoder(model, device=device, dtype=encoder.dtype, max_batch_tokens=tokens)
+            engines[f"sie {name} ({tokens} tokens)"] = functools.partial(other.encode, sentences)
     baseline = "sentence-transformers fp32 (batch 32)"
     if HAS_SENTENCE_TRANSFORMERS:
         st32 = SentenceTransformer(model, device=str(device))
