@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +114,16 @@ ERRORS: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (RequestTimeoutError, ErrorKind(504, "TIMEOUT", retry_after_s=1)),
 )
 INTERNAL = ErrorKind(500, "INTERNAL_ERROR")
+
+# An absolute path: a slash that does not continue a word, a relative path or a URL, then its parts; group 1 is
+# the last.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[^\s'\"/]+/)*([^\s'\"/]*)")
+
+
+def without_local_paths(message: str) -> str:
+    """``message`` with each absolute path cut to its last part: a client learns which file, not where the server
+    keeps its files (``/srv/models/m/model.safetensors is damaged`` -> ``model.safetensors is damaged``)."""
+    return _ABSOLUTE_PATH.sub(r"\1", message)
 
 
 def kind_of(error: BaseException) -> ErrorKind:

@@ -24,7 +24,7 @@ from sie.reranker import Reranker
 from sie.server.batcher import Batcher, BatchStats
 from sie.server.config import ServerConfig
 from sie.server.encode_runner import EncodeRunner, NoEncoderError, describe_encoder, served_encoder
-from sie.server.errors import ModelLoadFailedError, ModelLoadingError, ModelNotServedError
+from sie.server.errors import ModelLoadFailedError, ModelLoadingError, ModelNotServedError, without_local_paths
 from sie.server.memory import IDLE_S, HeapTrimmer
 from sie.server.metrics import Metrics
 
@@ -104,8 +104,9 @@ class ModelRegistry:
             logger.exception("loading model %s failed", name)
             with self._lock:
                 self._loading.discard(name)
-                # The first line only: the rest may list local paths, which clients have no business seeing.
-                self._failed[name] = f"{type(error).__name__}: {next(iter(str(error).splitlines()), '')}"
+                # Clients see the first line, without the server's directories; the log above has it all.
+                first_line = next(iter(str(error).splitlines()), "")
+                self._failed[name] = f"{type(error).__name__}: {without_local_paths(first_line)}"
             return
         self._metrics.track_queue(name, lambda: batcher.depth)
         with self._lock:

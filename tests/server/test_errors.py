@@ -22,6 +22,7 @@ from sie.server.errors import (
     TooManyItemsError,
     UnauthorizedError,
     error_response,
+    without_local_paths,
 )
 
 
@@ -85,3 +86,16 @@ def test_routing_errors_keep_their_status():
     response = error_response(MethodNotAllowed())
     assert response.status_code == 405
     assert json.loads(response.get_data())["detail"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("/srv/sie/models/org/m/model.safetensors is not a readable checkpoint file",
+     "model.safetensors is not a readable checkpoint file"),
+    ("the checkpoint in /root/.cache/sie/models/org/m does not match BertModel: missing 'x'",
+     "the checkpoint in m does not match BertModel: missing 'x'"),
+    ("[Errno 2] No such file or directory: '/tmp/x/config.json'", "[Errno 2] No such file or directory: 'config.json'"),
+    # Model ids, relative paths, ratios and URLs' paths are not the server's directories.
+    ("model 'org/name' has 2/3 labels in ./config.json; see https://example.com/a", None),
+])
+def test_load_failures_shown_to_clients_keep_file_names_not_directories(message, expected):
+    assert without_local_paths(message) == (message if expected is None else expected)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sie.reranker import default_dtype
+from sie.testing.checkpoints import make_random_checkpoint
 from tests.server.conftest import TINY_BERT, TINY_XLMR, tiny_server, wait_ready
 
 
@@ -61,6 +62,25 @@ def test_a_model_that_fails_to_load_is_reported_not_retried(make_app, tiny_model
     assert str(tiny_models_dir) not in reply.body.decode()
     models = {model["name"]: model for model in broken.get("/v1/models").data()["models"]}
     assert models["test/missing"]["state"] == "failed"
+
+
+def test_a_damaged_checkpoint_is_named_without_the_servers_directories(make_app, tmp_path, monkeypatch):
+    models_dir = tmp_path / "models"
+    weights = make_random_checkpoint(models_dir / "test/damaged", "bert", seed=5) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
+    broken = make_app(models=["test/damaged"])
+    ready = wait_ready(broken)
+    assert ready.status == 503 and ready.data()["detail"]["code"] == "MODEL_LOAD_FAILED"
+    reply = broken.post("/v1/score/test/damaged", {"query": "q", "items": ["a"]})
+    assert reply.status == 502 and reply.data()["detail"]["code"] == "MODEL_LOAD_FAILED"
+    message = reply.data()["detail"]["message"]
+    failure = "UnsupportedModelError: model.safetensors is not a readable checkpoint file, cut short or damaged?"
+    assert message.startswith(f"model 'test/damaged' failed to load: {failure}"), message
+    models = {model["name"]: model for model in broken.get("/v1/models").data()["models"]}
+    assert models["test/damaged"]["last_error"]["message"].startswith(failure)
+    for shown in (ready.body, reply.body, broken.get("/v1/models").body):
+        assert str(tmp_path) not in shown.decode()
 
 
 def test_a_locally_installed_model_loads_on_demand(client):
