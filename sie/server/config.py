@@ -13,6 +13,22 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 
+# The most bytes of headers a request may send (431 past them); chunked trailers get as many.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+def max_chunk_framing_bytes(max_body_bytes: int) -> int:
+    """The most bytes a chunked body may spend on framing (chunk-size lines and trailers) besides its data: an
+    eighth of ``max_body_bytes`` (chunks of 64 bytes or more fit) plus ``MAX_HEADER_BYTES`` for the trailers."""
+    return max_body_bytes // 8 + MAX_HEADER_BYTES
+
+
+def max_request_bytes(max_body_bytes: int) -> int:
+    """The most bytes one request may take on the wire before the worker refuses it (431 or 413): its headers and
+    a body of ``max_body_bytes`` with a chunked body's framing."""
+    return MAX_HEADER_BYTES + len(b"\r\n\r\n") + max_body_bytes + max_chunk_framing_bytes(max_body_bytes)
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -101,9 +117,12 @@ class ServerConfig:
     malloc_mmap_threshold: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_buffered_bytes < self.max_body_bytes:
-            raise ValueError(f"--max-buffered-bytes ({self.max_buffered_bytes}) is below --max-body-bytes "
-                             f"({self.max_body_bytes}): a body of the largest size allowed could never be read")
+        # Then a request alone within its own limits (413, 431) is never refused for the worker's buffers.
+        least = max_request_bytes(self.max_body_bytes)
+        if self.max_buffered_bytes < least:
+            raise ValueError(f"--max-buffered-bytes ({self.max_buffered_bytes}) is below {least}, what one request "
+                             f"may take on the wire with a body of --max-body-bytes ({self.max_body_bytes}), its "
+                             "headers and chunked framing: such a request could never be read")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:

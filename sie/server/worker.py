@@ -36,11 +36,10 @@ from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from sie.server.config import ServerConfig
+from sie.server.config import MAX_HEADER_BYTES, ServerConfig, max_chunk_framing_bytes
 from sie.server.errors import BuffersFullError, PayloadTooLargeError, kind_of
 
 _HEADER_END = b"\r\n\r\n"
-MAX_HEADER_BYTES = 64 * 1024
 _MAX_CHUNK_LINE_BYTES = 1024
 _HEX_DIGITS = frozenset(string.hexdigits.encode())
 _RECV_BYTES = 256 * 1024
@@ -79,38 +78,57 @@ class RequestScan:
 
     ``verdict(buffer)`` is INCOMPLETE (wait for more), COMPLETE (a request thread may parse it without reading
     the socket; malformed headers count, gunicorn's parser answers them 400 from what is buffered), or an HTTP
-    status to refuse with: 400 for malformed chunk framing (which the parser would meet only inside the
-    application), 431 for headers past MAX_HEADER_BYTES, 413 for a body past ``max_body_bytes`` (as its
-    Content-Length declares, or as its chunks arrive).
+    status to refuse with, its reason in ``reason``: 400 for malformed chunk framing (which the parser would meet
+    only inside the application), 431 for headers or trailers past MAX_HEADER_BYTES, 413 for a body past
+    ``max_body_bytes`` (as its Content-Length declares, or as its chunks arrive) or chunk framing past
+    ``max_chunk_framing_bytes``. An incomplete request therefore never holds more than ``max_request_bytes`` plus
+    one read.
     """
 
     def __init__(self, max_body_bytes: int) -> None:
         self.max_body_bytes = max_body_bytes
+        self.reason = ""
         self._searched = 0  # where the search for the end of the headers resumes
         self._body_start: int | None = None
         self._length: int | None = None
         self._chunked = False
         self._position = 0  # the next chunk-size line
-        self._data = 0  # chunk bytes so far
+        self._data = 0  # chunk bytes so far, of whole chunks
+        self._partial = 0  # the data so far of a chunk not yet whole
 
     def verdict(self, buffer: bytes | bytearray) -> int:
         if self._body_start is None:
             end = buffer.find(_HEADER_END, max(0, self._searched - 3))
             self._searched = len(buffer)
             if end < 0:
-                return 431 if len(buffer) > MAX_HEADER_BYTES else INCOMPLETE
+                return self._headers_too_large() if len(buffer) > MAX_HEADER_BYTES else INCOMPLETE
             if end > MAX_HEADER_BYTES:
-                return 431
+                return self._headers_too_large()
             self._body_start = self._position = end + len(_HEADER_END)
             if not self._read_headers(bytes(buffer[:end])):
                 return COMPLETE
         if self._chunked:
-            return self._scan_chunks(buffer)
+            verdict = self._scan_chunks(buffer)
+            framing = len(buffer) - self._body_start - self._data - self._partial
+            if verdict == INCOMPLETE and framing > max_chunk_framing_bytes(self.max_body_bytes):
+                return self._refuse(413, f"the chunked body's framing (chunk-size lines and trailers) is larger than "
+                                         f"{max_chunk_framing_bytes(self.max_body_bytes)} bytes; send larger chunks")
+            return verdict
         if self._length is None:
             return COMPLETE
         if self._length > self.max_body_bytes:
-            return 413
+            return self._body_too_large()
         return COMPLETE if len(buffer) - self._body_start >= self._length else INCOMPLETE
+
+    def _refuse(self, status: int, reason: str) -> int:
+        self.reason = reason
+        return status
+
+    def _headers_too_large(self) -> int:
+        return self._refuse(431, f"the request headers are larger than {MAX_HEADER_BYTES} bytes")
+
+    def _body_too_large(self) -> int:
+        return self._refuse(413, f"the body is larger than {self.max_body_bytes} bytes")
 
     def _read_headers(self, head: bytes) -> bool:
         """Reads the body's framing; False when the headers are malformed (the parser answers 400)."""
@@ -129,22 +147,29 @@ class RequestScan:
         while True:
             line_end = buffer.find(b"\r\n", self._position)
             if line_end < 0:
-                return 400 if len(buffer) - self._position > _MAX_CHUNK_LINE_BYTES else INCOMPLETE
+                if len(buffer) - self._position > _MAX_CHUNK_LINE_BYTES:
+                    return self._refuse(400, f"malformed chunked body: a chunk-size line is longer than "
+                                             f"{_MAX_CHUNK_LINE_BYTES} bytes")
+                return INCOMPLETE
             token = bytes(buffer[self._position:line_end]).split(b";")[0].strip()
             if not token or not set(token) <= _HEX_DIGITS:
-                return 400
+                return self._refuse(400, "malformed chunked body: a chunk size is not hexadecimal")
             size = int(token, 16)
             if size == 0:
                 # Optional trailer lines, then an empty line.
                 if buffer.startswith(b"\r\n", line_end + 2) or buffer.find(_HEADER_END, line_end) >= 0:
                     return COMPLETE
-                return 431 if len(buffer) - line_end > MAX_HEADER_BYTES else INCOMPLETE
+                if len(buffer) - line_end > MAX_HEADER_BYTES:
+                    return self._refuse(431, f"the chunked body's trailers are larger than {MAX_HEADER_BYTES} bytes")
+                return INCOMPLETE
             if self._data + size > self.max_body_bytes:
-                return 413
+                return self._body_too_large()
             chunk_end = line_end + 2 + size + 2
             if chunk_end > len(buffer):
+                self._partial = min(size, len(buffer) - line_end - 2)
                 return INCOMPLETE
             self._data += size
+            self._partial = 0
             self._position = chunk_end
 
 
@@ -227,9 +252,10 @@ class BufferingThreadWorker(ThreadWorker):
         """Puts ``conn`` on the poller until its next request is buffered in full."""
         conn.sock.setblocking(False)
         conn.start_reading(pending)
+        # Registered first: a socket the poller refuses is neither counted nor left among the reading ones.
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
         self.reading_conns.append(conn)
         LOOP_STATS.buffered_bytes += len(pending)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
         if pending:
             self._judge(conn)
 
@@ -252,18 +278,15 @@ class BufferingThreadWorker(ThreadWorker):
         verdict = conn.scan.verdict(conn.buffer)
         if verdict == COMPLETE:  # its bytes leave the buffers now, whatever they held
             self._dispatch(conn)
+        elif verdict != INCOMPLETE:  # a request that can never succeed gets its own error, not a retryable 503
+            code = {413: kind_of(PayloadTooLargeError("")).code, 400: "INVALID_INPUT",
+                    431: "REQUEST_HEADER_FIELDS_TOO_LARGE"}[verdict]
+            self._refuse(conn, verdict, code, conn.scan.reason)
         elif LOOP_STATS.buffered_bytes > self.max_buffered_bytes:
             kind = kind_of(BuffersFullError(""))
-            self._refuse(conn, kind.status, kind.code, f"the worker holds {self.max_buffered_bytes} bytes of requests "
-                                                       "still arriving, its bound; retry later", kind.retry_after_s)
-        elif verdict == 413:
-            kind = kind_of(PayloadTooLargeError(""))
-            self._refuse(conn, kind.status, kind.code, f"the body is larger than {self.max_body_bytes} bytes")
-        elif verdict == 400:
-            self._refuse(conn, 400, "INVALID_INPUT", "malformed chunked body: a chunk size is not hexadecimal")
-        elif verdict == 431:
-            self._refuse(conn, 431, "REQUEST_HEADER_FIELDS_TOO_LARGE",
-                         f"the request headers are larger than {MAX_HEADER_BYTES} bytes")
+            self._refuse(conn, kind.status, kind.code, f"the worker's buffers for requests still arriving are past "
+                                                       f"their bound of {self.max_buffered_bytes} bytes; retry later",
+                         kind.retry_after_s)
         elif not conn.continued and expects_continue(conn.buffer):
             # The body comes only after this; gunicorn's own 100 Continue, sent later, is a second interim
             # response, which HTTP/1.1 clients accept.
@@ -364,7 +387,7 @@ class BufferingThreadWorker(ThreadWorker):
             if conn.buffer:
                 self._refuse(conn, 408, "REQUEST_TIMEOUT", f"the request did not arrive within "
                                                            f"{self.read_timeout_s:g} s")
-            else:  # an idle connection at shutdown: nothing to answer
+            else:  # at shutdown, a connection that has sent nothing of a request: nothing to answer
                 self._stop_reading(conn)
                 self._close(conn)
         if expired:

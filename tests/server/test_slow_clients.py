@@ -16,7 +16,8 @@ from collections.abc import Iterator
 import msgpack
 import pytest
 
-from sie.server.worker import COMPLETE, INCOMPLETE, MAX_HEADER_BYTES, RequestScan, expects_continue
+from sie.server.config import MAX_HEADER_BYTES, max_chunk_framing_bytes, max_request_bytes
+from sie.server.worker import COMPLETE, INCOMPLETE, RequestScan, expects_continue
 from sie.testing.server import ServerProcess
 from tests.server.conftest import TINY_BERT, tiny_server
 
@@ -45,10 +46,28 @@ SCORE = {"query": {"text": "what is python"}, "items": [{"text": "python is a la
     (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
     (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-6\r\n", 400),  # a sign is malformed too
     (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFF\r\nabc", 413),  # declared past the limit
+    # One chunk of the largest body, half of it in: its data is not framing.
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % MAX_BODY + b"a" * (MAX_BODY // 2), INCOMPLETE),
     (b"POST /x HTTP/1.1\r\n" + b"X: " + b"a" * 70_000, 431),  # headers past their limit
 ])
 def test_request_scan_verdicts(buffer, verdict):
-    assert RequestScan(MAX_BODY).verdict(buffer) == verdict
+    scan = RequestScan(MAX_BODY)
+    assert scan.verdict(buffer) == verdict
+    assert bool(scan.reason) == (verdict not in (INCOMPLETE, COMPLETE)), "a refusal says why, and only a refusal"
+
+
+def test_an_unfinished_request_never_holds_more_than_a_request_may_take():
+    """Chunks of one byte stay far below --max-body-bytes in data but not in framing: 413 comes before the buffer
+    passes max_request_bytes (so a lone request is never refused for the worker's buffers), while a finished
+    request with as much framing is still complete."""
+    head = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    scan, buffer = RequestScan(MAX_BODY), bytearray(head)
+    while (verdict := scan.verdict(buffer)) == INCOMPLETE:
+        buffer += b"1\r\na\r\n" * 1000
+    assert verdict == 413 and "framing" in scan.reason
+    assert len(buffer) <= max_request_bytes(MAX_BODY) and len(buffer) < 2 * max_chunk_framing_bytes(MAX_BODY)
+    finished = head + b"1\r\na\r\n" * (max_chunk_framing_bytes(MAX_BODY) // 5) + b"0\r\n\r\n"
+    assert RequestScan(MAX_BODY).verdict(finished) == COMPLETE
 
 
 def test_request_scan_counts_chunk_data_not_framing_and_resumes_where_it_stopped():
@@ -217,6 +236,7 @@ def test_malformed_and_oversized_requests_are_answered_and_the_worker_keeps_serv
                "Transfer-Encoding: chunked\r\n\r\n").encode()
     cases = [(chunked + b"-6\r\n", b"400"),  # a signed chunk size once sent the loop round forever
              (chunked + b"FFFFFFFFFF\r\n" + b"a" * 1000, b"413"),  # a chunk declared past the limit
+             (chunked + b"1\r\na\r\n" * 50_000, b"413"),  # 50 KB of data in 250 KB of framing
              (b"GET /healthz HTTP/1.1\r\n" + b"X-Pad: " + b"a" * (MAX_HEADER_BYTES + 10) + b"\r\n", b"431")]
     for request, status in cases:
         with socket.create_connection(("127.0.0.1", bounded_server.port)) as conn:
@@ -247,22 +267,41 @@ def test_clients_that_never_close_after_connection_close_do_not_stall_the_worker
 
 
 def test_the_bytes_of_unfinished_requests_are_bounded_across_connections(bounded_server):
-    """Three clients stall after 900 KiB of a 1-MiB body each; a fourth whose bytes would take the worker past
-    --max-buffered-bytes (3 MiB) gets 503 RESOURCE_EXHAUSTED with Retry-After, while a small request is still
-    answered; once the stalled clients are gone the fourth's request goes through. /metrics shows the bytes held
-    and the refusal."""
+    """Three clients stall after 900 KiB of a 1-MiB body each and a fourth fills the buffers to just under
+    --max-buffered-bytes (3 MiB): a request that can never succeed still gets its own error (413), not a 503 to
+    retry forever. With the fourth gone, a large request gets 503 RESOURCE_EXHAUSTED with Retry-After while a small
+    one is still answered; once the stalled clients are gone the large request goes through. /metrics shows the
+    bytes held and the refusal."""
     large = {"query": {"text": "what is python"}, "items": [{"text": "python is a language " * 30_000}]}
     large_request = _score_request(msgpack.packb(large))
     assert MAX_BUFFERED - 3 * 900 * 1024 < len(large_request) < MAX_BODY
+    too_large = f"POST /v1/score/{TINY_BERT} HTTP/1.1\r\nHost: a\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode()
+    head = (f"POST /v1/score/{TINY_BERT} HTTP/1.1\r\nHost: a\r\nContent-Type: application/msgpack\r\n"
+            f"Content-Length: {MAX_BODY}\r\n\r\n").encode()
     stalled = []
     try:
         for _ in range(3):
-            conn = socket.create_connection(("127.0.0.1", bounded_server.port))
-            conn.sendall(f"POST /v1/score/{TINY_BERT} HTTP/1.1\r\nHost: a\r\nContent-Type: application/msgpack\r\n"
-                         f"Content-Length: {MAX_BODY}\r\n\r\n".encode() + b"a" * (900 * 1024))
-            stalled.append(conn)
+            stalled.append(socket.create_connection(("127.0.0.1", bounded_server.port)))
+            stalled[-1].sendall(head + b"a" * (900 * 1024))
         time.sleep(0.5)  # the worker's loop has read them
-        assert _loop_metric(bounded_server, "sie_buffered_request_bytes") >= 3 * 900 * 1024
+        held = _loop_metric(bounded_server, "sie_buffered_request_bytes")
+        assert held >= 3 * 900 * 1024
+        # The fourth: half of too_large's headers short of the bound, so that they take the buffers past it.
+        stalled.append(socket.create_connection(("127.0.0.1", bounded_server.port)))
+        stalled[-1].sendall(head.ljust(MAX_BUFFERED - int(held) - len(too_large) // 2, b"a"))
+        deadline = time.monotonic() + 1.0
+        while _loop_metric(bounded_server, "sie_buffered_request_bytes") < MAX_BUFFERED - len(too_large) // 2:
+            assert time.monotonic() < deadline, "the worker did not read the fourth client's bytes"
+            time.sleep(0.02)
+        with socket.create_connection(("127.0.0.1", bounded_server.port)) as conn:
+            conn.sendall(too_large)
+            response = _read_response(conn)
+        assert response.startswith(b"HTTP/1.1 413"), response[:300]
+        stalled.pop().close()  # room again for a small request's headers, which may arrive before its body
+        while _loop_metric(bounded_server, "sie_buffered_request_bytes") > held:
+            assert time.monotonic() < deadline + 1.0, "the worker did not free the fourth client's bytes"
+            time.sleep(0.02)
+
         refused_before = _loop_metric(bounded_server, "sie_loop_refusals_total", "503")
         with socket.create_connection(("127.0.0.1", bounded_server.port)) as conn:
             try:
