@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def read_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
 
 def _file_tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
     """One weight file's tensors, one at a time, as views of the memory-mapped file: safetensors through
-    ``safe_open``, a pickle through ``torch.load(mmap=True)``."""
+    ``safe_open``, a pickle through ``torch.load(mmap=True)``. torch maps only its zip format (torch >= 1.6); a
+    file in the older format, which older Hub checkpoints still carry, is read whole."""
     if file.suffix == ".safetensors":
         try:
             with safe_open(file, framework="pt") as tensors:
@@ -73,10 +75,10 @@ def _file_tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
             raise _unreadable(file, error) from None
         return
     try:
-        tensors = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        tensors = torch.load(file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
     except pickle.UnpicklingError as error:
-        raise UnsupportedModelError(f"{file} holds more than tensors and is not loaded (weights_only): "
-                                    f"{str(error).splitlines()[0]}") from None
+        raise UnsupportedModelError(f"{file} is not loaded: it holds more than tensors (weights_only), or is "
+                                    f"damaged ({str(error).splitlines()[0]})") from None
     except (RuntimeError, OSError) as error:
         raise _unreadable(file, error) from None
     for key in list(tensors):

@@ -30,15 +30,18 @@ def _copy_without_weights(source: Path, target: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory) -> dict[str, Path]:
-    """The same tiny XLM-R checkpoint in each of the three layouts."""
+    """The same tiny XLM-R checkpoint in each of the three layouts, pytorch_model.bin in both of torch's formats."""
     root = tmp_path_factory.mktemp("layouts")
     single = make_random_checkpoint(root / "single", "xlm-roberta", seed=5)
     sharded = _copy_without_weights(single, root / "sharded")
     AutoModelForSequenceClassification.from_pretrained(single).save_pretrained(sharded, max_shard_size="40KB")
     pickled = _copy_without_weights(single, root / "bin")
-    # transformers 5 writes only safetensors: an older checkpoint's .bin is a pickled state dict.
+    # transformers 5 writes only safetensors: an older checkpoint's .bin is a pickled state dict, in torch's zip
+    # format since torch 1.6 and in its legacy format before (which torch cannot memory-map).
     torch.save(load_file(single / SAFETENSORS), pickled / "pytorch_model.bin")
-    return {"single": single, "sharded": sharded, "bin": pickled}
+    legacy = _copy_without_weights(single, root / "legacy-bin")
+    torch.save(load_file(single / SAFETENSORS), legacy / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    return {"single": single, "sharded": sharded, "bin": pickled, "legacy-bin": legacy}
 
 
 def test_each_layout_is_recognised(layouts):
@@ -47,6 +50,7 @@ def test_each_layout_is_recognised(layouts):
     assert len(shards) > 2 and all(path.name.startswith("model-0") for path in shards)
     assert not (layouts["sharded"] / SAFETENSORS).exists() and (layouts["sharded"] / SAFETENSORS_INDEX).exists()
     assert [path.name for path in weight_files(layouts["bin"])] == ["pytorch_model.bin"]
+    assert [path.name for path in weight_files(layouts["legacy-bin"])] == ["pytorch_model.bin"]
     assert all(is_model_dir(path) for path in layouts.values())
 
 
@@ -63,7 +67,7 @@ def test_every_layout_gives_identical_scores(layouts, seed):
     pairs = random_pairs(seed, [0, 3, 17, 60, 200])
     scores = {name: Reranker(str(path), device="cpu", dtype=torch.float32).predict(pairs)
               for name, path in layouts.items()}
-    for name in ("sharded", "bin"):
+    for name in ("sharded", "bin", "legacy-bin"):
         np.testing.assert_array_equal(scores[name], scores["single"], err_msg=name)
 
 
@@ -94,7 +98,7 @@ def test_a_pickle_with_more_than_tensors_is_refused(layouts, tmp_path):
         dict(read_tensors(unsafe))
 
 
-@pytest.mark.parametrize("layout", ["single", "bin"])
+@pytest.mark.parametrize("layout", ["single", "bin", "legacy-bin"])
 def test_a_weight_file_cut_short_is_named(layouts, layout, tmp_path):
     broken = tmp_path / layout
     shutil.copytree(layouts[layout], broken)
