@@ -26,7 +26,7 @@ from sie.encoding.m3 import M3Heads, has_m3_heads, sparse_vectors
 from sie.encoding.params import EncodeParams, l2_normalize, parse_encode_params, parse_items, quantize
 from sie.errors import InvalidInputError, ModelNotFoundError
 from sie.hub import resolve_model
-from sie.models import build_model, compute_dtype, family_of, task_of
+from sie.models import build_model, compute_dtype, family_of, head_dim_of, task_of
 from sie.models import pooling
 from sie.packing import PackedBatch, pack, plan_micro_batches
 from sie.reranker import (DEFAULT_MAX_BATCH_TOKENS, max_sequence_length, resolve_device,
@@ -109,9 +109,8 @@ class Encoder:
         self.model_max_length = min(limit, self.settings.max_seq_length or limit)
         self.max_length = (self.model_max_length if max_length is None
                            else self.check_max_length(max_length, "max_length"))
-        head_dim = config.hidden_size // config.num_attention_heads
         self.model, self.kernels = build_model(self.path, self.family, config, self.device, self.dtype, backend,
-                                               head_dim)
+                                               head_dim_of(config))
         self.heads = M3Heads.load(self.path, config.hidden_size, compute_dtype(self.dtype), self.device)
         self.vocab_size = config.vocab_size
         self._special_ids = sorted({token for token in (hf_tokenizer.cls_token_id, hf_tokenizer.eos_token_id,

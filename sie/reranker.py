@@ -27,7 +27,7 @@ from sie.inputs import (
     score_result,
     scores_from_logits,
 )
-from sie.models import build_model, family_of
+from sie.models import build_model, family_of, head_dim_of
 from sie.packing import PackedBatch, pack, plan_micro_batches
 from sie.quantization import cpu_has_int8_dot_products
 from sie.recipes import Recipe, no_recipe_error, resolve_recipe
@@ -159,9 +159,8 @@ class Reranker:
         hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model_max_length = max_sequence_length(self.family.max_length(config), hf_tokenizer)
         self.tokenizer, self.recipe = self._tokenizer(config, hf_tokenizer.backend_tokenizer, recipe)
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.model, self.kernels = build_model(self.path, self.family, config, self.device, self.dtype, backend,
-                                               head_dim)
+                                               head_dim_of(config))
         self.architecture = next(name for name in config.architectures if name in self.family.architectures)
         default_length = min(self.tokenizer.default_max_length or self.model_max_length, self.model_max_length)
         self.max_length = default_length if max_length is None else self._check_max_length(max_length, "max_length")

@@ -1,9 +1,9 @@
 """The architectures sie runs: one file per family (``bert.py``, ``xlm_roberta.py``), the registry that looks
 them up by a checkpoint's ``architectures`` name, and loading a checkpoint into a family's module."""
 
-from sie.models.family import ModelFamily
+from sie.models.family import ModelFamily, head_dim_of
 from sie.models.loading import build_model, compute_dtype, load_model
 from sie.models.registry import FAMILIES, family_of, supported_architectures, task_of
 
-__all__ = ["FAMILIES", "ModelFamily", "build_model", "compute_dtype", "family_of", "load_model",
+__all__ = ["FAMILIES", "ModelFamily", "build_model", "compute_dtype", "family_of", "head_dim_of", "load_model",
            "supported_architectures", "task_of"]

@@ -17,6 +17,12 @@ StateDict = dict[str, torch.Tensor]
 Tensors = Iterable[tuple[str, torch.Tensor]]
 
 
+def head_dim_of(config: Any) -> int:
+    """The width of one attention head: the config's ``head_dim`` where it sets one (Qwen3's is not
+    ``hidden_size / num_attention_heads``), else that quotient."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def single_logit(logits: torch.Tensor) -> torch.Tensor:
     """The relevance of a one-label classifier: its logit. ``(batch, 1)`` -> ``(batch,)``."""
     return logits[:, 0]
@@ -80,5 +86,6 @@ class Fusion:
 
     def check_complete(self) -> None:
         """Raises UnsupportedModelError naming a fused key some of whose parts never arrived."""
-        for key, (order, parts) in self._pending.items():
+        if self._pending:
+            key, (order, parts) = next(iter(self._pending.items()))
             raise UnsupportedModelError(f"{key}: expected {', '.join(order)}, got {', '.join(sorted(parts))}")

@@ -19,13 +19,9 @@ from torch import nn
 
 from sie.errors import UnsupportedModelError
 from sie.kernels import Kernels
-from sie.models.family import Fusion, ModelFamily, StateDict, Tensors, single_logit
+from sie.models.family import Fusion, ModelFamily, StateDict, Tensors, head_dim_of, single_logit
 from sie.models.rotary import RotaryEmbedding, apply_rotary
 from sie.packing import PackedBatch
-
-
-def head_dim_of(config: Any) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 def rope_theta_of(config: Any) -> float:

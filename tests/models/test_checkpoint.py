@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification
 
 from sie import Reranker, UnsupportedModelError
@@ -107,3 +107,13 @@ def test_a_weight_file_cut_short_is_named(layouts, layout, tmp_path):
         stream.truncate(victim.stat().st_size // 2)
     with pytest.raises(UnsupportedModelError, match=f"{victim.name} is not a readable checkpoint file"):
         Reranker(str(broken), device="cpu")
+
+
+def test_a_projection_missing_from_a_fused_group_is_named(layouts, tmp_path):
+    partial = _copy_without_weights(layouts["single"], tmp_path / "partial")
+    tensors = load_file(layouts["single"] / SAFETENSORS)
+    value = next(key for key in tensors if key.endswith("layer.0.attention.self.value.weight"))
+    del tensors[value]
+    save_file(tensors, partial / SAFETENSORS)
+    with pytest.raises(UnsupportedModelError, match=r"layer\.0\..*: expected query, key, value, got key, query$"):
+        Reranker(str(partial), device="cpu")
