@@ -67,11 +67,14 @@ def load_model(
 
 
 def _placed(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
-    """``tensor`` on ``device``: as it is when ``dtype`` is None, else a copy, in ``dtype`` if it is
-    floating-point."""
+    """``tensor`` on ``device``: as it is when ``dtype`` is None, else in ``dtype`` if it is floating-point and
+    never a view of the checkpoint's file. A tensor read from the file lives in memory torch did not allocate (its
+    storage cannot be resized) and is copied; one the converter made (fused, cut to rows) is the model's own
+    already and is converted or moved only if it must be."""
     if dtype is None:
         return tensor.to(device)
-    return tensor.to(device, dtype if tensor.is_floating_point() else tensor.dtype, copy=True)
+    owned = tensor.untyped_storage().resizable()
+    return tensor.to(device, dtype if tensor.is_floating_point() else tensor.dtype, copy=not owned)
 
 
 def _copy_floats(model: nn.Module, dtype: torch.dtype) -> None:

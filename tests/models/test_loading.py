@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from sie import Reranker
 from sie.models.loading import SkipInitialisation
 from sie.testing import make_random_checkpoint
 from sie.testing.checkpoints import Shape
@@ -63,3 +64,16 @@ def test_a_first_model_load_does_not_import_dynamo(random_bert_path):
     if load.dynamo_before:
         pytest.skip("importing sie already imports torch._dynamo with this torch")
     assert not load.dynamo_after
+
+
+@pytest.mark.parametrize("arch", ["bert", "qwen3"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
+def test_the_loaded_model_owns_every_tensor(tmp_path, arch, dtype):
+    """No parameter or buffer views the checkpoint's file (memory torch did not allocate, whose storage cannot be
+    resized), whether the load dtype is the stored one or not: fused tensors are kept as made, the rest copied."""
+    path = make_random_checkpoint(tmp_path / arch, arch, dtype=torch.bfloat16)
+    recipe = "qwen3-reranker" if arch == "qwen3" else None
+    reranker = Reranker(str(path), device="cpu", dtype=dtype, recipe=recipe)
+    tensors = dict(reranker.model.named_parameters()) | dict(reranker.model.named_buffers())
+    assert tensors and all(tensor.untyped_storage().resizable() for tensor in tensors.values()), \
+        [name for name, tensor in tensors.items() if not tensor.untyped_storage().resizable()][:8]
