@@ -108,6 +108,7 @@ class ServerConfig:
     max_buffered_bytes: int = 256 * 1024 * 1024
     request_timeout_s: float = 60.0
     read_timeout_s: float = 10.0
+    write_timeout_s: float = 60.0
     max_connections: int = 4096
     load_on_demand: bool = True
     graceful_timeout_s: int = 30
@@ -117,6 +118,10 @@ class ServerConfig:
     malloc_mmap_threshold: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("request_timeout_s", "read_timeout_s", "write_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{env_name(name)} ({SETTINGS[name].flag}) must be a positive number of seconds, "
+                                 f"not {getattr(self, name)}")
         # Then a request alone within its own limits (413, 431) is never refused for the worker's buffers.
         least = max_request_bytes(self.max_body_bytes)
         if self.max_buffered_bytes < least:
@@ -194,6 +199,8 @@ SETTINGS: dict[str, Setting] = {
     "read_timeout_s": Setting(float, "seconds a client has to send a whole request (headers and body), from "
                                      "connecting or, on a kept-alive connection, from the request's first byte; past "
                                      "it 408 and the connection is closed", "--read-timeout"),
+    "write_timeout_s": Setting(float, "seconds a request thread waits on a client that does not read its answer "
+                                      "before it closes the connection", "--write-timeout"),
     "max_connections": Setting(int, "open client connections per worker (idle keep-alive ones included; they "
                                     "hold no request thread); past it new ones wait in the listen backlog",
                                "--max-connections"),

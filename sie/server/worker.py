@@ -13,7 +13,8 @@ the request whose bytes would pass it is answered 503 RESOURCE_EXHAUSTED (sie-sd
 sending large bodies slowly cannot exhaust the worker's memory. Connections are closed without blocking the loop:
 the write side is shut, and whatever the client still sends is drained for at most two seconds so that it reads its
 answer rather than a reset. Idle and slow connections cost a socket and a buffer, never a thread, so the batcher's
-guarantees (bounded queue, deadlines) are all that limits admission.
+guarantees (bounded queue, deadlines) are all that limits admission. The one wait left to a request thread, writing
+the answer to a client that does not read it, is bounded by ``write_timeout_s``.
 
 Works on gunicorn 27's ``ThreadWorker`` (its ``TConn``, ``accept``, ``finish_request`` and keep-alive
 bookkeeping), hence the pin in setup.py. TLS and cleartext HTTP/2, which sie serve does not configure, take
@@ -46,8 +47,6 @@ _RECV_BYTES = 256 * 1024
 _CONTINUE_REPLY = b"HTTP/1.1 100 Continue\r\n\r\n"
 # How long a closing connection is drained (its client reading the answer) before it is closed regardless.
 _LINGER_S = 2.0
-# Request threads read a complete request from memory; this bounds their writes to a client that stops reading.
-_THREAD_SOCKET_TIMEOUT_S = 60.0
 
 INCOMPLETE, COMPLETE = 0, 1  # RequestScan verdicts besides an HTTP status to refuse with
 
@@ -192,23 +191,22 @@ def expects_continue(buffer: bytes | bytearray) -> bool:
 class BufferedConn(TConn):
     """A gthread connection that remembers the bytes read so far and when they must be complete."""
 
-    def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any, read_timeout_s: float,
-                 max_body_bytes: int) -> None:
+    def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any, config: ServerConfig) -> None:
         super().__init__(cfg, sock, client, server)
-        self.read_timeout_s = read_timeout_s
-        self.max_body_bytes = max_body_bytes
+        self.config = config
         self.start_reading()
 
     def start_reading(self, pending: bytes = b"") -> None:
         self.buffer = bytearray(pending)
-        self.scan = RequestScan(self.max_body_bytes)
-        self.read_deadline = time.monotonic() + self.read_timeout_s
+        self.scan = RequestScan(self.config.max_body_bytes)
+        self.read_deadline = time.monotonic() + self.config.read_timeout_s
         self.continued = False
 
     def init(self) -> None:
         super().init()
-        # Runs in the request thread, for every request on the connection (gthread made the socket blocking).
-        self.sock.settimeout(_THREAD_SOCKET_TIMEOUT_S)
+        # Runs in the request thread, for every request on the connection (gthread made the socket blocking). The
+        # request is in memory already: the timeout bounds writing the answer to a client that stops reading it.
+        self.sock.settimeout(self.config.write_timeout_s)
         if self.buffer:
             self.parser.unreader.unread(bytes(self.buffer))
             self.buffer = bytearray()
@@ -219,10 +217,7 @@ class BufferingThreadWorker(ThreadWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        config = ServerConfig.from_env()
-        self.read_timeout_s = config.read_timeout_s
-        self.max_body_bytes = config.max_body_bytes
-        self.max_buffered_bytes = config.max_buffered_bytes
+        self.config = ServerConfig.from_env()
         self.reading_conns: deque[BufferedConn] = deque()
         self.lingering: deque[tuple[float, socket.socket]] = deque()
         self.buffering = not self.cfg.is_ssl and self.cfg.http2_cleartext == "off"
@@ -237,8 +232,7 @@ class BufferingThreadWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        conn = BufferedConn(self.cfg, client_sock, client_addr, listener.getsockname(), self.read_timeout_s,
-                            self.max_body_bytes)
+        conn = BufferedConn(self.cfg, client_sock, client_addr, listener.getsockname(), self.config)
         self._read_request(conn)
 
     def on_client_socket_readable(self, conn: TConn, client: socket.socket) -> None:
@@ -282,10 +276,11 @@ class BufferingThreadWorker(ThreadWorker):
             code = {413: kind_of(PayloadTooLargeError("")).code, 400: "INVALID_INPUT",
                     431: "REQUEST_HEADER_FIELDS_TOO_LARGE"}[verdict]
             self._refuse(conn, verdict, code, conn.scan.reason)
-        elif LOOP_STATS.buffered_bytes > self.max_buffered_bytes:
+        elif LOOP_STATS.buffered_bytes > self.config.max_buffered_bytes:
             kind = kind_of(BuffersFullError(""))
             self._refuse(conn, kind.status, kind.code, f"the worker's buffers for requests still arriving are past "
-                                                       f"their bound of {self.max_buffered_bytes} bytes; retry later",
+                                                       f"their bound of {self.config.max_buffered_bytes} bytes; retry "
+                                                       "later",
                          kind.retry_after_s)
         elif not conn.continued and expects_continue(conn.buffer):
             # The body comes only after this; gunicorn's own 100 Continue, sent later, is a second interim
@@ -357,6 +352,16 @@ class BufferingThreadWorker(ThreadWorker):
         except OSError:
             pass
 
+    def handle_request(self, req: Any, conn: TConn) -> bool:
+        """gthread's, but a client that stops reading its answer for ``--write-timeout`` is logged in one line and
+        its connection closed (gthread logs the timeout as a socket error, with a traceback)."""
+        try:
+            return super().handle_request(req, conn)
+        except TimeoutError:
+            self.log.info("closed the connection of %s: it did not read its answer within %g s", conn.client,
+                          self.config.write_timeout_s)
+            return False
+
     def finish_request(self, conn: TConn, fs: Any) -> None:
         if not self.buffering:
             return super().finish_request(conn, fs)
@@ -386,13 +391,13 @@ class BufferingThreadWorker(ThreadWorker):
         for conn in expired:
             if conn.buffer:
                 self._refuse(conn, 408, "REQUEST_TIMEOUT", f"the request did not arrive within "
-                                                           f"{self.read_timeout_s:g} s")
+                                                           f"{self.config.read_timeout_s:g} s")
             else:  # at shutdown, a connection that has sent nothing of a request: nothing to answer
                 self._stop_reading(conn)
                 self._close(conn)
         if expired:
             self.log.info("closed %d connection(s) whose request did not arrive within %g s", len(expired),
-                          self.read_timeout_s)
+                          self.config.read_timeout_s)
         while self.lingering and self.lingering[0][0] <= now:
             _, sock = self.lingering.popleft()
             if sock.fileno() >= 0:

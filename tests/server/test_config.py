@@ -41,7 +41,9 @@ def test_environment_overrides_defaults_and_overrides_win():
 
 
 @pytest.mark.parametrize(("name", "value"), [("port", "http"), ("dtype", "float8"), ("access_log", "maybe"),
-                                             ("recipes", "Qwen/Qwen3-Reranker-0.6B"), ("recipes", "=qwen3-reranker")])
+                                             ("recipes", "Qwen/Qwen3-Reranker-0.6B"), ("recipes", "=qwen3-reranker"),
+                                             ("read_timeout_s", "0"), ("write_timeout_s", "-1"),
+                                             ("request_timeout_s", "nan")])
 def test_a_bad_value_names_its_variable_and_flag(name, value):
     with pytest.raises(ValueError, match=rf"{env_name(name)} \({SETTINGS[name].flag}\)"):
         ServerConfig.from_env({env_name(name): value})

@@ -3,7 +3,7 @@
 ``RequestScan`` (what the worker's main loop waits for before a thread takes a connection) is checked on
 its own; then a server with a 3-s read bound faces 300 connections that sent half their headers (slowloris), and
 requests dribbled in pieces, pipelined, chunked and oversized, and bodies sent slowly by many clients at once, which
-the worker holds up to a bound.
+the worker holds up to a bound; and a client that stops reading its answer.
 """
 
 from __future__ import annotations
@@ -321,3 +321,32 @@ def test_the_bytes_of_unfinished_requests_are_bounded_across_connections(bounded
         conn.sendall(large_request)
         assert _read_response(conn).startswith(b"HTTP/1.1 200")
     assert _loop_metric(bounded_server, "sie_buffered_request_bytes") == 0
+
+
+def test_a_client_that_stops_reading_its_answer_is_cut_off_after_the_write_timeout(tiny_models_dir):
+    """A request thread blocked on a client that does not read a 24-MB answer (4 MB of control characters, which
+    JSON writes as 6-byte escapes) gives up after --write-timeout, logs one line instead of a traceback, and the
+    worker keeps serving meanwhile and after."""
+    body = msgpack.packb({"query": "q", "texts": ["\x01" * 4000] * 1000, "return_text": True})
+    request = (f"POST /rerank HTTP/1.1\r\nHost: a\r\nContent-Type: application/msgpack\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    with tiny_server(tiny_models_dir, "--write-timeout", "1", "--max-body-bytes", str(8 << 20)) as server:
+        with socket.socket() as conn:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+            conn.connect(("127.0.0.1", server.port))
+            conn.sendall(request)
+            deadline = time.monotonic() + 60
+            while "did not read its answer within 1 s" not in server.log:
+                assert time.monotonic() < deadline, server.log[-3000:]
+                assert server.client.get("/healthz").status == 200
+                time.sleep(0.2)
+            conn.settimeout(10)
+            received = 0
+            try:
+                while data := conn.recv(1 << 20):
+                    received += len(data)
+            except ConnectionResetError:
+                pass
+        assert 0 < received < 24_000_000, "the answer was cut off, after its first bytes"
+        assert "Socket error processing request" not in server.log and "Traceback" not in server.log, server.log
+        assert server.client.post("/rerank", {"query": "q", "texts": ["a", "b"]}).status == 200
