@@ -38,14 +38,14 @@ class Documents:
 def positive_int(value: Any, field: str) -> int:
     """``value`` if it is an integer >= 1 (not a bool), else InvalidInputError naming ``field``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(field, f"must be a positive integer, got {value!r}")
+        raise InvalidInputError(field, f"must be a positive integer, got {value!r:.80}")
     return value
 
 
 def parse_bool(value: Any, field: str) -> bool:
     """``value`` if it is a bool, else InvalidInputError naming ``field``."""
     if not isinstance(value, bool):
-        raise InvalidInputError(field, f"must be a boolean, got {value!r}")
+        raise InvalidInputError(field, f"must be a boolean, got {value!r:.80}")
     return value
 
 

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from sie.cuda_graphs import GraphedForward, bucket_for, dummy_lengths
-from sie.errors import InvalidInputError, ModelNotFoundError, UnsupportedModelError
+from sie.errors import InputTooLongError, InvalidInputError, ModelNotFoundError, UnsupportedModelError
 from sie.hub import default_model, offline, resolve_model
 from sie.inputs import (
     parse_documents,
@@ -212,11 +212,22 @@ class Reranker:
     ) -> EncodedPairs:
         """Tokenizes ``query`` (one for all, or one per document) with each document, without padding.
 
-        ``instruction`` fills a decoder recipe's instruction slot, or is prepended to a cross-encoder's query.
+        ``instruction`` fills a decoder recipe's instruction slot, or is prepended to a cross-encoder's query. With
+        ``truncate=False`` a pair past the limit raises InputTooLongError naming ``items[i]``, or the query (``query``,
+        or ``items[i].query`` where pairs have their own) when it is too long even with an empty document.
         """
         limit = self.max_length if max_length is None else self._check_max_length(max_length, "options.max_length")
         queries = [query] * len(documents) if isinstance(query, str) else query
-        return self.tokenizer.encode(queries, documents, limit, truncate=truncate, instruction=instruction)
+        try:
+            return self.tokenizer.encode(queries, documents, limit, truncate=truncate, instruction=instruction)
+        except InputTooLongError as error:
+            index = int(error.field.removeprefix("items[").removesuffix("]"))
+            try:
+                self.tokenizer.encode([queries[index]], [""], limit, truncate=False, instruction=instruction)
+            except InputTooLongError as alone:
+                field = "query" if len(set(queries)) == 1 else f"{error.field}.query"
+                raise InputTooLongError(field, alone.length, alone.limit) from None
+            raise
 
     @torch.inference_mode()
     def logits(

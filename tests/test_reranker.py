@@ -122,6 +122,14 @@ def test_truncation_options(reranker):
     with pytest.raises(InputTooLongError) as error:
         reranker.score("What is Python?", ["short", long_document], options={"truncate": False})
     assert error.value.field == "items[1]" and error.value.limit == 512
+    # A query too long with any document is the query's fault, not the first document's.
+    long_query = "python " * 600
+    with pytest.raises(InputTooLongError) as error:
+        reranker.score(long_query, ["short"], options={"truncate": False})
+    assert error.value.field == "query" and error.value.length > 512
+    with pytest.raises(InputTooLongError) as error:
+        reranker.encode(["what", long_query], ["a", "b"], truncate=False)
+    assert error.value.field == "items[1].query"
     with pytest.raises(InvalidInputError, match="options.max_length"):
         reranker.score("What is Python?", ["short"], options={"max_length": 4096})
     with pytest.raises(InvalidInputError, match="unknown option"):

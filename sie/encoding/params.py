@@ -82,10 +82,10 @@ def _output_types(value: Any, field: str) -> tuple[str, ...]:
     if value is None:
         return ("dense",)
     if isinstance(value, str) or not isinstance(value, Sequence) or not value:
-        raise InvalidInputError(field, f"must be a non-empty list of {', '.join(OUTPUT_TYPES)}, got {value!r}")
+        raise InvalidInputError(field, f"must be a non-empty list of {', '.join(OUTPUT_TYPES)}, got {value!r:.80}")
     for index, kind in enumerate(value):
         if kind not in OUTPUT_TYPES:
-            raise InvalidInputError(f"{field}[{index}]", f"unknown output type {kind!r}; expected one of "
+            raise InvalidInputError(f"{field}[{index}]", f"unknown output type {kind!r:.80}; expected one of "
                                                          f"{', '.join(OUTPUT_TYPES)}")
     return tuple(dict.fromkeys(value))
 
@@ -101,7 +101,7 @@ def parse_encode_params(params: Mapping[str, Any] | None, field: str = "params")
     dtype = params.get("output_dtype")
     if dtype is not None and dtype not in OUTPUT_DTYPES:
         raise InvalidInputError(_name(field, "output_dtype"), f"must be one of {', '.join(OUTPUT_DTYPES)}, "
-                                                              f"got {dtype!r}")
+                                                              f"got {dtype!r:.80}")
     option = _name(field, "options")
     is_query, normalize, max_length = (options.get(key) for key in ("is_query", "normalize", "max_length"))
     return EncodeParams(

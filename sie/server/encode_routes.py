@@ -133,18 +133,16 @@ def embed_tei() -> Response:
     """
     body = request_map()
     texts = _texts(body, "inputs")
-    direction = body.get("truncation_direction") or "Right"
-    if not isinstance(direction, str) or direction.lower() != "right":
-        raise InvalidInputError("truncation_direction", f"only 'Right' is supported, got {direction!r}")
-    prompt_name = body.get("prompt_name")
-    if prompt_name is not None and not isinstance(prompt_name, str):
-        raise InvalidInputError("prompt_name", f"must be a string, got {type(prompt_name).__name__}")
+    direction = optional_field(body, "truncation_direction", str, "Right")
+    if direction.lower() != "right":
+        raise InvalidInputError("truncation_direction", f"only 'Right' is supported, got {direction!r:.80}")
+    prompt_name = optional_field(body, "prompt_name", str, None)
     model = state().registry.default_encoder()
     prompt = None
     if prompt_name is not None:
         prompts = state().registry.get(model, task="encode").encoding.encoder.settings.prompts
         if prompt_name not in prompts:
-            raise InvalidInputError("prompt_name", f"{prompt_name!r} is not one of the model's prompts: "
+            raise InvalidInputError("prompt_name", f"{prompt_name!r:.80} is not one of the model's prompts: "
                                                    f"{', '.join(prompts) or 'none'}")
         prompt = prompts[prompt_name]
     params = EncodeParams(instruction=prompt, normalize=optional_field(body, "normalize", bool, True),
@@ -163,13 +161,11 @@ def embeddings_openai() -> Response:
     Vectors are normalised as the model normalises them (after cutting them to ``dimensions``).
     """
     body = request_map()
-    model = body.get("model") or state().registry.default_encoder()
-    if not isinstance(model, str):
-        raise InvalidInputError("model", f"must be a string, got {type(model).__name__}")
+    model = optional_field(body, "model", str, "") or state().registry.default_encoder()
     texts = _texts(body, "input")
-    encoding_format = body.get("encoding_format") or "float"
+    encoding_format = optional_field(body, "encoding_format", str, "float")
     if encoding_format not in ("float", "base64"):
-        raise InvalidInputError("encoding_format", f"must be 'float' or 'base64', got {encoding_format!r}")
+        raise InvalidInputError("encoding_format", f"must be 'float' or 'base64', got {encoding_format!r:.80}")
     dimensions = optional_field(body, "dimensions", int, None)
     params = EncodeParams(normalize=True if dimensions is not None else None)
     raw, tokens, encoder = _encode_texts(model, texts, params, "input")

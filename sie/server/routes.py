@@ -64,14 +64,18 @@ def _documents(body: Mapping[str, Any], key: str) -> tuple[list[str], list[str]]
     return documents.texts, documents.ids
 
 
+_KIND_NAMES = {bool: "a boolean", int: "an integer", str: "a string"}
+
+
 def optional_field(body: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
-    """``body[key]`` (a ``kind``: bool or int), or ``default`` when it is missing or null; InvalidInputError naming
-    ``key`` when it is of another type."""
+    """``body[key]`` (a ``kind``: bool, int or str), or ``default`` when it is missing or null; InvalidInputError
+    naming ``key`` when it is of another type."""
     value = body.get(key)
     if value is None:
         return default
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InvalidInputError(key, f"must be {'a boolean' if kind is bool else 'an integer'}, got {value!r}")
+        # Cut to 80 characters, here and wherever a message shows a client's value: it can be megabytes.
+        raise InvalidInputError(key, f"must be {_KIND_NAMES[kind]}, got {value!r:.80}")
     return value
 
 
@@ -127,9 +131,8 @@ def _rerank_options(body: Mapping[str, Any]) -> tuple[int | None, bool]:
 
 def _cohere_rerank(api_version: str) -> Response:
     body = request_map()
-    model = body.get("model") or state().registry.default_model
-    if not isinstance(model, str):
-        raise InvalidInputError("model", f"must be a string, got {type(model).__name__}")
+    # Cohere's clients send the model they were given, possibly "": that means the server's default here.
+    model = optional_field(body, "model", str, "") or state().registry.default_model
     query, _ = parse_query(required_field(body, "query"))
     texts, _ = _documents(body, "documents")
     top_n, return_documents = _rerank_options(body)
@@ -173,9 +176,9 @@ def rerank_tei() -> Response:
     body = request_map()
     query, _ = parse_query(required_field(body, "query"))
     texts, _ = _documents(body, "texts")
-    direction = body.get("truncation_direction") or "Right"
-    if not isinstance(direction, str) or direction.lower() != "right":
-        raise InvalidInputError("truncation_direction", f"only 'Right' is supported, got {direction!r}")
+    direction = optional_field(body, "truncation_direction", str, "Right")
+    if direction.lower() != "right":
+        raise InvalidInputError("truncation_direction", f"only 'Right' is supported, got {direction!r:.80}")
     options = ScoreOptions(raw_scores=optional_field(body, "raw_scores", bool, False),
                            truncate=optional_field(body, "truncate", bool, True))
     return_text = optional_field(body, "return_text", bool, False)

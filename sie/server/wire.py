@@ -72,19 +72,28 @@ def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
         raise InvalidInputError("body", "is nested too deeply") from None
 
 
+def _unpack(body: bytes, **options: Any) -> Any:
+    """``body`` as msgpack; InvalidInputError when it is not, except for a string that is not UTF-8
+    (UnicodeDecodeError, for the caller to name). Map keys may be any hashable value: ``metadata`` is the client's
+    own, and ``{2024: ...}`` is valid msgpack."""
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=False, **options)
+    except UnicodeDecodeError:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException) as error:
+        raise InvalidInputError("body", f"is not valid msgpack ({type(error).__name__})") from None
+
+
 def _decode(body: bytes, content_type: str | None) -> dict[str, Any]:
     if not body:
         raise InvalidInputError("body", "is empty; expected a map with query and items")
     if is_msgpack(content_type):
         try:
-            data = msgpack.unpackb(body, raw=False)
+            data = _unpack(body)
         except UnicodeDecodeError:
             # Decode again keeping the bad bytes as surrogates, to name the field that holds them.
-            data = msgpack.unpackb(body, raw=False, unicode_errors="surrogateescape")
-            _check_text(data, "")
+            _check_text(_unpack(body, unicode_errors="surrogateescape"), "")
             raise InvalidInputError("body", "contains a string that is not valid UTF-8") from None
-        except (ValueError, TypeError, msgpack.UnpackException) as error:
-            raise InvalidInputError("body", f"is not valid msgpack ({type(error).__name__})") from None
     else:
         try:
             data = json.loads(body)

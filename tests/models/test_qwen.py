@@ -140,6 +140,9 @@ def test_truncation_cuts_the_document_never_the_template_end(checkpoints):
     with pytest.raises(InputTooLongError) as error:
         reranker.score("what is python", ["short", long], options={"truncate": False})
     assert error.value.field == "items[1]" and error.value.limit == MAX_LENGTH
+    with pytest.raises(InputTooLongError) as error:
+        reranker.score(long, ["short"], options={"truncate": False})
+    assert error.value.field == "query"
 
 
 def test_a_causal_lm_without_a_recipe_is_refused_saying_how_to_give_one(checkpoints, random_bert_path):

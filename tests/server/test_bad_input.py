@@ -55,6 +55,9 @@ CASES = [
     ("text as bytes", _packed({"query": "q", "items": [{"text": b"abc"}]}), MSGPACK, 400, "INVALID_INPUT",
      "items[0].text", "string"),
     ("non-UTF-8 text in msgpack", _bad_utf8_msgpack(), MSGPACK, 400, "INVALID_INPUT", "items[1].text", "UTF-8"),
+    # Decoding again to name the bad string meets the other fault: it once escaped as a 500.
+    ("non-UTF-8 text in malformed msgpack", _bad_utf8_msgpack() + b"\x00", MSGPACK, 400, "INVALID_INPUT", "body",
+     "msgpack"),
     ("non-UTF-8 JSON body", b'{"query": "q", "items": ["\xff\xfe"]}', JSON, 400, "INVALID_INPUT", "body", "UTF-8"),
     ("lone surrogate in JSON", b'{"query": "q", "items": [{"text": "a\\ud800"}]}', JSON, 400, "INVALID_INPUT",
      "items[0].text", "UTF-8"),
@@ -69,6 +72,9 @@ CASES = [
      "instruction", "string"),
     ("too long with truncate false", _packed({"query": "q", "items": ["a " * 600], "options": {"truncate": False}}),
      MSGPACK, 400, "INPUT_TOO_LONG", "items[0]", "512"),
+    ("query too long with truncate false", _packed({"query": "a " * 600, "items": ["a"],
+                                                    "options": {"truncate": False}}),
+     MSGPACK, 400, "INPUT_TOO_LONG", "query", "512"),
     ("more items than max_items", _packed({"query": "q", "items": ["a"] * 1001}), MSGPACK, 413, "TOO_MANY_ITEMS",
      None, "1000"),
 ]
@@ -84,6 +90,17 @@ def test_bad_request_gets_its_status_code_and_message(client, name, body, header
     assert detail["code"] == code and reply.headers["x-sie-error-code"] == code
     assert words in detail["message"]
     assert detail.get("param") == param
+
+
+def test_a_bad_value_is_shown_cut_short(client):
+    reply = client.request("POST", PATH, _packed({**GOOD, "options": {"top_k": "x" * 100_000}}), MSGPACK)
+    assert reply.status == 400 and reply.data()["detail"]["param"] == "options.top_k"
+    assert "got 'xxx" in reply.data()["detail"]["message"] and len(reply.body) < 500, len(reply.body)
+
+
+def test_metadata_may_have_any_keys_msgpack_allows(client):
+    body = {**GOOD, "items": [{"text": "a", "metadata": {2024: "year", 1.5: ["x"]}}, {"text": "b"}]}
+    assert client.request("POST", PATH, _packed(body), MSGPACK).status == 200
 
 
 def test_unknown_model_is_404_listing_the_available_ones(client):

@@ -65,12 +65,22 @@ def test_tei_rerank(client, tiny_reranker, rng):
     ("/v2/rerank", {"query": "q", "documents": ["a"], "top_n": 0}, "INVALID_INPUT", "top_n"),
     ("/v2/rerank", {"query": "q", "documents": ["a"], "return_documents": "yes"}, "INVALID_INPUT",
      "return_documents"),
+    # Present but of the wrong type, even when falsy: never silently the default.
+    ("/v1/rerank", {"query": "q", "documents": ["a"], "model": 0}, "INVALID_INPUT", "model"),
+    ("/rerank", {"query": "q", "texts": ["a"], "truncation_direction": False}, "INVALID_INPUT",
+     "truncation_direction"),
+    ("/rerank", {"query": "q " * 600, "texts": ["a"], "truncate": False}, "INPUT_TOO_LONG", "query"),
 ])
 def test_compat_endpoints_validate_like_score(client, path, body, code, param):
     reply = client.post(path, body, msgpack_in=False)
     assert reply.status == 400
     detail = reply.data()["detail"]
     assert detail["code"] == code and detail["param"] == param
+
+
+def test_cohere_rerank_with_an_empty_model_uses_the_default(client):
+    reply = client.post("/v1/rerank", {"model": "", "query": "q", "documents": ["a"]}, msgpack_in=False)
+    assert reply.status == 200
 
 
 def test_cohere_rerank_with_an_unknown_model_is_404(client):

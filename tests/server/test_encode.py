@@ -166,6 +166,9 @@ BAD = [
     ("/v1/embeddings", {"input": [[1, 2, 3]]}, 400, "INVALID_INPUT", "input[0]"),
     ("/v1/embeddings", {"input": "a", "encoding_format": "hex"}, 400, "INVALID_INPUT", "encoding_format"),
     ("/v1/embeddings", {"model": TINY_BERT, "input": "a"}, 400, "INVALID_INPUT", "model"),
+    ("/v1/embeddings", {"model": 0, "input": "a"}, 400, "INVALID_INPUT", "model"),
+    ("/v1/embeddings", {"input": "a", "encoding_format": False}, 400, "INVALID_INPUT", "encoding_format"),
+    ("/embed", {"inputs": "a", "prompt_name": 3}, 400, "INVALID_INPUT", "prompt_name"),
 ]
 
 
