@@ -65,7 +65,7 @@ def _kernels_build(args: argparse.Namespace) -> int:
 
 def _score_file(args: argparse.Namespace) -> int:
     from sie.jobs.progress import progress_for
-    from sie.jobs.score_file import ScoreFileOptions, score_file
+    from sie.jobs.score_file import ScoreFileOptions, check_arguments, score_file
     from sie.jobs.scoring import torch_dtype
     from sie.reranker import Reranker
 
@@ -74,6 +74,7 @@ def _score_file(args: argparse.Namespace) -> int:
         score_column=args.score_column, chunk_rows=args.chunk_rows, on_error=args.on_error, rejects=args.rejects,
         overwrite=args.overwrite, keep_parts=args.keep_parts,
     )
+    check_arguments(Path(args.input).resolve(), Path(args.output).resolve(), options)  # before the model loads
     reranker = Reranker(args.model, device=args.device, dtype=torch_dtype(args.dtype),
                         max_batch_tokens=args.max_batch_tokens, recipe=args.recipe)
     try:
@@ -168,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
     except SieError as error:

@@ -54,6 +54,11 @@ def test_help_works(args):
     assert run(*args).returncode == 0
 
 
+def test_python_m_sie_is_the_sie_command():
+    result = subprocess.run([sys.executable, "-m", "sie", "--version"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("sie "), result.stderr
+
+
 def test_rerank_with_a_decoder_recipe_and_an_instruction(tmp_path: Path):
     from sie.testing import make_random_checkpoint
 

@@ -35,7 +35,8 @@ from sie.reranker import Reranker
 
 
 class Scorer:
-    """A callable class for ``Dataset.map_batches``: adds ``score_column`` to every batch.
+    """A callable class for ``Dataset.map_batches``: adds ``score_column`` to every batch (or replaces it, in every
+    batch form, where the batch has one already).
 
     Args:
         model: a model id or folder, as ``sie.Reranker`` takes it (default: sie's default model). On a cluster the
@@ -69,7 +70,11 @@ class Scorer:
         if isinstance(batch, pa.Table):
             scores = self._scores(batch.column(self.query_column).to_pylist(),
                                   batch.column(self.document_column).to_pylist())
-            return batch.append_column(self.score_column, pa.array(scores, pa.float32()))
+            column = pa.array(scores, pa.float32())
+            index = batch.schema.get_field_index(self.score_column)
+            if index >= 0:
+                return batch.set_column(index, self.score_column, column)
+            return batch.append_column(self.score_column, column)
         if isinstance(batch, dict):
             scores = self._scores(batch[self.query_column].tolist(), batch[self.document_column].tolist())
             return {**batch, self.score_column: scores}

@@ -121,11 +121,7 @@ class RecordRows:
         if not self.records:
             return pa.table({})
         # pa.array infers one struct type over every record (from_pylist would keep the first record's keys only).
-        try:
-            return pa.Table.from_struct_array(pa.array(self.records))
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-            raise InvalidInputError("rows", f"these JSON values do not fit one Parquet column ({error}); "
-                                    "write JSONL output (OUTPUT ending in .jsonl) to keep them as they are") from None
+        return pa.Table.from_struct_array(pa.array(self.records))
 
     def to_records(self) -> list[dict[str, Any]]:
         return self.records
@@ -150,10 +146,13 @@ def columns_of(path: Path, fmt: str) -> dict[str, pa.DataType | None] | None:
         schema = pq.read_schema(path)
         return {name: schema.field(name).type for name in schema.names}
     if fmt == "csv":
-        with open(path, newline="", encoding="utf-8-sig") as stream:
-            header = next(csv.reader(stream), None)
+        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as stream:
+            reader = csv.reader(stream, strict=True)
+            header = _csv_line(reader, path)
         if not header:
             raise InvalidInputError("input", f"{path}: a CSV file needs a header line naming its columns")
+        if any(map(_undecodable, header)):
+            raise InvalidInputError("input", f"{path}: the CSV header is not valid UTF-8")
         duplicates = sorted({name for name in header if header.count(name) > 1})
         if duplicates:
             raise InvalidInputError("input", f"{path}: the CSV header repeats column(s) {', '.join(duplicates)}")
@@ -176,7 +175,8 @@ def count_rows(path: Path, fmt: str) -> int | None:
 
 
 def read_chunks(path: Path, fmt: str, chunk_rows: int, start: int = 0) -> Iterator[Chunk]:
-    """Chunks of ``chunk_rows`` input rows (the last one shorter) from row ``start``, which is a chunk boundary."""
+    """Chunks of ``chunk_rows`` input rows (the last one shorter) from row ``start``, which is a chunk boundary. An
+    input without rows gives one empty chunk, so that the output still has the input's columns."""
     readers = {"parquet": _parquet_chunks, "jsonl": _jsonl_chunks, "csv": _csv_chunks}
     return readers[fmt](path, chunk_rows, start)
 
@@ -187,6 +187,8 @@ def _parquet_chunks(path: Path, chunk_rows: int, start: int) -> Iterator[Chunk]:
     file = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     metadata = file.metadata
     if start >= metadata.num_rows:
+        if metadata.num_rows == 0 and start == 0:  # an input without rows: one empty chunk, its columns
+            yield Chunk(0, 0, ArrowRows(file.schema_arrow.empty_table()), [])
         return
     # Skip whole row groups before ``start`` without reading them; rows before it in its own group are dropped.
     group_starts = np.cumsum([0] + [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)])
@@ -271,7 +273,7 @@ def _jsonl_chunks(path: Path, chunk_rows: int, start: int) -> Iterator[Chunk]:
                     chunks.reject(row, line, f"is not a JSON object, got {type(record).__name__}", record)
             if chunks.full(row):
                 yield chunks.close(row + 1, RecordRows(chunks.records))
-    if row + 1 > chunks.start:
+    if row + 1 > chunks.start or (row < 0 and start == 0):  # an input without rows: one empty chunk
         yield chunks.close(row + 1, RecordRows(chunks.records))
 
 
@@ -280,25 +282,43 @@ def _csv_chunks(path: Path, chunk_rows: int, start: int) -> Iterator[Chunk]:
     csv.field_size_limit(sys.maxsize)
     chunks = _TextChunks(chunk_rows, start)
     row = -1
-    with open(path, newline="", encoding="utf-8-sig") as stream:
-        reader = csv.reader(stream)
-        header = next(reader)
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as stream:
+        reader = csv.reader(stream, strict=True)
+        header = _csv_line(reader, path)
         first_line = reader.line_num + 1
-        for fields in reader:
+        while (fields := _csv_line(reader, path)) is not None:
             line, first_line = first_line, reader.line_num + 1
             if not fields:
                 continue
             row += 1
             if row < start:
                 continue
-            if len(fields) == len(header):
+            if any(map(_undecodable, fields)):
+                chunks.reject(row, line, "is not valid UTF-8",
+                              [field.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for field in fields])
+            elif len(fields) == len(header):
                 chunks.add(row, line, fields)
             else:
                 chunks.reject(row, line, f"has {len(fields)} fields where the header has {len(header)}", fields)
             if chunks.full(row):
                 yield chunks.close(row + 1, _csv_rows(header, chunks.records))
-    if row + 1 > chunks.start:
+    if row + 1 > chunks.start or (row < 0 and start == 0):  # an input without rows: one empty chunk, its columns
         yield chunks.close(row + 1, _csv_rows(header, chunks.records))
+
+
+def _csv_line(reader: Any, path: Path) -> list[str] | None:
+    """The next record of ``reader`` (a strict ``csv.reader``), None at the end; InvalidInputError naming the line
+    where the file stops being CSV (an unbalanced quote would otherwise swallow the rows after it)."""
+    try:
+        return next(reader, None)
+    except csv.Error as error:
+        raise InvalidInputError("input", f"{path}: line {reader.line_num}: not valid CSV ({error}); a quote that "
+                                         "is never closed?") from None
+
+
+def _undecodable(text: str) -> bool:
+    """Whether ``text`` holds bytes that were not UTF-8 (read with ``errors="surrogateescape"``)."""
+    return any("\udc80" <= character <= "\udcff" for character in text)
 
 
 def _csv_rows(header: list[str], records: list[list[str]]) -> ArrowRows:
@@ -329,8 +349,13 @@ class ParquetParts:
     suffix = ".parquet"
 
     def write(self, path: Path, rows: Rows, scores: np.ndarray, score_column: str) -> None:
-        table = rows.to_table().append_column(score_column, pa.array(scores, pa.float32()))
-        pq.write_table(table, path)
+        try:
+            table = rows.to_table().append_column(score_column, pa.array(scores, pa.float32()))
+            pq.write_table(table, path)
+        except (pa.ArrowException, OverflowError) as error:
+            # JSON allows what Parquet does not: mixed types in a column, integers past 64 bits, empty objects.
+            raise InvalidInputError("rows", f"these JSON values do not fit Parquet columns ({error}); write JSONL "
+                                    "output (OUTPUT ending in .jsonl) to keep them as they are") from None
 
     def combine(self, parts: Sequence[Path], path: Path, score_column: str) -> None:
         """One Parquet file holding every part in order, read one part at a time.

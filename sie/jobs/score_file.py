@@ -14,7 +14,7 @@ row ends either scored in OUTPUT or listed in the rejects file.
 
 from __future__ import annotations
 
-
+import json
 import os
 import shutil
 import time
@@ -41,6 +41,7 @@ from sie.jobs.formats import (
 )
 from sie.jobs.manifest import Manifest, Part, ResumeError, commit, differences, write_atomically
 from sie.jobs.scoring import DEFAULT_CHUNK_ROWS, score_pairs, text_problem
+from sie.models.checkpoint import weight_files
 from sie.reranker import Reranker
 
 ON_ERROR = ("fail", "skip")
@@ -117,15 +118,7 @@ def score_file(
     """Scores every row of ``input`` into ``output``, resuming the job a killed run left (see the module)."""
     began = time.perf_counter()
     input_path, output_path = Path(input).resolve(), Path(output).resolve()
-    input_format = file_format(input_path, INPUT_FORMATS, "input")
-    output_format = file_format(output_path, OUTPUT_FORMATS, "output")
-    if not input_path.is_file():
-        raise InvalidInputError("input", f"{input_path}: no such file")
-    if options.on_error not in ON_ERROR:
-        raise InvalidInputError("on_error", f"must be one of {', '.join(ON_ERROR)}, got {options.on_error!r}")
-    if isinstance(options.chunk_rows, bool) or not isinstance(options.chunk_rows, int) or options.chunk_rows < 1:
-        raise InvalidInputError("chunk_rows", f"must be a positive integer, got {options.chunk_rows!r}")
-    _check_columns(input_path, input_format, options)
+    input_format, output_format = check_arguments(input_path, output_path, options)
     paths = _Paths.beside(output_path, options.rejects)
     manifest = _open(paths, _fingerprint(input_path, output_format, reranker, options), options)
     resumed_rows = manifest.next_row
@@ -144,11 +137,26 @@ def score_file(
         _finish(paths, manifest, parts, options.score_column)
 
     if not options.keep_parts:
-        shutil.rmtree(paths.parts)
+        _remove_parts(paths)
     rejected = sum(part.rejected for part in manifest.parts)
     return ScoreFileResult(paths.output, paths.rejects if rejected else None, manifest.next_row,
                            sum(part.scored for part in manifest.parts), rejected, resumed_rows,
                            time.perf_counter() - began)
+
+
+def check_arguments(input: Path, output: Path, options: ScoreFileOptions) -> tuple[str, str]:
+    """The input's and the output's formats, once the arguments that need no model are checked (the CLI checks them
+    before it loads one): extensions, the input's existence and columns, ``on_error`` and ``chunk_rows``."""
+    input_format = file_format(input, INPUT_FORMATS, "input")
+    output_format = file_format(output, OUTPUT_FORMATS, "output")
+    if not input.is_file():
+        raise InvalidInputError("input", f"{input}: no such file")
+    if options.on_error not in ON_ERROR:
+        raise InvalidInputError("on_error", f"must be one of {', '.join(ON_ERROR)}, got {options.on_error!r}")
+    if isinstance(options.chunk_rows, bool) or not isinstance(options.chunk_rows, int) or options.chunk_rows < 1:
+        raise InvalidInputError("chunk_rows", f"must be a positive integer, got {options.chunk_rows!r}")
+    _check_columns(input, input_format, options)
+    return input_format, output_format
 
 
 def _score_part(
@@ -187,15 +195,19 @@ def _check_columns(path: Path, fmt: str, options: ScoreFileOptions) -> None:
 
 
 def _fingerprint(input_path: Path, output_format: str, reranker: Reranker, options: ScoreFileOptions) -> dict:
-    """Everything that decides the output's bytes: a resumed run must repeat it exactly.
+    """Everything that decides the output's bytes: a resumed run must repeat it exactly. It is compared with the
+    one a manifest read back from JSON holds, so it is made of what JSON gives back (lists, not tuples).
 
     ``on_error`` is left out so that a run stopped by a bad row can go on with ``skip``: the parts before the
-    bad row hold no rejects, and are the same either way.
+    bad row hold no rejects, and are the same either way. The model's weight files count by size and time of
+    change, as the input does: weights replaced in the same folder are another model.
     """
     stat = input_path.stat()
-    return {
+    fingerprint = {
         "input": str(input_path), "input_bytes": stat.st_size, "input_mtime_ns": stat.st_mtime_ns,
         "output_format": output_format, "model": reranker.model_id, "model_path": str(reranker.path),
+        "model_files": {file.name: [file.stat().st_size, file.stat().st_mtime_ns]
+                        for file in weight_files(Path(reranker.path))},
         "dtype": str(reranker.dtype).removeprefix("torch."), "device": reranker.device.type,
         "max_length": reranker.max_length, "max_batch_tokens": reranker.max_batch_tokens,
         "recipe": asdict(reranker.recipe) if reranker.recipe else None,
@@ -203,25 +215,26 @@ def _fingerprint(input_path: Path, output_format: str, reranker: Reranker, optio
         "id_columns": list(options.id_columns), "score_column": options.score_column,
         "chunk_rows": options.chunk_rows,
     }
+    return json.loads(json.dumps(fingerprint))
 
 
 def _open(paths: _Paths, fingerprint: dict, options: ScoreFileOptions) -> Manifest:
     """The manifest to go on from: the job left in ``paths.parts`` when it has the same fingerprint, else a new one
     (only with ``overwrite`` when that would replace another job's parts or an existing output)."""
     manifest = Manifest.load(paths.manifest)
-    if manifest is not None and manifest.fingerprint == fingerprint:
+    if manifest is not None and manifest.fingerprint == fingerprint and not options.overwrite:
         if options.on_error == "skip" or not any(part.rejected for part in manifest.parts):
             return manifest
-        if not options.overwrite:
-            raise ResumeError(f"{paths.parts} holds parts that set bad rows aside (--on-error skip); resume with "
-                              "--on-error skip, or pass --overwrite to start over")
-    elif not options.overwrite:
+        raise ResumeError(f"{paths.parts} holds parts that set bad rows aside (--on-error skip); resume with "
+                          "--on-error skip, or pass --overwrite to start over")
+    if not options.overwrite:
         if manifest is not None:
             raise ResumeError(
                 f"{paths.parts} holds a job started with other arguments "
                 f"({'; '.join(differences(manifest.fingerprint, fingerprint))}): run it again with the same "
                 f"arguments to resume it, or pass --overwrite to start over")
-        if paths.parts.exists() and any(paths.parts.iterdir()):
+        # A manifest's temporary file alone: a run killed while writing its first manifest, which nothing lists.
+        if paths.parts.exists() and any(path.suffix != ".tmp" for path in paths.parts.iterdir()):
             raise ResumeError(f"{paths.parts} exists without a sie manifest: remove it or choose another output")
         for existing in (paths.output, paths.rejects):
             if existing.exists():
@@ -244,14 +257,19 @@ def _check_rows(
     queries = chunk.rows.column(options.query_column)
     documents = chunk.rows.column(options.document_column)
     # Parquet and CSV name their columns once (checked up front); a JSON record names its own.
-    clash = isinstance(chunk.rows, RecordRows) and not options.id_columns
+    records = isinstance(chunk.rows, RecordRows)
     keep, rejects = [], list(chunk.rejects)
     for index, (query, document) in enumerate(zip(queries, documents, strict=True)):
         problems = [f"{column}: {problem}" for column, value in ((options.query_column, query),
                                                                  (options.document_column, document))
                     if (problem := text_problem(value)) is not None]
-        if clash and options.score_column in chunk.rows.record(index):
-            problems.append(f"{options.score_column}: already present (choose another name with --score-column)")
+        if records:
+            record = chunk.rows.record(index)
+            problems += [f"{name}: missing (an id column the record does not have)"
+                         for name in options.id_columns if name not in record]
+            if not options.id_columns and options.score_column in record:
+                problems.append(f"{options.score_column}: already present (choose another name with "
+                                "--score-column)")
         if problems:
             line = chunk.lines[index] if chunk.lines is not None else None
             rejects.append(Reject(chunk.row_numbers[index], "; ".join(problems), line, chunk.rows.record(index)))
@@ -265,6 +283,16 @@ def _check_rows(
                                        f"aside in {rejects_path} and scores the others)")
     rows = chunk.rows if len(keep) == len(chunk.rows) else chunk.rows.take(keep)
     return rows, [queries[i] for i in keep], [documents[i] for i in keep], rejects
+
+
+def _remove_parts(paths: _Paths) -> None:
+    """Deletes OUTPUT.parts/ (files only), its manifest last: a run killed meanwhile still finds the finished job,
+    not parts without a manifest, which it would refuse to touch."""
+    for path in paths.parts.iterdir():
+        if path != paths.manifest:
+            path.unlink()
+    paths.manifest.unlink(missing_ok=True)
+    paths.parts.rmdir()
 
 
 def _finish(paths: _Paths, manifest: Manifest, parts: PartFormat, score_column: str) -> None:

@@ -44,13 +44,19 @@ def _pairs_table(seed: int, rows: int) -> pa.Table:
                      "document": [document for _, document in pairs]})
 
 
+def _in_form(table: pa.Table, batch_format: str):
+    """``table`` as Ray Data hands a batch of ``batch_format`` to ``map_batches``."""
+    if batch_format == "numpy":
+        return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+    return table if batch_format == "pyarrow" else table.to_pandas()
+
+
 @pytest.mark.parametrize("batch_format", ["numpy", "pyarrow", "pandas"])
 def test_every_batch_format_gets_predicts_scores_in_its_own_form(scorer, seed, batch_format):
     table = _pairs_table(seed, 64)
     pairs = list(zip(table.column("query").to_pylist(), table.column("document").to_pylist(), strict=True))
     expected = scorer.reranker.predict(pairs)
-    batch = {"numpy": lambda: {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names},
-             "pyarrow": lambda: table, "pandas": table.to_pandas}[batch_format]()
+    batch = _in_form(table, batch_format)
     scored = scorer(batch)
     assert type(scored) is type(batch)
     scores = scored["score"].to_numpy() if batch_format == "pyarrow" else np.asarray(scored["score"])
@@ -58,6 +64,17 @@ def test_every_batch_format_gets_predicts_scores_in_its_own_form(scorer, seed, b
     np.testing.assert_array_equal(scores, expected)
     ids = scored["id"].to_pylist() if batch_format == "pyarrow" else list(scored["id"])
     assert ids == list(range(64))
+
+
+@pytest.mark.parametrize("batch_format", ["numpy", "pyarrow", "pandas"])
+def test_a_score_column_already_there_is_replaced_in_every_batch_form(scorer, seed, batch_format):
+    table = _pairs_table(seed, 8).append_column("score", pa.array(np.zeros(8, np.float32)))
+    batch = _in_form(table, batch_format)
+    scored = scorer(batch)
+    columns = scored.column_names if batch_format == "pyarrow" else list(scored.keys())
+    assert columns == ["id", "query", "document", "score"]
+    pairs = list(zip(table.column("query").to_pylist(), table.column("document").to_pylist(), strict=True))
+    np.testing.assert_array_equal(np.asarray(scored["score"]), scorer.reranker.predict(pairs))
 
 
 def test_a_bad_row_raises_naming_its_column_and_row(scorer):

@@ -244,3 +244,90 @@ def test_memory_stays_flat_on_a_file_ten_chunks_long(random_bert_path, rng, tmp_
     # RSS also counts what the allocators keep after freeing, which varies from run to run (up to 2.5 chunks seen).
     assert rss_growth < 5 * chunk_mb, f"peak RSS grew {rss_growth:.1f} MB ({chunk_mb:.0f} MB chunks)"
     assert pq.read_metadata(tmp_path / "ten-chunks-scores.parquet").num_rows == chunk_rows * 10
+
+
+def test_overwrite_starts_over_and_weights_replaced_in_place_are_another_model(random_bert_path, seed, tmp_path):
+    import shutil
+
+    from sie import Reranker
+    from sie.testing import make_random_checkpoint
+
+    model = shutil.copytree(random_bert_path, tmp_path / "model")
+    path = write_input(tmp_path / "pairs.parquet", pairs_table(seed, 60))
+    output = tmp_path / "scores.parquet"
+    options = ScoreFileOptions(chunk_rows=20, keep_parts=True)
+    score_file(path, output, Reranker(str(model), device="cpu"), options)
+    redone = score_file(path, output, Reranker(str(model), device="cpu"), ScoreFileOptions(
+        chunk_rows=20, keep_parts=True, overwrite=True))
+    assert redone.resumed_rows == 0, "--overwrite starts over, even where the job could resume"
+
+    other = make_random_checkpoint(tmp_path / "other", "bert", seed=99)
+    shutil.copy(other / "model.safetensors", model / "model.safetensors")
+    with pytest.raises(ResumeError, match="model_files"):
+        score_file(path, output, Reranker(str(model), device="cpu"), options)
+
+
+def test_a_decoder_reranker_job_resumes(tmp_path, seed):
+    from sie import Reranker
+    from sie.testing import make_random_checkpoint
+
+    model = make_random_checkpoint(tmp_path / "qwen3", "qwen3", shape="tiny-gqa", seed=5)
+    reranker = Reranker(str(model), device="cpu", recipe="qwen3-reranker")
+    path = write_input(tmp_path / "pairs.jsonl", pairs_table(seed, 30))
+    options = ScoreFileOptions(chunk_rows=10, keep_parts=True)
+    score_file(path, tmp_path / "scores.jsonl", reranker, options)
+    # The recipe's tuples come back from the manifest's JSON as lists: the job is still the same.
+    assert score_file(path, tmp_path / "scores.jsonl", reranker, options).resumed_rows == 30
+
+
+def test_csv_bytes_that_are_not_utf8_are_bad_rows_and_a_broken_quote_fails_naming_its_line(tiny_reranker, tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(b"query,document\nq0,fine\nq1,caf\xe9\nq2,also fine\n")
+    result = score_file(path, tmp_path / "a.jsonl", tiny_reranker, ScoreFileOptions(on_error="skip"))
+    (reject,) = [json.loads(line) for line in result.rejects.read_text().splitlines()]
+    assert reject == {"row": 1, "line": 3, "error": "is not valid UTF-8", "record": ["q1", "caf\ufffd"]}
+    assert read_output(result.output).column("query").to_pylist() == ["q0", "q2"]
+
+    path.write_bytes(b"query,caf\xe9\nq0,d\n")
+    with pytest.raises(InvalidInputError, match="header is not valid UTF-8"):
+        score_file(path, tmp_path / "b.jsonl", tiny_reranker)
+
+    # Without the strict reader the quote swallowed the rows after it, silently.
+    path.write_text('query,document\nq0,d0\nq1,"never closed\nq2,d2\nq3,d3\n', encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="line 5: not valid CSV"):
+        score_file(path, tmp_path / "c.jsonl", tiny_reranker)
+
+
+def test_json_values_parquet_cannot_hold_ask_for_jsonl_output(tiny_reranker, tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    for extra in ({"meta": {}}, {"big": 2**64}):
+        path.write_text(json.dumps({"query": "q", "document": "d", **extra}) + "\n", encoding="utf-8")
+        with pytest.raises(InvalidInputError, match="write JSONL output"):
+            score_file(path, tmp_path / "s.parquet", tiny_reranker, ScoreFileOptions(overwrite=True))
+
+
+def test_a_jsonl_record_without_an_id_column_is_a_bad_row(tiny_reranker, tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"qid": 1, "query": "q", "document": "d"}\n{"id": 2, "query": "q", "document": "d"}\n',
+                    encoding="utf-8")
+    result = score_file(path, tmp_path / "s.jsonl", tiny_reranker, ScoreFileOptions(id_columns=("qid",),
+                                                                                      on_error="skip"))
+    (reject,) = [json.loads(line) for line in result.rejects.read_text().splitlines()]
+    assert reject["row"] == 1 and reject["error"] == "qid: missing (an id column the record does not have)"
+    assert read_output(result.output).to_pylist()[0]["qid"] == 1
+
+
+@pytest.mark.parametrize("name", ["pairs.parquet", "pairs.csv"])
+def test_an_input_without_rows_gives_an_output_with_its_columns(tiny_reranker, tmp_path, name):
+    path = write_input(tmp_path / name, pairs_table(0, 0))
+    result = score_file(path, tmp_path / "s.parquet", tiny_reranker)
+    out = read_output(result.output)
+    assert out.num_rows == 0 and out.column_names == ["id", "query", "document", "score"]
+
+
+def test_a_parts_folder_holding_only_a_manifest_being_written_is_taken_over(tiny_reranker, seed, tmp_path):
+    path = write_input(tmp_path / "pairs.parquet", pairs_table(seed, 10))
+    parts = tmp_path / "s.parquet.parts"
+    parts.mkdir()
+    (parts / "manifest.json.tmp").write_text('{"version": 1, "fing')  # killed while writing the first manifest
+    assert read_output(score_file(path, tmp_path / "s.parquet", tiny_reranker).output).num_rows == 10

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -64,3 +65,11 @@ def test_importing_sie_or_its_command_loads_neither_pyarrow_nor_ray():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_arguments_that_need_no_model_are_checked_before_it_loads(tmp_path):
+    source = write_input(tmp_path / "pairs.parquet", pairs_table(0, 3))
+    done = subprocess.run([*SIE, "score-file", str(source), "-o", str(tmp_path / "s.txt"), "-m", "nobody/absent"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ,
+                                                                            "SIE_MODELS_DIR": str(tmp_path)})
+    assert done.returncode == 2 and "unknown extension '.txt'" in done.stderr, done.stderr
