@@ -291,7 +291,7 @@ class Encoder:
         if convert_to_tensor:
             embeddings = torch.from_numpy(embeddings)
         elif not convert_to_numpy:
-            return [torch.from_numpy(vector) for vector in vectors]
+            embeddings = [torch.from_numpy(vector) for vector in vectors]
         return embeddings[0] if single else embeddings
 
     def encode_query(self, sentences: str | Sequence[str], **kwargs: Any) -> np.ndarray | torch.Tensor:

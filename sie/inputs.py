@@ -98,10 +98,19 @@ def parse_instruction(instruction: Any) -> str | None:
     return instruction
 
 
+def item_list(value: Any, field: str) -> Sequence[Any]:
+    """``value`` as a list of strings or Items: a list or tuple as it is, a numpy array as a list; InvalidInputError
+    naming ``field`` for anything else (a lone string is not a list of them)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise InvalidInputError(field, f"must be a list of strings or items, got {type(value).__name__}")
+    return value
+
+
 def parse_documents(documents: Any, field: str = "items") -> Documents:
-    """Checks a list of strings or Items; ids default to ``item-<i>``, the item's position."""
-    if isinstance(documents, (str, bytes, Mapping)) or not isinstance(documents, Sequence):
-        raise InvalidInputError(field, f"must be a list of strings or items, got {type(documents).__name__}")
+    """Checks a list of strings or Items (``item_list``); ids default to ``item-<i>``, the item's position."""
+    documents = item_list(documents, field)
     texts: list[str] = []
     ids: list[str] = []
     for index, item in enumerate(documents):

@@ -19,10 +19,13 @@ from sie.cuda_graphs import GraphedForward, bucket_for, dummy_lengths
 from sie.errors import InputTooLongError, InvalidInputError, ModelNotFoundError, UnsupportedModelError
 from sie.hub import default_model, offline, resolve_model
 from sie.inputs import (
+    item_list,
+    parse_bool,
     parse_documents,
     parse_instruction,
     parse_options,
     parse_query,
+    positive_int,
     ranking,
     score_result,
     scores_from_logits,
@@ -200,9 +203,10 @@ class Reranker:
     def _check_max_length(self, max_length: int, field: str) -> int:
         # A pair needs its special tokens and one more; below that the tokenizer silently stops truncating.
         shortest = self.tokenizer.num_special_tokens + 1
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or not shortest <= max_length <= self.model_max_length:
+        is_integer = isinstance(max_length, int) and not isinstance(max_length, bool)
+        if not is_integer or not shortest <= max_length <= self.model_max_length:
             raise InvalidInputError(
-                field, f"must be an integer from {shortest} to {self.model_max_length}, got {max_length!r}"
+                field, f"must be an integer from {shortest} to {self.model_max_length}, got {max_length!r:.80}"
             )
         return max_length
 
@@ -312,15 +316,18 @@ class Reranker:
         self, query: Any, documents: Sequence[Any], *, top_k: int | None = None, return_documents: bool = False,
         raw_scores: bool = False, instruction: str | None = None, max_length: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Documents (strings or Items) sorted by relevance: ``[{"index", "id", "score", "rank", "text"?}]``."""
-        parsed = parse_options({"top_k": top_k, "raw_scores": raw_scores, "max_length": max_length})
+        """Documents (strings or Items) sorted by relevance: ``[{"index", "id", "score", "rank", "text"?}]``, the
+        best ``top_k`` of them when given (0 gives none, as sentence-transformers' ``rank`` does)."""
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+            raise InvalidInputError("top_k", f"must be a non-negative integer, got {top_k!r:.80}")
+        max_length = None if max_length is None else positive_int(max_length, "max_length")
         query_text, _ = parse_query(query)
         docs = parse_documents(documents, field="documents")
-        logits, _ = self._tokenize_and_score([query_text] * len(docs.texts), docs.texts, max_length=parsed.max_length,
+        logits, _ = self._tokenize_and_score([query_text] * len(docs.texts), docs.texts, max_length=max_length,
                                              instruction=parse_instruction(instruction))
-        scores = scores_from_logits(logits, parsed.raw_scores)
+        scores = scores_from_logits(logits, parse_bool(raw_scores, "raw_scores"))
         results = []
-        for rank, index in enumerate(ranking(scores, parsed.top_k)):
+        for rank, index in enumerate(ranking(scores, top_k)):
             result = {"index": int(index), "id": docs.ids[index], "score": float(scores[index]), "rank": rank}
             if return_documents:
                 result["text"] = docs.texts[index]
@@ -329,15 +336,19 @@ class Reranker:
 
     def predict(
         self, pairs: Sequence[Sequence[str]], batch_size: int | None = None, show_progress_bar: bool | None = None,
-        activation_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, convert_to_tensor: bool = False,
-    ) -> np.ndarray | torch.Tensor:
+        activation_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, apply_softmax: bool | None = False,
+        convert_to_numpy: bool = True, convert_to_tensor: bool = False,
+    ) -> np.ndarray | torch.Tensor | list[torch.Tensor] | np.float32:
         """sentence-transformers' ``CrossEncoder.predict``: scores of ``[(query, document), ...]`` in input order.
 
         The default activation is the sigmoid; ``activation_fn=torch.nn.Identity()`` gives logits.
-        ``batch_size`` caps the pairs of one micro-batch on top of the token budget (``max_batch_tokens``), which
-        alone decides by default. Returns a 1-D array (or tensor) of ``len(pairs)`` scores.
+        ``apply_softmax`` changes nothing: sie's rerankers give one logit. ``batch_size`` caps the pairs of one
+        micro-batch on top of the token budget (``max_batch_tokens``), which alone decides by default. Returns a
+        1-D array of ``len(pairs)`` scores (a tensor with ``convert_to_tensor``, a list of 0-d tensors with neither
+        conversion), or the one score of a single pair given alone, as sentence-transformers does.
         """
-        if len(pairs) == 2 and all(isinstance(text, str) for text in pairs):
+        single = len(pairs) == 2 and all(isinstance(text, str) for text in pairs)
+        if single:
             pairs = [pairs]
         for index, pair in enumerate(pairs):
             if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(text, str) for text in pair):
@@ -346,15 +357,26 @@ class Reranker:
                                              batch_size=batch_size, show_progress_bar=bool(show_progress_bar))
         logits = torch.from_numpy(logits)
         scores = (activation_fn or torch.sigmoid)(logits)
-        return scores if convert_to_tensor else scores.numpy()
+        if convert_to_tensor:
+            converted = scores
+        else:
+            converted = scores.numpy() if convert_to_numpy else list(scores)
+        return converted[0] if single else converted
 
     def rank(
         self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
         batch_size: int | None = None, show_progress_bar: bool | None = None,
+        activation_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> list[dict[str, Any]]:
         """sentence-transformers' ``CrossEncoder.rank``: ``[{"corpus_id", "score", "text"?}]`` best first."""
+        if not isinstance(query, str):
+            raise InvalidInputError("query", f"must be a string, got {type(query).__name__}")
+        documents = item_list(documents, "documents")
+        for index, document in enumerate(documents):
+            if not isinstance(document, str):
+                raise InvalidInputError(f"documents[{index}]", f"must be a string, got {type(document).__name__}")
         scores = self.predict([(query, document) for document in documents], batch_size=batch_size,
-                              show_progress_bar=show_progress_bar)
+                              show_progress_bar=show_progress_bar, activation_fn=activation_fn)
         results = []
         for index in ranking(scores, top_k):
             result = {"corpus_id": int(index), "score": float(scores[index])}

@@ -154,6 +154,18 @@ def test_output_dtypes_and_normalisation(bert_embedder, rng):
         assert vector.dtype == kind and vector.shape == ((4,) if "binary" in output_dtype else (32,))
 
 
+def test_encode_returns_what_sentence_transformers_returns_for_one_string_and_for_a_list(bert_embedder, rng):
+    encoder = Encoder(str(bert_embedder), device="cpu", dtype=torch.float32)
+    texts = [random_text(rng, 5), random_text(rng, 9)]
+    assert encoder.encode(texts[0]).shape == (32,) and encoder.encode(texts).shape == (2, 32)
+    assert encoder.encode(texts[0], convert_to_tensor=True).shape == (32,)
+    one = encoder.encode(texts[0], convert_to_numpy=False)
+    assert isinstance(one, torch.Tensor) and one.shape == (32,)
+    many = encoder.encode(texts, convert_to_numpy=False)
+    assert isinstance(many, list) and [vector.shape for vector in many] == [(32,), (32,)]
+    assert len(sie.encode(str(bert_embedder), np.array(texts))) == 2, "a numpy array of strings is a list of them"
+
+
 def test_bad_input_names_its_field(bert_embedder):
     model = str(bert_embedder)
     cases = [

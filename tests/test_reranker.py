@@ -115,6 +115,31 @@ def test_predict_and_rank_follow_sentence_transformers(reranker):
     assert ranked[0]["text"] == GUIDE_DOCUMENTS[ranked[0]["corpus_id"]]
 
 
+def test_predict_and_rank_take_sentence_transformers_keywords_and_return_its_types(reranker):
+    pair = ("What is Python?", GUIDE_DOCUMENTS[0])
+    alone = reranker.predict(pair)
+    assert isinstance(alone, np.float32) and float(alone) == reranker.predict([pair])[0], "one pair, one score"
+    assert reranker.predict(pair, convert_to_tensor=True).shape == ()
+    as_list = reranker.predict([pair, pair], convert_to_numpy=False)
+    assert isinstance(as_list, list) and all(isinstance(score, torch.Tensor) for score in as_list)
+    np.testing.assert_array_equal(reranker.predict([pair], apply_softmax=True), reranker.predict([pair]))
+    logits = reranker.rank("What is Python?", GUIDE_DOCUMENTS, activation_fn=torch.nn.Identity())
+    assert max(r["score"] for r in logits) > 1.0
+    assert reranker.rank("What is Python?", np.array(GUIDE_DOCUMENTS), top_k=0) == []
+    with pytest.raises(InvalidInputError, match="^documents\\[1\\]: must be a string"):
+        reranker.rank("What is Python?", ["fine", None])
+
+
+def test_rerank_takes_top_k_zero_and_numpy_arrays_naming_its_own_arguments(reranker):
+    assert reranker.rerank("What is Python?", np.array(GUIDE_DOCUMENTS), top_k=0) == []
+    assert len(sie.rerank("What is Python?", np.array(GUIDE_DOCUMENTS), top_k=2)) == 2
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InvalidInputError, match="^top_k: must be a non-negative integer"):
+            reranker.rerank("What is Python?", GUIDE_DOCUMENTS, top_k=bad)
+    with pytest.raises(InvalidInputError, match="^max_length: must be a positive integer"):
+        reranker.rerank("What is Python?", GUIDE_DOCUMENTS, max_length=0)
+
+
 def test_truncation_options(reranker):
     long_document = "python " * 600
     result = reranker.score("What is Python?", [long_document], options={"max_length": 16})

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from sie.errors import InvalidInputError
-from sie.inputs import parse_bool, positive_int, parse_text
+from sie.inputs import item_list, parse_bool, parse_text, positive_int
 
 OUTPUT_TYPES = ("dense", "sparse", "multivector")
 OUTPUT_DTYPES = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
@@ -116,9 +116,9 @@ def parse_encode_params(params: Mapping[str, Any] | None, field: str = "params")
 
 
 def parse_items(items: Any, field: str = "items") -> Items:
-    """Checks a non-empty list of strings or Items ``{"id"?, "text", ...}``; an error names ``items[i].text``."""
-    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
-        raise InvalidInputError(field, f"must be a list of strings or items, got {type(items).__name__}")
+    """Checks a non-empty list of strings or Items ``{"id"?, "text", ...}`` (``item_list``); an error names
+    ``items[i].text``."""
+    items = item_list(items, field)
     if not items:
         raise InvalidInputError(field, "must not be empty")
     texts, ids = [], []

@@ -1,8 +1,10 @@
 """Cross-encoder pairs: one batched call of the Rust fast tokenizer, no padding, documents truncated.
 
-The query is kept whole and the document is cut to fit ``max_length`` (``only_second``), as
-sentence-transformers users expect from a reranker. A query too long to leave room falls back to
-``longest_first`` for its pairs only.
+The query is kept whole and the document is cut to fit ``max_length`` (``only_second``). A query too long to leave
+room falls back to ``longest_first`` for its pairs only. sentence-transformers' ``CrossEncoder`` cuts
+``longest_first`` throughout: the same tokens while the query is the shorter part, but a pair whose query is longer
+than what would remain of its document loses query tokens there and keeps them here, so such pairs score
+differently.
 """
 
 from __future__ import annotations
