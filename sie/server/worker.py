@@ -77,8 +77,8 @@ class RequestScan:
 
     ``verdict(buffer)`` is INCOMPLETE (wait for more), COMPLETE (a request thread may parse it without reading
     the socket; malformed headers count, gunicorn's parser answers them 400 from what is buffered), or an HTTP
-    status to refuse with, its reason in ``reason``: 400 for malformed chunk framing (which the parser would meet
-    only inside the application), 431 for headers or trailers past MAX_HEADER_BYTES, 413 for a body past
+    status to refuse with, its reason in ``reason``: 400 for a malformed Content-Length or Transfer-Encoding, and
+    for malformed chunk framing (which the parser would meet only inside the application), 431 for headers or trailers past MAX_HEADER_BYTES, 413 for a body past
     ``max_body_bytes`` (as its Content-Length declares, or as its chunks arrive) or chunk framing past
     ``max_chunk_framing_bytes``. An incomplete request therefore never holds more than ``max_request_bytes`` plus
     one read.
@@ -104,8 +104,9 @@ class RequestScan:
             if end > MAX_HEADER_BYTES:
                 return self._headers_too_large()
             self._body_start = self._position = end + len(_HEADER_END)
-            if not self._read_headers(bytes(buffer[:end])):
-                return COMPLETE
+            problem = self._read_framing(bytes(buffer[:end]))
+            if problem is not None:
+                return self._refuse(400, f"malformed request headers: {problem}")
         if self._chunked:
             verdict = self._scan_chunks(buffer)
             framing = len(buffer) - self._body_start - self._data - self._partial
@@ -129,18 +130,23 @@ class RequestScan:
     def _body_too_large(self) -> int:
         return self._refuse(413, f"the body is larger than {self.max_body_bytes} bytes")
 
-    def _read_headers(self, head: bytes) -> bool:
-        """Reads the body's framing; False when the headers are malformed (the parser answers 400)."""
+    def _read_framing(self, head: bytes) -> str | None:
+        """Reads the body's framing from the headers; what is wrong with it, or None. (Other malformed headers go to
+        gunicorn's parser, which answers them 400 from what is buffered.)"""
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
             if name == b"content-length":
-                if self._length is not None or not value.strip().isdigit():
-                    return False
+                if self._length is not None:
+                    return "Content-Length is given twice"
+                if not value.strip().isdigit():
+                    return f"Content-Length is not a number of bytes: {value.strip().decode('latin-1')!r:.40}"
                 self._length = int(value)
             elif name == b"transfer-encoding":
                 self._chunked = b"chunked" in value.lower()
-        return not (self._chunked and self._length is not None)
+        if self._chunked and self._length is not None:
+            return "Content-Length and Transfer-Encoding: chunked together"
+        return None
 
     def _scan_chunks(self, buffer: bytes | bytearray) -> int:
         while True:

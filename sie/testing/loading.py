@@ -1,7 +1,9 @@
 """The time and memory of loading a model, each load in a fresh process: sie's Reranker, or transformers'
 ``from_pretrained`` as the baseline. Memory is sampled every millisecond while the model loads, as anonymous memory
 (``RssAnon``: what the process allocated) and as the whole resident set (``VmRSS``, which adds the pages of files
-it maps, a checkpoint's among them: page cache, which the kernel can drop and read again)."""
+it maps, a checkpoint's among them: page cache, which the kernel can drop and read again). Once the model is loaded,
+the resident pages of the checkpoint's own files still mapped are counted apart: libraries mapped on the way move
+the resident set by tens of MB with the page cache's state, those pages do not."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 LOADERS = ("sie", "transformers")
 
 _CHILD = """
-import json, sys, threading, time
+import json, os, sys, threading, time
 import torch
 
 def resident_bytes():
@@ -24,7 +26,21 @@ def resident_bytes():
                   if line.startswith(("RssAnon:", "VmRSS:"))}
     return fields["RssAnon"], fields["VmRSS"]
 
+def mapped_bytes(folder):
+    # Resident bytes of the mappings of files under ``folder`` (/proc/self/smaps: a header line per mapping, then
+    # its "Name: value" lines).
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if not fields[0].endswith(":"):
+                inside = len(fields) >= 6 and fields[5].startswith(folder)
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1]) * 1024
+    return total
+
 loader, path, dtype, recipe = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3]), sys.argv[4] or None
+folder = os.path.realpath(path) + os.sep
 if loader == "sie":
     from sie import Reranker
     def load():
@@ -55,6 +71,7 @@ after = resident_bytes()
 peak = list(map(max, peak, after))
 print(json.dumps({"seconds": seconds, "before": before[0], "peak": peak[0], "after": after[0],
                   "rss_before": before[1], "rss_peak": peak[1], "rss_after": after[1],
+                  "checkpoint_mapped": mapped_bytes(folder),
                   "dynamo_before": dynamo_before, "dynamo_after": "torch._dynamo" in sys.modules}))
 """
 
@@ -62,7 +79,8 @@ print(json.dumps({"seconds": seconds, "before": before[0], "peak": peak[0], "aft
 @dataclass(frozen=True)
 class LoadMeasurement:
     """One load: its wall time; anonymous memory (and the whole resident set, ``rss_*``) before it, at its peak and
-    once loaded (model still held); whether ``torch._dynamo`` was imported before it and after it."""
+    once loaded (model still held); the resident bytes of the checkpoint's files still mapped once loaded; whether
+    ``torch._dynamo`` was imported before it and after it."""
 
     seconds: float
     before: int
@@ -71,6 +89,7 @@ class LoadMeasurement:
     rss_before: int
     rss_peak: int
     rss_after: int
+    checkpoint_mapped: int
     dynamo_before: bool
     dynamo_after: bool
 

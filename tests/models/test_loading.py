@@ -41,9 +41,9 @@ def test_loading_holds_the_checkpoint_once(bf16_checkpoint, dtype, bar):
         f"{dtype}: {peak / 1e6:.0f} MB at the peak ({load.kept / 1e6:.0f} MB once loaded) for a "
         f"{checkpoint_bytes / 1e6:.0f} MB checkpoint")
     # The model owns its tensors: none views the checkpoint's mapped file, whose pages would stay resident (0.7-1.3x
-    # the checkpoint before; 15-17 MB of libraries mapped while loading now).
-    mapped = load.rss_after - load.rss_before - load.kept
-    assert mapped <= 0.25 * checkpoint_bytes, f"{dtype}: {mapped / 1e6:.0f} MB of mapped files kept resident"
+    # the checkpoint before). Counted on the file's own mappings: the resident set as a whole also moves with the
+    # libraries mapped on the way (15-20 MB here, 33-37 MB in a CI run whose page cache held more of them).
+    assert load.checkpoint_mapped == 0, f"{dtype}: {load.checkpoint_mapped / 1e6:.1f} MB of the checkpoint mapped"
 
 
 def test_meta_modules_are_built_without_initialisation_and_real_tensors_are_untouched():
