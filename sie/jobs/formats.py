@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import math
 import shutil
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -392,12 +393,32 @@ class JsonlParts:
     def write(self, path: Path, rows: Rows, scores: np.ndarray, score_column: str) -> None:
         with open(path, "w", encoding="utf-8") as stream:
             for record, score in zip(rows.to_records(), scores.tolist(), strict=True):
-                stream.write(json.dumps({**record, score_column: score}, ensure_ascii=False, default=json_value))
+                stream.write(_json_line({**record, score_column: score}))
                 stream.write("\n")
 
     def combine(self, parts: Sequence[Path], path: Path, score_column: str) -> None:
         with open(path, "wb") as stream:
             concatenate(parts, stream)
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    """``record`` as one line of JSON. NaN and infinities, which Parquet floats may hold and JSON has no words for
+    (``json`` would write ``NaN``, which most JSON readers refuse), become null."""
+    try:
+        return json.dumps(record, ensure_ascii=False, default=json_value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(record), ensure_ascii=False, default=json_value, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite, at any depth of lists and maps, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def concatenate(parts: Sequence[Path], stream: BinaryIO) -> None:

@@ -331,3 +331,12 @@ def test_a_parts_folder_holding_only_a_manifest_being_written_is_taken_over(tiny
     parts.mkdir()
     (parts / "manifest.json.tmp").write_text('{"version": 1, "fing')  # killed while writing the first manifest
     assert read_output(score_file(path, tmp_path / "s.parquet", tiny_reranker).output).num_rows == 10
+
+
+def test_floats_json_has_no_words_for_become_null_in_jsonl_output(tiny_reranker, tmp_path):
+    path = tmp_path / "pairs.parquet"
+    pq.write_table(pa.table({"query": ["q"] * 3, "document": ["a", "b", "c"],
+                             "weight": [float("nan"), float("inf"), 0.5], "tags": [[float("-inf")], [], [1.0]]}), path)
+    lines = score_file(path, tmp_path / "s.jsonl", tiny_reranker).output.read_text().splitlines()
+    records = [json.loads(line, parse_constant=lambda word: pytest.fail(f"{word} is not JSON")) for line in lines]
+    assert [r["weight"] for r in records] == [None, None, 0.5] and [r["tags"] for r in records] == [[None], [], [1.0]]
