@@ -76,12 +76,12 @@ class RequestScan:
     """Follows one HTTP/1.x request as its bytes arrive, resuming where it stopped (no rescans).
 
     ``verdict(buffer)`` is INCOMPLETE (wait for more), COMPLETE (a request thread may parse it without reading
-    the socket; malformed headers count, gunicorn's parser answers them 400 from what is buffered), or an HTTP
-    status to refuse with, its reason in ``reason``: 400 for a malformed Content-Length or Transfer-Encoding, and
-    for malformed chunk framing (which the parser would meet only inside the application), 431 for headers or trailers past MAX_HEADER_BYTES, 413 for a body past
-    ``max_body_bytes`` (as its Content-Length declares, or as its chunks arrive) or chunk framing past
-    ``max_chunk_framing_bytes``. An incomplete request therefore never holds more than ``max_request_bytes`` plus
-    one read.
+    the socket; other malformed headers count, gunicorn's parser answers them 400 from what is buffered), or an
+    HTTP status to refuse with, its reason in ``reason``: 400 for a malformed Content-Length or Transfer-Encoding
+    and for malformed chunk framing (which the parser would meet only inside the application), 431 for headers or
+    trailers past MAX_HEADER_BYTES, 413 for a body past ``max_body_bytes`` (as its Content-Length declares, or as
+    its chunks arrive) or chunk framing past ``max_chunk_framing_bytes``. An incomplete request therefore never
+    holds more than ``max_request_bytes`` plus one read.
     """
 
     def __init__(self, max_body_bytes: int) -> None:
