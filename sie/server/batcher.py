@@ -150,7 +150,8 @@ class Batcher:
             return True
 
     def close(self, timeout: float | None = None) -> None:
-        """Stops the consumer after the requests already waiting have run."""
+        """Refuses new requests and stops the consumer once the admitted ones have run, those still tokenizing
+        included (it would otherwise be gone when they submit, and they would wait out their deadline for a 504)."""
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
@@ -170,8 +171,9 @@ class Batcher:
                 logger.exception("on_idle failed")
 
     def _wait_for_work(self) -> bool:
-        """Under the lock: True once a job waits or the batcher stopped, False when the idle call is due."""
-        while not self._waiting and not self._stopped:
+        """Under the lock: True once a job waits or the batcher stopped with no request still tokenizing, False when
+        the idle call is due."""
+        while not self._waiting and not (self._stopped and self._tokenizing == 0):
             if not (self._idle_due and self._on_idle is not None):
                 self._cond.wait()
             elif not self._cond.wait(self.idle_s) and not self._waiting and not self._stopped:

@@ -118,10 +118,16 @@ class ServerConfig:
     malloc_mmap_threshold: int = 0
 
     def __post_init__(self) -> None:
+        # A model named twice is one model: loading it twice would hold it twice, and one batcher would never close.
+        object.__setattr__(self, "models", tuple(dict.fromkeys(self.models)))
         for name in ("request_timeout_s", "read_timeout_s", "write_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{env_name(name)} ({SETTINGS[name].flag}) must be a positive number of seconds, "
                                  f"not {getattr(self, name)}")
+        for name in ("workers", "threads", "max_queue", "max_items", "max_body_bytes", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{env_name(name)} ({SETTINGS[name].flag}) must be at least 1, not "
+                                 f"{getattr(self, name)}")
         # Then a request alone within its own limits (413, 431) is never refused for the worker's buffers.
         least = max_request_bytes(self.max_body_bytes)
         if self.max_buffered_bytes < least:

@@ -9,7 +9,6 @@ differently.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ from tokenizers import Encoding, Tokenizer
 
 from sie.errors import InputTooLongError
 from sie.tokenization.encoded import EncodedPairs
+from sie.tokenization.variants import TokenizerVariants, Truncation
 
 
 @dataclass(frozen=True)
@@ -76,32 +76,19 @@ class PairTokenizer:
     Each distinct query is tokenized once and every document once, both without special tokens; each pair is then
     assembled from the tokenizer's own pair template (``PairTemplate``) with its document cut to fit, which gives
     exactly the tokenizer's ``only_second`` pair encoding. Tokenizers whose post-processor is not one fixed template
-    encode the pairs whole instead. Each truncation setting gets its own configured copy of the tokenizer, made
-    once and never changed afterwards, so that concurrent request threads can encode with different limits safely.
+    encode the pairs whole instead. Each truncation setting gets its own configured copy of the tokenizer
+    (``TokenizerVariants``), so that concurrent request threads can encode with different limits safely.
     """
 
     default_max_length = None  # the model's limit
 
     def __init__(self, tokenizer: Tokenizer) -> None:
-        self._source = tokenizer.to_str()
-        self._variants: dict[tuple[int, str] | None, Tokenizer] = {}
-        self._lock = threading.Lock()
+        self._variants = TokenizerVariants(tokenizer)
         self._template = PairTemplate.of(self._variant(None))
         self.num_special_tokens = self._variant(None).num_special_tokens_to_add(is_pair=True)
 
-    def _variant(self, truncation: tuple[int, str] | None) -> Tokenizer:
-        with self._lock:
-            tokenizer = self._variants.get(truncation)
-            if tokenizer is None:
-                tokenizer = Tokenizer.from_str(self._source)
-                tokenizer.no_padding()
-                if truncation is None:
-                    tokenizer.no_truncation()
-                else:
-                    max_length, strategy = truncation
-                    tokenizer.enable_truncation(max_length, strategy=strategy)
-                self._variants[truncation] = tokenizer
-        return tokenizer
+    def _variant(self, truncation: Truncation) -> Tokenizer:
+        return self._variants.get(truncation)
 
     def encode(
         self, queries: Sequence[str], documents: Sequence[str], max_length: int, *, truncate: bool = True,

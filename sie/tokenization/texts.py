@@ -3,7 +3,6 @@ limit (as sentence-transformers' ``max_seq_length`` cuts it) or refused."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,6 +10,7 @@ from tokenizers import Tokenizer
 
 from sie.errors import InputTooLongError
 from sie.tokenization.encoded import EncodedPairs
+from sie.tokenization.variants import TokenizerVariants
 
 
 class TextTokenizer:
@@ -24,24 +24,12 @@ class TextTokenizer:
     default_max_length = None  # the model's limit
 
     def __init__(self, tokenizer: Tokenizer) -> None:
-        self._source = tokenizer.to_str()
-        self._variants: dict[int | None, Tokenizer] = {}
-        self._lock = threading.Lock()
+        self._variants = TokenizerVariants(tokenizer)
         self.num_special_tokens = self._variant(None).num_special_tokens_to_add(is_pair=False)
 
     def _variant(self, max_length: int | None) -> Tokenizer:
         """The tokenizer cutting texts at ``max_length`` tokens (None: not cutting)."""
-        with self._lock:
-            tokenizer = self._variants.get(max_length)
-            if tokenizer is None:
-                tokenizer = Tokenizer.from_str(self._source)
-                tokenizer.no_padding()
-                if max_length is None:
-                    tokenizer.no_truncation()
-                else:
-                    tokenizer.enable_truncation(max_length, strategy="longest_first")
-                self._variants[max_length] = tokenizer
-        return tokenizer
+        return self._variants.get(None if max_length is None else (max_length, "longest_first"))
 
     def encode_texts(self, texts: Sequence[str], max_length: int, *, truncate: bool = True,
                      field: str = "items") -> EncodedPairs:

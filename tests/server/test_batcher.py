@@ -184,6 +184,22 @@ def test_close_runs_what_is_queued_then_refuses(rng):
             np.testing.assert_array_equal(future.result(), _sums(encoded))
 
 
+def test_a_request_still_tokenizing_when_close_begins_still_runs(rng):
+    batcher = _batcher(Recorder())
+    encoded = _pairs(rng, 3)
+    with batcher.slot() as slot:
+        closing = threading.Thread(target=batcher.close)
+        closing.start()
+        time.sleep(0.1)
+        assert closing.is_alive(), "close waits for the request it admitted"
+        started = time.monotonic()
+        logits, _ = slot.run(encoded, 3.0)
+        assert time.monotonic() - started < 1.0, "answered at once, not a 504 after its deadline"
+    np.testing.assert_array_equal(logits, _sums(encoded))
+    closing.join(5)
+    assert not closing.is_alive()
+
+
 def test_the_consumer_reports_idle_once_after_each_spell_of_work(rng):
     idle_times: list[float] = []
     batcher = _batcher(Recorder(), on_idle=lambda: idle_times.append(time.monotonic()), idle_s=0.2)

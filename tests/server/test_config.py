@@ -43,10 +43,14 @@ def test_environment_overrides_defaults_and_overrides_win():
 @pytest.mark.parametrize(("name", "value"), [("port", "http"), ("dtype", "float8"), ("access_log", "maybe"),
                                              ("recipes", "Qwen/Qwen3-Reranker-0.6B"), ("recipes", "=qwen3-reranker"),
                                              ("read_timeout_s", "0"), ("write_timeout_s", "-1"),
-                                             ("request_timeout_s", "nan")])
+                                             ("request_timeout_s", "nan"), ("max_queue", "0"), ("threads", "-2")])
 def test_a_bad_value_names_its_variable_and_flag(name, value):
     with pytest.raises(ValueError, match=rf"{env_name(name)} \({SETTINGS[name].flag}\)"):
         ServerConfig.from_env({env_name(name): value})
+
+
+def test_a_model_named_twice_is_one_model():
+    assert ServerConfig.from_env({"SIE_MODELS": "a/b,c,a/b"}).models == ("a/b", "c")
 
 
 def test_the_buffer_bound_must_hold_a_largest_request():
