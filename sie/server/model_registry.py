@@ -158,20 +158,31 @@ class ModelRegistry:
         """The served model ``name``; raises ModelLoadingError, ModelLoadFailedError or ModelNotServedError, and
         InvalidInputError when it does not do ``task`` (``"score"`` or ``"encode"``, when given)."""
         with self._lock:
-            if name in self._served:
-                return self._for_task(self._served[name], task)
-            if name in self._loading:
-                raise ModelLoadingError(f"model {name!r} is loading; retry shortly")
-            if name in self._failed:
-                raise ModelLoadFailedError(f"model {name!r} failed to load: {self._failed[name]}")
+            known = self._known(name, task)
+        if known is not None:
+            return known
         installed = local_models()
         if not self._config.load_on_demand or name not in installed:
             raise ModelNotServedError(name, self.available(installed))
         with self._lock:
-            if name not in self._served and name not in self._loading:
-                self._loading.add(name)
-                threading.Thread(target=self._load, args=(name,), name=f"sie-load-{name}", daemon=True).start()
+            # Another request may have loaded it, or seen it fail, since the first look.
+            known = self._known(name, task)
+            if known is not None:
+                return known
+            self._loading.add(name)
+            threading.Thread(target=self._load, args=(name,), name=f"sie-load-{name}", daemon=True).start()
         raise ModelLoadingError(f"model {name!r} is loading; retry shortly")
+
+    def _known(self, name: str, task: str | None) -> ServedModel | None:
+        """Under the lock: the served model ``name``, or None when it was never asked for; raises
+        ModelLoadingError or ModelLoadFailedError while it loads or once it failed."""
+        if name in self._served:
+            return self._for_task(self._served[name], task)
+        if name in self._loading:
+            raise ModelLoadingError(f"model {name!r} is loading; retry shortly")
+        if name in self._failed:
+            raise ModelLoadFailedError(f"model {name!r} failed to load: {self._failed[name]}")
+        return None
 
     def available(self, installed: list[str] | None = None) -> list[str]:
         """Ids of the models that are loaded, or installed and loadable on demand."""
