@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sie.server.config import ServerConfig
+from sie.server.config import MAX_HEADER_BYTES, ServerConfig
 from sie.server.memory import configure_allocator
 from sie.server.model_registry import WORKER_SLOT_ENV
 from sie.server.prefork import preimport, raise_open_files_limit
@@ -64,6 +64,12 @@ def settings(config: ServerConfig) -> dict[str, Any]:
         "timeout": 120,
         "graceful_timeout": config.graceful_timeout_s,
         "keepalive": 5,
+        # The worker's loop bounds a request's head (request line and headers) to MAX_HEADER_BYTES and answers 431
+        # in the server's format past it; gunicorn's own limits (a 4,094-byte line, 8,190-byte fields, 100 of
+        # them) would refuse smaller heads first, in HTML. 0 lifts the line's; the others take their largest.
+        "limit_request_line": 0,
+        "limit_request_field_size": MAX_HEADER_BYTES,
+        "limit_request_fields": 32768,
         "loglevel": config.log_level,
         "errorlog": "-",
         "accesslog": "-" if config.access_log else None,

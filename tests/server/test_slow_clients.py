@@ -253,6 +253,19 @@ def test_malformed_and_oversized_requests_are_answered_and_the_worker_keeps_serv
         assert time.monotonic() - started < 1.0
 
 
+def test_heads_within_the_loops_bound_pass_gunicorns_own_smaller_limits(bounded_server):
+    """A 10-KB header, 150 header lines and a 5,000-byte URL are all under the 64-KiB head the loop allows: gunicorn's
+    defaults (8,190-byte fields, 100 of them, a 4,094-byte request line) refused them in HTML."""
+    heads = [b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 10_000 + b"\r\n",
+             b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(150)),
+             b"GET /healthz?" + b"a" * 5_000 + b" HTTP/1.1\r\n"]
+    for head in heads:
+        with socket.create_connection(("127.0.0.1", bounded_server.port)) as conn:
+            conn.sendall(head + b"Host: a\r\n\r\n")
+            answer = _read_response(conn)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
 def test_clients_that_never_close_after_connection_close_do_not_stall_the_worker(bounded_server):
     request = _score_request(msgpack.packb(SCORE), "Connection: close\r\n")
     lingering = []
