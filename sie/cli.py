@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from sie.errors import SieError
+from sie.errors import InvalidInputError, SieError
 from sie.reranker import DEFAULT_MODEL
 
 
-def _read_documents(source: str) -> list[str]:
-    stream = sys.stdin if source == "-" else open(source, encoding="utf-8")
-    with stream:
-        return [line.rstrip("\n") for line in stream if line.strip()]
+def _read_documents(source: str) -> tuple[list[str], list[int]]:
+    """The non-blank lines of ``source`` (a file, or ``-`` for stdin) and their line numbers, as typed: without a
+    byte-order mark or CRLF endings, which decoder recipes would read as text."""
+    binary = sys.stdin.buffer if source == "-" else open(source, "rb")
+    documents, lines = [], []
+    with io.TextIOWrapper(binary, encoding="utf-8-sig", newline=None) as stream:
+        try:
+            for number, line in enumerate(stream, 1):
+                if line.strip():
+                    documents.append(line.rstrip("\n"))
+                    lines.append(number)
+        except UnicodeDecodeError as error:
+            raise InvalidInputError(source, f"is not UTF-8 text ({error.reason})") from None
+    return documents, lines
 
 
 def _rerank(args: argparse.Namespace) -> int:
     from sie.api import load
 
-    documents = _read_documents(args.file)
+    documents, lines = _read_documents(args.file)
     reranker = load(args.model, device=args.device, recipe=args.recipe)
     results = reranker.rerank(args.query, documents, top_k=args.top_k, raw_scores=args.raw_scores,
                               instruction=args.instruction)
@@ -30,7 +41,7 @@ def _rerank(args: argparse.Namespace) -> int:
     print(f"{'rank':>4}  {'score':>8}  {'line':>5}  text")
     for result in results:
         text = textwrap.shorten(documents[result["index"]], width=width, placeholder="...")
-        print(f"{result['rank']:>4}  {result['score']:>8.4f}  {result['index'] + 1:>5}  {text}")
+        print(f"{result['rank']:>4}  {result['score']:>8.4f}  {lines[result['index']]:>5}  {text}")
     return 0
 
 
@@ -173,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except SieError as error:
+    except (SieError, OSError) as error:  # OSError: a file that is missing, unreadable or not a folder
         print(f"sie: {error}", file=sys.stderr)
         return 2
 

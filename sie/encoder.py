@@ -26,7 +26,7 @@ from sie.encoding.m3 import M3Heads, has_m3_heads, sparse_vectors
 from sie.encoding.params import EncodeParams, l2_normalize, parse_encode_params, parse_items, quantize
 from sie.errors import InvalidInputError, ModelNotFoundError
 from sie.hub import resolve_model
-from sie.models import build_model, compute_dtype, family_of, head_dim_of, task_of
+from sie.models import build_model, compute_dtype, family_of, head_dim_of, read_config, task_of
 from sie.models import pooling
 from sie.packing import PackedBatch, pack, plan_micro_batches
 from sie.reranker import (DEFAULT_MAX_BATCH_TOKENS, max_sequence_length, resolve_device,
@@ -92,14 +92,14 @@ class Encoder:
         max_length: int | None = None,
         max_batch_tokens: int | None = None,
     ) -> None:
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self.model_id = str(model)
         self.path = resolve_model(self.model_id)
         self.device = resolve_device(device, dtype)
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         warn_if_slower_than_fp32(self.device, self.dtype)
-        config = AutoConfig.from_pretrained(self.path)
+        config = read_config(self.path)
         self.family = family_of(config, task="encode")
         self.architecture = next(name for name in config.architectures if name in self.family.architectures)
         self.settings = read_embedder_config(self.path, m3_heads=has_m3_heads(self.path))

@@ -131,7 +131,7 @@ def recipe_from_mapping(data: Mapping[str, Any], source: str) -> Recipe:
     values: dict[str, Any] = {}
     base = data.get("base")
     if base is not None:
-        if base not in BUILT_IN:
+        if not isinstance(base, str) or base not in BUILT_IN:
             raise UnsupportedModelError(f"{source}: base {base!r} is not a built-in recipe ({', '.join(BUILT_IN)})")
         values = dataclasses.asdict(BUILT_IN[base])
     values["name"] = data.get("name") or (f"{base}+{Path(source).name}" if base else Path(source).name)
@@ -153,20 +153,47 @@ def recipe_from_mapping(data: Mapping[str, Any], source: str) -> Recipe:
 
 
 def _check(recipe: Recipe, source: str) -> None:
+    """Raises UnsupportedModelError naming ``source`` and the field for a recipe that would fail or mislead only
+    once pairs are scored: a field of the wrong type (JSON's ``"false"`` is not false), a template that does not
+    format."""
+    def wrong(field: str, expected: str) -> UnsupportedModelError:
+        return UnsupportedModelError(f"{source}: {field} must be {expected}, got {getattr(recipe, field)!r:.80}")
+
+    for field in ("name", "query_template", "document_template", "separator"):
+        if not isinstance(getattr(recipe, field), str):
+            raise wrong(field, "a string")
+    for field in ("instruction_template", "default_instruction"):
+        if not isinstance(getattr(recipe, field), (str, type(None))):
+            raise wrong(field, "a string or null")
+    for field in ("prefix", "suffix"):
+        if not isinstance(getattr(recipe, field), tuple) or not all(isinstance(piece, str)
+                                                                     for piece in getattr(recipe, field)):
+            raise wrong(field, "a string or a list of strings")
+    tokens = recipe.score_tokens
+    if not isinstance(tokens, tuple) or len(tokens) != 2 or not all(isinstance(token, str) for token in tokens):
+        raise wrong("score_tokens", "[negative, positive], two strings")
+    for field in ("max_length_counts_template", "joint"):
+        if not isinstance(getattr(recipe, field), bool):
+            raise wrong(field, "true or false")
+    if isinstance(recipe.max_length, bool) or not isinstance(recipe.max_length, int) or recipe.max_length < 1:
+        raise wrong("max_length", "a positive integer")
+    share = recipe.query_share
+    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1):
+        raise wrong("query_share", "a number in (0, 1] or null")
     if "{query}" not in recipe.query_template or "{document}" not in recipe.document_template:
         raise UnsupportedModelError(f"{source}: query_template needs {{query}} and document_template {{document}}")
-    if len(recipe.score_tokens) != 2:
-        raise UnsupportedModelError(f"{source}: score_tokens must be [negative, positive], got {recipe.score_tokens}")
-    if recipe.query_share is not None and not 0 < recipe.query_share <= 1:
-        raise UnsupportedModelError(f"{source}: query_share must be in (0, 1], got {recipe.query_share}")
-    if not isinstance(recipe.max_length, int) or recipe.max_length < 1:
-        raise UnsupportedModelError(f"{source}: max_length must be a positive integer, got {recipe.max_length!r}")
+    try:
+        recipe.query_text("q", "i"), recipe.query_text("q", None), recipe.document_text("d")
+    except (KeyError, ValueError, IndexError) as error:
+        raise UnsupportedModelError(f"{source}: a template does not format ({type(error).__name__}: {error}); "
+                                    "its only fields are {query}, {instruction} and {document}, and a literal "
+                                    "brace is written twice") from None
 
 
 def load_recipe_file(path: Path) -> Recipe:
     """The recipe in a ``sie_reranker.json``-style file."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as error:
         raise UnsupportedModelError(f"{path}: not a readable recipe ({error})") from None
     if not isinstance(data, dict):
@@ -182,14 +209,14 @@ def resolve_recipe(model_id: str, folder: Path, requested: str | Recipe | None) 
     if requested is not None:
         if requested in BUILT_IN:
             return BUILT_IN[requested]
-        if Path(requested).is_file():
-            return load_recipe_file(Path(requested))
+        if Path(requested).expanduser().is_file():
+            return load_recipe_file(Path(requested).expanduser())
         raise UnsupportedModelError(f"recipe {requested!r} is neither a built-in ({', '.join(BUILT_IN)}) "
                                     f"nor a recipe file")
     if (Path(folder) / RECIPE_FILE).is_file():
         return load_recipe_file(Path(folder) / RECIPE_FILE)
     for pattern, recipe in _HUB_IDS:
-        if pattern.match(model_id):
+        if pattern.match(model_id.rstrip("/")):
             return recipe
     return None
 

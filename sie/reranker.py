@@ -30,7 +30,7 @@ from sie.inputs import (
     score_result,
     scores_from_logits,
 )
-from sie.models import build_model, family_of, head_dim_of
+from sie.models import build_model, family_of, head_dim_of, read_config
 from sie.packing import PackedBatch, pack, plan_micro_batches
 from sie.quantization import cpu_has_int8_dot_products
 from sie.recipes import Recipe, no_recipe_error, resolve_recipe
@@ -81,10 +81,17 @@ def warn_if_slower_than_fp32(device: torch.device, dtype: torch.dtype) -> None:
 
 
 def resolve_device(device: str | torch.device, dtype: torch.dtype | None = None) -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU; the int8 mode runs on the CPU only, so "auto" means the CPU."""
+    """``"auto"``: CUDA when available, else the CPU; the int8 mode runs on the CPU only, so "auto" means the CPU.
+    InvalidInputError (field ``device``) for a device torch does not know, or CUDA where torch finds none."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() and dtype != torch.int8 else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidInputError("device", f"{device!r:.80} is not a device: auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("device", f"{device} was asked for, but torch finds no CUDA device here")
+    return resolved
 
 
 def _resolve_path(model: str) -> Path:
@@ -150,14 +157,14 @@ class Reranker:
         cuda_graphs: bool | None = None,
         overlap_tokenization: bool | None = None,
     ) -> None:
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self.model_id = str(model) if model is not None else DEFAULT_MODEL
         self.path = _resolve_path(self.model_id)
         self.device = resolve_device(device, dtype)
         self.dtype = dtype or default_dtype(self.device)
         warn_if_slower_than_fp32(self.device, self.dtype)
-        config = AutoConfig.from_pretrained(self.path)
+        config = read_config(self.path)
         self.family = family_of(config)
         hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model_max_length = max_sequence_length(self.family.max_length(config), hf_tokenizer)

@@ -36,6 +36,29 @@ def test_rerank_reads_a_file(default_model_path, tmp_path: Path):
     assert result.stdout.splitlines()[1].split()[2] == "1", "line 1 (Paris) ranks first"
 
 
+def test_rerank_numbers_lines_as_typed_and_reads_crlf_and_a_bom_as_plain_text(random_bert_path):
+    # Blank lines count; CRLF endings and a byte-order mark are no part of a document.
+    documents = "\ufeff\r\n\r\nfirst document\r\n\r\nsecond document\r\n".encode()
+    result = subprocess.run([*SIE, "rerank", "-q", "q", "--model", str(random_bert_path), "--device", "cpu", "-"],
+                            input=documents, capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = {int(line.split()[2]): line.split(maxsplit=3)[3] for line in result.stdout.decode().splitlines()[1:]}
+    assert rows == {3: "first document", 5: "second document"}
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["missing.txt"], "No such file or directory"),
+    (["not-utf8.txt"], "not-utf8.txt: is not UTF-8 text"),
+    (["--device", "toaster", "-"], "device: 'toaster' is not a device"),
+])
+def test_user_errors_exit_2_with_one_line_and_no_traceback(random_bert_path, tmp_path, args, words):
+    (tmp_path / "not-utf8.txt").write_bytes(b"caf\xe9\n")
+    result = subprocess.run([*SIE, "rerank", "-q", "q", "--model", str(random_bert_path), *args], input="doc\n",
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 2 and words in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_models_list_shows_the_models_directory(default_model_path):
     result = run("models", "list")
     assert result.returncode == 0, result.stderr

@@ -39,8 +39,10 @@ def local_models() -> list[str]:
     root = models_dir()
     if not root.is_dir():
         return []
-    # Hidden folders are fetches in progress (sie.hub.default_model stages there before renaming).
-    folders = (config.parent.relative_to(root) for config in root.glob("**/config.json"))
+    # Hidden folders are fetches in progress (sie.hub.default_model stages there before renaming); symlinked folders
+    # count (Path.glob does not follow them before Python 3.13).
+    folders = (Path(directory).relative_to(root) for directory, _, files in os.walk(root, followlinks=True)
+               if "config.json" in files)
     return sorted(folder.as_posix() for folder in folders
                   if not any(part.startswith(".") for part in folder.parts) and is_model_dir(root / folder))
 
@@ -51,7 +53,17 @@ def offline() -> bool:
                for name in ("HF_HUB_OFFLINE", "SIE_OFFLINE"))
 
 
-def _from_hf(model: str, local_only: bool) -> Path | None:
+def _missing(path: Path) -> str:
+    """What keeps an existing folder ``path`` from being a model folder, as `` (...)``; empty when there is none."""
+    if not path.is_dir():
+        return ""
+    if not (path / "config.json").is_file():
+        return " (a folder without config.json)"
+    return f" (a folder without weights: none of {', '.join(checkpoint.LAYOUTS)})"
+
+
+def _from_hf(model: str, local_only: bool) -> tuple[Path | None, str]:
+    """``model``'s snapshot folder from the Hugging Face cache (``local_only``) or the Hub, or None and why not."""
     from huggingface_hub import snapshot_download
 
     try:
@@ -62,8 +74,9 @@ def _from_hf(model: str, local_only: bool) -> Path | None:
                                           local_files_only=local_only))
     except Exception as error:  # huggingface_hub raises many types for "not there" and "unreachable"
         logger.debug("hugging face %s lookup of %s failed: %s", "cache" if local_only else "hub", model, error)
-        return None
-    return path if is_model_dir(path) else None
+        first_line = next(iter(str(error).strip().splitlines()), "")
+        return None, f"{type(error).__name__}: {first_line[:200]}"
+    return (path, "") if is_model_dir(path) else (None, f"{path}{_missing(path)}")
 
 
 def resolve_model(model: str | os.PathLike[str]) -> Path:
@@ -71,29 +84,31 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
     searched: list[str] = []
     explicit = Path(model).expanduser()
     if explicit.is_absolute() or str(model).startswith("."):
-        searched.append(f"path {explicit}")
+        searched.append(f"path {explicit}{_missing(explicit)}")
         if is_model_dir(explicit):
             return explicit
         raise ModelNotFoundError(str(model), searched)
     if is_model_dir(explicit):
-        return explicit
-    searched.append(f"path {explicit.resolve()}")
+        return explicit.resolve()
+    searched.append(f"path {explicit.resolve()}{_missing(explicit)}")
 
     in_models_dir = models_dir() / str(model)
-    searched.append(f"sie models directory {in_models_dir} (SIE_MODELS_DIR)")
+    searched.append(f"sie models directory {in_models_dir} (SIE_MODELS_DIR){_missing(in_models_dir)}")
     if is_model_dir(in_models_dir):
         return in_models_dir
 
-    searched.append("Hugging Face cache")
-    cached = _from_hf(str(model), local_only=True)
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    cached, why = _from_hf(str(model), local_only=True)
     if cached is not None:
         return cached
+    searched.append(f"Hugging Face cache {HF_HUB_CACHE} ({why})")
 
     if offline():
         searched.append("Hugging Face Hub (skipped: HF_HUB_OFFLINE or SIE_OFFLINE is set)")
     else:
-        searched.append("Hugging Face Hub")
-        downloaded = _from_hf(str(model), local_only=False)
+        downloaded, why = _from_hf(str(model), local_only=False)
         if downloaded is not None:
             return downloaded
+        searched.append(f"Hugging Face Hub ({why})")
     raise ModelNotFoundError(str(model), searched)

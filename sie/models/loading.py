@@ -38,6 +38,19 @@ class SkipInitialisation(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def read_config(path: Path) -> Any:
+    """The transformers config of the checkpoint folder ``path``; UnsupportedModelError when transformers cannot
+    read it (not JSON, a ``model_type`` it does not know)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as error:
+        first_line = next(iter(str(error).strip().splitlines()), "")
+        raise UnsupportedModelError(f"{Path(path) / 'config.json'} cannot be read by transformers "
+                                    f"({type(error).__name__}: {first_line[:200]})") from None
+
+
 def load_model(
     path: Path, family: ModelFamily, config: Any, kernels: Kernels, device: torch.device, dtype: torch.dtype | None
 ) -> nn.Module:

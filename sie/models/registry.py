@@ -54,15 +54,18 @@ def family_of(config: Any, task: str = "score") -> ModelFamily:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     names = list(getattr(config, "architectures", None) or [])
-    for name in names:
-        family = _BY_ARCHITECTURE.get(name)
-        if family is None:
-            continue
-        if family.task != task:
-            kind = "an embedding model" if family.task == "encode" else "a reranker"
-            raise UnsupportedModelError(f"{name} is {kind}; it runs with {_RUN_WITH[family.task]}, not "
-                                        f"{_RUN_WITH[task]}")
-        family.check_config(config)
-        return family
-    raise UnsupportedModelError(f"architecture {names or config.model_type!r} is not supported; "
+    if not names:
+        raise UnsupportedModelError(f"the config names no architectures (a {config.model_type!r} model); sie reads "
+                                    f"the field to pick a family: one of {', '.join(supported_architectures(task))}")
+    known = [(name, _BY_ARCHITECTURE[name]) for name in names if name in _BY_ARCHITECTURE]
+    # A config may list several (the body and a head): the first that runs ``task`` wins.
+    for name, family in known:
+        if family.task == task:
+            family.check_config(config)
+            return family
+    for name, family in known:
+        kind = "an embedding model" if family.task == "encode" else "a reranker"
+        raise UnsupportedModelError(f"{name} is {kind}; it runs with {_RUN_WITH[family.task]}, not "
+                                    f"{_RUN_WITH[task]}")
+    raise UnsupportedModelError(f"architecture {names!r} is not supported; "
                                 f"sie runs {', '.join(supported_architectures(task))}")

