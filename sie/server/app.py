@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, g, request
+from werkzeug.routing import PathConverter
 
 from sie.server.auth import ApiKeys
 from sie.server.config import ServerConfig
@@ -53,6 +54,14 @@ def _finish_request(response: Response) -> Response:
     return response
 
 
+class ModelIdConverter(PathConverter):
+    """A model in a URL: an id (``org/name``) or a folder served by its absolute path, which sie-sdk puts in the URL
+    as it is (``/v1/score//srv/models/m``): werkzeug's ``path`` takes no leading slash."""
+
+    regex = ".+?"
+    part_isolating = False  # spans "/": werkzeug would infer True from a regex without one
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """The application: defaults -> ``SIE_*`` environment -> ``config`` (settings by name, e.g. in tests).
 
@@ -60,6 +69,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     settings = ServerConfig.from_env().override(config)
     app = Flask("sie.server")
+    # A model served by its absolute path makes "//" in its URLs: not a redirect to another model's URL.
+    app.url_map.merge_slashes = False
+    # In place of werkzeug's own: the rules, and the endpoint label of the metrics, still read <path:model>.
+    app.url_map.converters["path"] = ModelIdConverter
     metrics = Metrics()
     registry = ModelRegistry(settings, metrics)
     app.extensions[EXTENSION] = ServerState(config=settings, registry=registry, metrics=metrics,

@@ -124,3 +124,12 @@ def test_bad_settings_stop_sie_serve_with_a_message(flag, value, message):
     done = subprocess.run([sys.executable, "-m", "sie.cli", "serve", flag, value], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_a_model_served_by_its_absolute_path_answers_at_its_url(make_app, tiny_models_dir):
+    folder = str(tiny_models_dir / TINY_BERT)  # sie-sdk puts the name in the URL as it is: "//" after /v1/score
+    by_path = make_app(models=[folder])
+    assert wait_ready(by_path).status == 200
+    reply = by_path.post(f"/v1/score/{folder}", {"query": "q", "items": ["a"]})
+    assert reply.status == 200 and reply.data()["model"] == folder
+    assert by_path.post(f"/v1/score/{TINY_BERT}", {"query": "q", "items": ["a"]}).status != 308
