@@ -27,7 +27,13 @@ from sie.encoder import Encoder, RawOutputs
 from sie.encoding.params import EncodeParams, parse_encode_params, parse_items
 from sie.errors import InvalidInputError
 from sie.server.encode_runner import EncodeRunner
-from sie.server.routes import check_item_count, optional_field, request_map, required_field
+from sie.server.routes import (
+    check_item_count,
+    check_truncation_direction,
+    optional_field,
+    request_map,
+    required_field,
+)
 from sie.server.state import state
 from sie.server.wire import encode_response, wants_msgpack
 
@@ -133,9 +139,7 @@ def embed_tei() -> Response:
     """
     body = request_map()
     texts = _texts(body, "inputs")
-    direction = optional_field(body, "truncation_direction", str, "Right")
-    if direction.lower() != "right":
-        raise InvalidInputError("truncation_direction", f"only 'Right' is supported, got {direction!r:.80}")
+    check_truncation_direction(body)
     prompt_name = optional_field(body, "prompt_name", str, None)
     model = state().registry.default_encoder()
     prompt = None

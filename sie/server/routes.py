@@ -67,6 +67,13 @@ def _documents(body: Mapping[str, Any], key: str) -> tuple[list[str], list[str]]
 _KIND_NAMES = {bool: "a boolean", int: "an integer", str: "a string"}
 
 
+def check_truncation_direction(body: Mapping[str, Any]) -> None:
+    """TEI's ``truncation_direction``: only ``Right`` exists here (the input's end is cut)."""
+    direction = optional_field(body, "truncation_direction", str, "Right")
+    if direction.lower() != "right":
+        raise InvalidInputError("truncation_direction", f"only 'Right' is supported, got {direction!r:.80}")
+
+
 def optional_field(body: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
     """``body[key]`` (a ``kind``: bool, int or str), or ``default`` when it is missing or null; InvalidInputError
     naming ``key`` when it is of another type."""
@@ -176,9 +183,7 @@ def rerank_tei() -> Response:
     body = request_map()
     query, _ = parse_query(required_field(body, "query"))
     texts, _ = _documents(body, "texts")
-    direction = optional_field(body, "truncation_direction", str, "Right")
-    if direction.lower() != "right":
-        raise InvalidInputError("truncation_direction", f"only 'Right' is supported, got {direction!r:.80}")
+    check_truncation_direction(body)
     options = ScoreOptions(raw_scores=optional_field(body, "raw_scores", bool, False),
                            truncate=optional_field(body, "truncate", bool, True))
     return_text = optional_field(body, "return_text", bool, False)
