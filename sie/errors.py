@@ -7,6 +7,11 @@ class SieError(Exception):
     """Base class of every error sie raises on purpose."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (empty for none): what sie quotes of another library's error."""
+    return next(iter(str(error).strip().splitlines()), "")
+
+
 class ModelNotFoundError(SieError, LookupError):
     """A model id or path resolved to no local folder; ``searched`` names every place looked at."""
 

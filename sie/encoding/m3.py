@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sie.errors import UnsupportedModelError
+from sie.errors import UnsupportedModelError, first_line
 
 SPARSE_FILE = "sparse_linear.pt"
 MULTIVECTOR_FILE = "colbert_linear.pt"
@@ -33,7 +33,7 @@ def _linear(path: Path, hidden: int, out_features: int | None) -> nn.Linear:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise UnsupportedModelError(f"{path.name} holds more than tensors and is not loaded (weights_only): "
-                                    f"{str(error).splitlines()[0]}") from None
+                                    f"{first_line(error)}") from None
     weight, bias = state.get("weight"), state.get("bias")
     if weight is None or weight.ndim != 2 or weight.shape[1] != hidden or (
             out_features is not None and weight.shape[0] != out_features):

@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from sie.errors import ModelNotFoundError
+from sie.errors import ModelNotFoundError, first_line
 from sie.models import checkpoint
 
 logger = logging.getLogger(__name__)
@@ -74,8 +74,7 @@ def _from_hf(model: str, local_only: bool) -> tuple[Path | None, str]:
                                           local_files_only=local_only))
     except Exception as error:  # huggingface_hub raises many types for "not there" and "unreachable"
         logger.debug("hugging face %s lookup of %s failed: %s", "cache" if local_only else "hub", model, error)
-        first_line = next(iter(str(error).strip().splitlines()), "")
-        return None, f"{type(error).__name__}: {first_line[:200]}"
+        return None, f"{type(error).__name__}: {first_line(error)[:200]}"
     return (path, "") if is_model_dir(path) else (None, f"{path}{_missing(path)}")
 
 

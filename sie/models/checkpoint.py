@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from sie.errors import UnsupportedModelError
+from sie.errors import UnsupportedModelError, first_line
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -78,7 +78,7 @@ def _file_tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
         tensors = torch.load(file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
     except pickle.UnpicklingError as error:
         raise UnsupportedModelError(f"{file} is not loaded: it holds more than tensors (weights_only), or is "
-                                    f"damaged ({str(error).splitlines()[0]})") from None
+                                    f"damaged ({first_line(error)})") from None
     except (RuntimeError, OSError) as error:
         raise _unreadable(file, error) from None
     for key in list(tensors):
@@ -87,4 +87,4 @@ def _file_tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
 
 def _unreadable(file: Path, error: Exception) -> UnsupportedModelError:
     return UnsupportedModelError(f"{file} is not a readable checkpoint file, cut short or damaged? "
-                                 f"({str(error).splitlines()[0]})")
+                                 f"({first_line(error)})")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from sie.errors import UnsupportedModelError
+from sie.errors import UnsupportedModelError, first_line
 from sie.hub.default_model import PROVENANCE_FILE
 from sie.kernels import Kernels, resolve_kernels
 from sie.models.checkpoint import read_tensors
@@ -46,9 +46,8 @@ def read_config(path: Path) -> Any:
     try:
         return AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as error:
-        first_line = next(iter(str(error).strip().splitlines()), "")
         raise UnsupportedModelError(f"{Path(path) / 'config.json'} cannot be read by transformers "
-                                    f"({type(error).__name__}: {first_line[:200]})") from None
+                                    f"({type(error).__name__}: {first_line(error)[:200]})") from None
 
 
 def load_model(

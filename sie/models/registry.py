@@ -63,7 +63,8 @@ def family_of(config: Any, task: str = "score") -> ModelFamily:
         if family.task == task:
             family.check_config(config)
             return family
-    for name, family in known:
+    if known:
+        name, family = known[0]
         kind = "an embedding model" if family.task == "encode" else "a reranker"
         raise UnsupportedModelError(f"{name} is {kind}; it runs with {_RUN_WITH[family.task]}, not "
                                     f"{_RUN_WITH[task]}")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from sie.encoder import model_task
-from sie.errors import InvalidInputError
+from sie.errors import InvalidInputError, first_line
 from sie.hub import local_models
 from sie.reranker import Reranker
 from sie.server.batcher import Batcher, BatchStats
@@ -105,8 +105,7 @@ class ModelRegistry:
             with self._lock:
                 self._loading.discard(name)
                 # Clients see the first line, without the server's directories; the log above has it all.
-                first_line = next(iter(str(error).splitlines()), "")
-                self._failed[name] = f"{type(error).__name__}: {without_local_paths(first_line)}"
+                self._failed[name] = f"{type(error).__name__}: {without_local_paths(first_line(error))}"
             return
         self._metrics.track_queue(name, lambda: batcher.depth)
         with self._lock:
