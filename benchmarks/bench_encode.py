@@ -31,6 +31,7 @@ from transformers import AutoConfig
 
 import sie
 from sie.testing.fidelity import fidelity_queries
+from arguments import count
 from timing import matmul_peak, peaks_text, seconds_of
 
 try:
@@ -77,15 +78,15 @@ def min_cosine(ours: np.ndarray, reference: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a sentence-transformers folder (default: all-MiniLM-L6-v2's real weights)")
-    parser.add_argument("--sentences", type=int, default=1000)
-    parser.add_argument("--min-words", type=int, default=5)
-    parser.add_argument("--max-words", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sentences", type=count, default=1000)
+    parser.add_argument("--min-words", type=count, default=5)
+    parser.add_argument("--max-words", type=count, default=200)
+    parser.add_argument("--repeats", type=count, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=count, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--st-bf16", action="store_true", help="also time sentence-transformers in bf16")
-    parser.add_argument("--compare-batch-tokens", type=int, nargs="+", default=[], metavar="N",
+    parser.add_argument("--compare-batch-tokens", type=count, nargs="+", default=[], metavar="N",
                         help="also run each sie line with these token budgets, in the same rounds")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()

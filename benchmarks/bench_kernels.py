@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from sie.kernels import available_backends, bias_gelu, gated_activation, layer_norm, rms_norm, varlen_attention
 from sie.kernels.flash import flash_implementation
+from arguments import count
 from timing import median_seconds
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=list(DTYPES), help="default: fp16 on CUDA, fp32 on CPU")
     parser.add_argument("--tiny", action="store_true", help="small shapes: a smoke test for CPU and CI")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per line on CPU")
+    parser.add_argument("--repeats", type=count, default=5, help="timed runs per line on CPU")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     device = torch.device(args.device)

@@ -25,6 +25,7 @@ import torch
 from sie.testing import make_random_checkpoint
 from sie.testing.checkpoints import SHAPES
 from sie.testing.loading import LoadMeasurement, measure_load
+from arguments import count
 from timing import cpu_model
 
 DECODER_RECIPES = {"qwen3": "qwen3-reranker", "qwen2": "mxbai-rerank-v2"}
@@ -56,7 +57,7 @@ def main() -> None:
     parser.add_argument("--recipe", help="the prompt recipe of a decoder --model")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "int8"],
                         choices=["float32", "bfloat16", "int8"])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=count, default=3)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 

@@ -37,6 +37,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 import sie
 from sie.testing import padded_logits
 from sie.testing.fidelity import fidelity_queries, onnx_runtime_session
+from arguments import count
 from timing import attention_share, matmul_peak, op_profile, peaks_text, seconds_of
 
 QUERY = "how do vaccines train the immune system to recognise a virus"
@@ -190,17 +191,17 @@ def decoder_bench(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=sie.DEFAULT_MODEL)
-    parser.add_argument("--documents", type=int, default=100)
-    parser.add_argument("--min-tokens", type=int, default=20)
-    parser.add_argument("--max-tokens", type=int, default=250)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--documents", type=count, default=100)
+    parser.add_argument("--min-tokens", type=count, default=20)
+    parser.add_argument("--max-tokens", type=count, default=250)
+    parser.add_argument("--repeats", type=count, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=count, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--max-batch-tokens", type=int,
+    parser.add_argument("--max-batch-tokens", type=count,
                         help="sie's token budget per micro-batch (default: the engine's)")
-    parser.add_argument("--compare-batch-tokens", type=int, nargs="+", default=[], metavar="N",
+    parser.add_argument("--compare-batch-tokens", type=count, nargs="+", default=[], metavar="N",
                         help="also run each sie line with these token budgets, in the same rounds")
     parser.add_argument("--sie-only", action="store_true",
                         help="no baseline lines: the process holds sie alone, as a server or an application does")

@@ -30,6 +30,7 @@ import sie
 from sie.jobs.score_file import ScoreFileOptions, score_file
 from sie.jobs.scoring import DTYPES
 from sie.testing.fidelity import fidelity_queries
+from arguments import count
 from timing import seconds_of
 
 TARGET = 0.9
@@ -55,13 +56,13 @@ def write_inputs(table: pa.Table, folder: Path) -> dict[str, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=sie.DEFAULT_MODEL)
-    parser.add_argument("--pairs", type=int, default=2048)
-    parser.add_argument("--chunk-rows", type=int, default=512, help="rows per part (sie's default is 4096)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pairs", type=count, default=2048)
+    parser.add_argument("--chunk-rows", type=count, default=512, help="rows per part (sie's default is 4096)")
+    parser.add_argument("--repeats", type=count, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="default: the engine's (bf16 on a CPU with native bf16, else fp32)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=count, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.threads:

@@ -37,6 +37,7 @@ from sie import DEFAULT_MODEL, Reranker
 from sie.testing.server import HttpClient, ServerProcess
 from sie.testing.soak import read_gauge
 from sie.testing.words import random_text
+from arguments import count
 
 DEFAULT_OUT = Path(os.environ.get("OUT") or Path(__file__).resolve().parent / "out")
 
@@ -143,11 +144,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "int8"), default=None,
                         help="the engine's and the server's dtype (default: the engine's)")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--requests", type=int, default=64, help="requests per configuration")
-    parser.add_argument("--docs", type=int, default=20, help="documents per request")
-    parser.add_argument("--words", type=int, default=60, help="mean words per document")
-    parser.add_argument("--latency-requests", type=int, default=200, help="one-document requests for the overhead")
+    parser.add_argument("--clients", type=count, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--requests", type=count, default=64, help="requests per configuration")
+    parser.add_argument("--docs", type=count, default=20, help="documents per request")
+    parser.add_argument("--words", type=count, default=60, help="mean words per document")
+    parser.add_argument("--latency-requests", type=count, default=200, help="one-document requests for the overhead")
     parser.add_argument("--quick", action="store_true", help="few small requests: a smoke test")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()

@@ -35,6 +35,7 @@ from sie.hub import default_model
 from sie.quantization import INT8_WEIGHTS
 from sie.reranker import cpu_has_native_bf16, default_dtype
 from sie.testing.fidelity import agreement, fidelity_pairs, onnx_runtime_logits
+from arguments import count
 from timing import attention_share, cpu_model
 
 HERE = Path(__file__).resolve().parent
@@ -151,8 +152,8 @@ def print_table(targets: list[Target], servers: dict[str, dict], native_bf16: bo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--documents", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--documents", type=count, default=100)
+    parser.add_argument("--repeats", type=count, default=5)
     parser.add_argument("--server-dtypes", nargs="+", choices=SERVER_DTYPES, default=SERVER_DTYPES, metavar="DTYPE",
                         help=f"bench_server.py's dtypes (default: {' '.join(SERVER_DTYPES)})")
     parser.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime (the original file is downloaded)")

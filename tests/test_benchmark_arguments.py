@@ -1,0 +1,24 @@
+"""The benchmarks refuse a count below 1 with a usage line and exit status 2, where a zero used to end a run in a
+traceback after minutes of loading (bench_server.py --latency-requests 0: IndexError)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.mark.parametrize(("script", "argument", "value", "message"), [
+    ("bench_server.py", "--latency-requests", "0", "0 is not a positive number"),
+    ("bench_rerank.py", "--repeats", "-3", "-3 is not a positive number"),
+    ("soak.py", "--clients", "many", "'many' is not a whole number"),
+])
+def test_a_count_below_one_is_refused_naming_the_argument(script, argument, value, message):
+    done = subprocess.run([sys.executable, script, argument, value], cwd=BENCHMARKS, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert f"argument {argument}: {message}" in done.stderr.splitlines()[-1]
