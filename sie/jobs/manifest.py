@@ -7,9 +7,11 @@ once the manifest lists it; a part file the manifest does not list (killed betwe
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -21,6 +23,40 @@ FORMAT_VERSION = 1
 
 class ResumeError(SieError):
     """A job's leftovers (parts, output) that a new run must not silently take over or overwrite."""
+
+
+class JobBusyError(ResumeError):
+    """Another run, in this process or another, is writing the same job."""
+
+
+@contextlib.contextmanager
+def job_lock(path: Path, job: str) -> Iterator[None]:
+    """Holds an exclusive lock on the file ``path`` (created for it, removed after) while the block runs, so that
+    two runs never write one job's files at once; JobBusyError, naming ``job``, when another run holds it.
+
+    The lock is the kernel's (``flock``): it goes with the process that held it, so a killed run leaves a file
+    that the next run takes over, never a stale lock."""
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise JobBusyError(f"another run is writing {job} (it holds {path}): wait for it to finish, or choose "
+                               "another output") from None
+        # The run before this one removes the file as it ends: locked after that, this is an orphan; start over.
+        try:
+            current = os.path.samestat(os.fstat(descriptor), os.stat(path))
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(descriptor)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(descriptor)
 
 
 def commit(temporary: Path, final: Path) -> None:

@@ -5,7 +5,8 @@ The input (Parquet, JSONL or CSV) is read in chunks of ``chunk_rows`` rows; each
 manifest lists the complete parts. Memory holds one chunk at a time whatever the file's size. When every part is
 done they are joined, one at a time, into OUTPUT (Parquet or JSONL): the input's columns (or only ``id_columns``)
 plus ``score``, in input order. A run killed at any point and started again with the same arguments goes on after
-the last complete part; one started with other arguments is refused unless ``overwrite``.
+the last complete part; one started with other arguments is refused unless ``overwrite``. One run at a time writes
+a given OUTPUT: a second one, while the first runs, is refused (``.OUTPUT.lock`` beside it holds the lock).
 
 A row whose query or document is missing or not a string (or a line that is not a JSON object) fails the run
 (``on_error="fail"``), or goes to the rejects file with its row number and the reason (``"skip"``): every input
@@ -39,7 +40,7 @@ from sie.jobs.formats import (
     is_text_type,
     read_chunks,
 )
-from sie.jobs.manifest import Manifest, Part, ResumeError, commit, differences, write_atomically
+from sie.jobs.manifest import Manifest, Part, ResumeError, commit, differences, job_lock, write_atomically
 from sie.jobs.scoring import DEFAULT_CHUNK_ROWS, score_pairs, text_problem
 from sie.models.checkpoint import weight_files
 from sie.reranker import Reranker
@@ -101,6 +102,10 @@ class _Paths:
                    rejects or output.with_name(output.stem + ".rejects.jsonl"))
 
     @property
+    def lock(self) -> Path:
+        return self.output.with_name(f".{self.output.name}.lock")
+
+    @property
     def manifest(self) -> Path:
         return self.parts / "manifest.json"
 
@@ -120,6 +125,21 @@ def score_file(
     input_path, output_path = Path(input).resolve(), Path(output).resolve()
     input_format, output_format = check_arguments(input_path, output_path, options)
     paths = _Paths.beside(output_path, options.rejects)
+    paths.output.parent.mkdir(parents=True, exist_ok=True)
+    with job_lock(paths.lock, str(paths.output)):
+        manifest, resumed_rows = _run(input_path, input_format, output_format, reranker, paths, options, progress)
+    rejected = sum(part.rejected for part in manifest.parts)
+    return ScoreFileResult(paths.output, paths.rejects if rejected else None, manifest.next_row,
+                           sum(part.scored for part in manifest.parts), rejected, resumed_rows,
+                           time.perf_counter() - began)
+
+
+def _run(
+    input_path: Path, input_format: str, output_format: str, reranker: Reranker, paths: _Paths,
+    options: ScoreFileOptions, progress: Progress | None,
+) -> tuple[Manifest, int]:
+    """The job under its lock: resumed or started, scored part by part, joined; its manifest and the rows an
+    earlier run had done."""
     manifest = _open(paths, _fingerprint(input_path, output_format, reranker, options), options)
     resumed_rows = manifest.next_row
     parts = PART_FORMATS[output_format]
@@ -138,10 +158,7 @@ def score_file(
 
     if not options.keep_parts:
         _remove_parts(paths)
-    rejected = sum(part.rejected for part in manifest.parts)
-    return ScoreFileResult(paths.output, paths.rejects if rejected else None, manifest.next_row,
-                           sum(part.scored for part in manifest.parts), rejected, resumed_rows,
-                           time.perf_counter() - began)
+    return manifest, resumed_rows
 
 
 def check_arguments(input: Path, output: Path, options: ScoreFileOptions) -> tuple[str, str]:

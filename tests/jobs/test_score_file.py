@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sie.errors import InvalidInputError
-from sie.jobs.manifest import ResumeError
+from sie.jobs.manifest import JobBusyError, ResumeError, job_lock
 from sie.jobs.score_file import ScoreFileOptions, score_file
 from tests.jobs.files import pairs_table, predict_by_chunks, read_output, write_input
 
@@ -174,6 +174,19 @@ def test_a_job_resumes_only_with_its_own_arguments(tiny_reranker, seed, tmp_path
 
     with pytest.raises(ResumeError, match="scores.parquet already exists: pass --overwrite"):
         score_file(path, output, tiny_reranker, options)
+
+
+def test_a_job_another_run_holds_is_refused_and_a_dead_runs_lock_file_is_not(tiny_reranker, seed, tmp_path):
+    path = write_input(tmp_path / "pairs.parquet", pairs_table(seed, 100))
+    output = tmp_path / "scores.parquet"
+    lock = tmp_path / ".scores.parquet.lock"
+    with job_lock(lock, "the other run's job"):  # held through another open file, as another process holds it
+        with pytest.raises(JobBusyError, match=f"another run is writing {output} "):
+            score_file(path, output, tiny_reranker)
+    assert not output.exists() and not (tmp_path / "scores.parquet.parts").exists()
+    lock.touch()  # a killed run's file: the kernel released its lock with the process
+    assert score_file(path, output, tiny_reranker).scored == 100
+    assert not lock.exists()
 
 
 def test_a_job_stopped_by_a_bad_row_goes_on_with_skip(tiny_reranker, rng, tmp_path):

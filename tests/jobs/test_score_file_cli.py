@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -48,6 +49,32 @@ def test_a_run_killed_mid_way_and_started_again_writes_what_an_uninterrupted_run
     uninterrupted = score_file(source, tmp_path / "reference.parquet", tiny_reranker, ScoreFileOptions(chunk_rows=250))
     assert pq.read_table(output).equals(pq.read_table(uninterrupted.output)), "exactly one score per row, in order"
     assert not (tmp_path / "scores.parquet.parts").exists()
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(random_bert_path, rng, tmp_path):
+    """The first run is paused (SIGSTOP) after its first part, so the second surely meets it running; once resumed,
+    it finishes as if alone."""
+    source = write_input(tmp_path / "pairs.parquet", pairs_table(int(rng.integers(2**31)), 1000, max_words=20))
+    output = tmp_path / "scores.parquet"
+    command = [*SIE, "score-file", str(source), "--output", str(output), "--model", str(random_bert_path),
+               "--device", "cpu", "--chunk-rows", "250"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in first.stderr:
+            if line.startswith("part 1:"):
+                break
+        else:
+            raise AssertionError(f"the first run ended before its first part (exit {first.wait()})")
+        first.send_signal(signal.SIGSTOP)
+        second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    finally:
+        first.send_signal(signal.SIGCONT)
+        stdout, _ = first.communicate(timeout=300)
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert f"sie: another run is writing {output} (it holds {tmp_path / '.scores.parquet.lock'})" in second.stderr
+    assert first.returncode == 0 and "scored 1,000 of 1,000 rows" in stdout
+    assert pq.read_table(output).num_rows == 1000
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["pairs.parquet", "scores.parquet"]
 
 
 def test_a_bad_row_exits_non_zero_naming_it_without_a_traceback(random_bert_path, tmp_path):
