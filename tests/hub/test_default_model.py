@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -73,9 +75,10 @@ def onnx_runtime_scores(model_dir: Path, onnx_path: Path, pairs) -> np.ndarray:
 
 
 def offline_pip(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Points pip at a closed local port with no config files, find-links or retries: a machine offline."""
+    """Points pip at a closed local port with no config files, find-links or retries: a machine offline, whose
+    user has not said so (neither HF_HUB_OFFLINE nor SIE_OFFLINE, which forbid even trying)."""
     for name in list(os.environ):
-        if name.startswith("PIP_"):
+        if name.startswith("PIP_") or name in ("HF_HUB_OFFLINE", "SIE_OFFLINE"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
@@ -149,6 +152,21 @@ def test_offline_reranker_names_the_command_instead_of_fetching(
     with pytest.raises(DefaultModelError, match="HF_HUB_OFFLINE or SIE_OFFLINE .*`sie models fetch-default`"):
         sie.Reranker(device="cpu")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_fetch_default_refuses_to_download_offline_naming_the_variables(
+    force: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command itself, as HF's downloads do offline: no pip run (it would fail on the closed port, saying so)."""
+    offline_pip(monkeypatch)
+    environment = {**os.environ, "SIE_OFFLINE": "1", "SIE_MODELS_DIR": str(tmp_path / "models")}
+    done = subprocess.run([sys.executable, "-m", "sie.cli", "models", "fetch-default", *(["--force"] if force else [])],
+                          capture_output=True, text=True, env=environment, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert ("sie: the default model cross-encoder/ms-marco-MiniLM-L-12-v2 is not installed and HF_HUB_OFFLINE or "
+            "SIE_OFFLINE forbids downloading it") in done.stderr
+    assert not (tmp_path / "models").exists()
 
 
 def test_first_use_fetch_logs_what_it_downloads_and_where_it_writes(
