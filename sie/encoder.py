@@ -104,9 +104,12 @@ class Encoder:
         self.architecture = next(name for name in config.architectures if name in self.family.architectures)
         self.settings = read_embedder_config(self.path, m3_heads=has_m3_heads(self.path))
         hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.tokenizer = TextTokenizer(hf_tokenizer.backend_tokenizer)
-        limit = max_sequence_length(self.family.max_length(config), hf_tokenizer)
-        self.model_max_length = min(limit, self.settings.max_seq_length or limit)
+        self.tokenizer = TextTokenizer(hf_tokenizer.backend_tokenizer, lowercase=self.settings.lowercase)
+        # sentence-transformers' own limit, when the folder sets one, stands in for the tokenizer's (which it
+        # overrides); the position table bounds both.
+        family_limit = self.family.max_length(config)
+        self.model_max_length = (min(family_limit, self.settings.max_seq_length) if self.settings.max_seq_length
+                                 else max_sequence_length(family_limit, hf_tokenizer))
         self.max_length = (self.model_max_length if max_length is None
                            else self.check_max_length(max_length, "max_length"))
         self.model, self.kernels = build_model(self.path, self.family, config, self.device, self.dtype, backend,
@@ -171,8 +174,6 @@ class Encoder:
         prompt = instruction if instruction is not None else self.settings.prompt(is_query)
         if prompt:
             texts = [prompt + text for text in texts]
-        if self.settings.lowercase:
-            texts = [text.lower() for text in texts]
         return self.tokenizer.encode_texts(texts, limit, truncate=truncate, field=field)
 
     @torch.inference_mode()

@@ -4,6 +4,8 @@ packing invariance, no padded tensor, the API's result shape and dtypes, and bad
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -91,6 +93,26 @@ def test_prompts_follow_sentence_transformers(bert_embedder, rng):
     np.testing.assert_allclose(query, pairs[0][1][0], atol=2e-5)
     instructed = sie.encode(str(bert_embedder), texts[0], is_query=True, instruction="Represent: ")["dense"]
     np.testing.assert_allclose(instructed, pairs[4][1][0], atol=2e-5)
+
+
+def test_the_folders_settings_are_read_as_sentence_transformers_reads_them(tmp_path, rng):
+    """``do_lower_case`` lower-cases the text and not the special tokens written in it (lowering the text cut a
+    literal ``[SEP]`` into word pieces); ``max_seq_length`` stands in for the tokenizer's ``model_max_length``
+    rather than being bounded by it; an empty prompt is still a prompt, which ``prompt_name`` may name."""
+    path = make_random_embedder(tmp_path / "model", "bert", pooling="mean", normalize=False, max_seq_length=64,
+                                prompts={"query": "Query: ", "passage": ""}, seed=34)
+    for name, key, value in (("sentence_bert_config.json", "do_lower_case", True),
+                             ("tokenizer_config.json", "model_max_length", 32)):
+        settings = json.loads((path / name).read_text())
+        (path / name).write_text(json.dumps({**settings, key: value}))
+    model = SentenceTransformer(str(path), device="cpu")
+    encoder = Encoder(str(path), device="cpu", dtype=torch.float32)
+    assert encoder.max_length == model.max_seq_length == 64
+    texts = ["Word " * 100, "Rain in [SEP] PARIS [MASK] today", *texts_of(rng, (3, 20))]
+    assert encoder.tokenize(texts[1:2]).lengths[0] == len(model.tokenize(texts[1:2])["input_ids"][0])
+    np.testing.assert_allclose(encoder.encode(texts), model.encode(texts), rtol=0, atol=2e-5)
+    np.testing.assert_allclose(encoder.encode(texts, prompt_name="passage"), model.encode(texts, prompt_name="passage"),
+                               rtol=0, atol=2e-5)
 
 
 def test_an_input_encodes_the_same_alone_batched_and_reordered(rng, tmp_path):

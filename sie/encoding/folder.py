@@ -92,7 +92,8 @@ def read_embedder_config(folder: Path, m3_heads: bool = False) -> EmbedderConfig
     folder = Path(folder)
     prompts_file = folder / "config_sentence_transformers.json"
     st_config = _json(prompts_file) if prompts_file.is_file() else {}
-    prompts = {str(name): str(text) for name, text in (st_config.get("prompts") or {}).items() if text}
+    # An empty prompt ({"passage": ""}) is a prompt still: sentence-transformers and TEI accept its name.
+    prompts = {str(name): str(text) for name, text in (st_config.get("prompts") or {}).items() if text is not None}
     default_prompt_name = st_config.get("default_prompt_name") or None
     bert_file = folder / "sentence_bert_config.json"
     bert_config = _json(bert_file) if bert_file.is_file() else {}

@@ -162,7 +162,8 @@ def embeddings_openai() -> Response:
     """OpenAI's embeddings: ``{model?, input, encoding_format?: float | base64, dimensions?, user?}``.
 
     ``base64`` (what the openai client asks for by default) is the little-endian float32 bytes of each vector.
-    Vectors are normalised as the model normalises them (after cutting them to ``dimensions``).
+    Vectors have unit length, as OpenAI's do and TEI's OpenAI route returns them, whatever the model's own
+    normalisation (and after cutting them to ``dimensions``).
     """
     body = request_map()
     model = optional_field(body, "model", str, "") or state().registry.default_encoder()
@@ -171,7 +172,7 @@ def embeddings_openai() -> Response:
     if encoding_format not in ("float", "base64"):
         raise InvalidInputError("encoding_format", f"must be 'float' or 'base64', got {encoding_format!r:.80}")
     dimensions = optional_field(body, "dimensions", int, None)
-    params = EncodeParams(normalize=True if dimensions is not None else None)
+    params = EncodeParams(normalize=True)
     raw, tokens, encoder = _encode_texts(model, texts, params, "input")
     vectors = _dense(raw, dimensions, encoder, params)
     data = [{"object": "embedding", "index": index,

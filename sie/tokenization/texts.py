@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
+from tokenizers.normalizers import Lowercase
+from tokenizers.normalizers import Sequence as NormalizerSequence
 
 from sie.errors import InputTooLongError
 from sie.tokenization.encoded import EncodedPairs
@@ -23,8 +25,9 @@ class TextTokenizer:
 
     default_max_length = None  # the model's limit
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        self._variants = TokenizerVariants(tokenizer)
+    def __init__(self, tokenizer: Tokenizer, lowercase: bool = False) -> None:
+        """``lowercase``: sentence-transformers' ``do_lower_case``, applied as it applies it (``lowercasing``)."""
+        self._variants = TokenizerVariants(lowercasing(tokenizer) if lowercase else tokenizer)
         self.num_special_tokens = self._variant(None).num_special_tokens_to_add(is_pair=False)
 
     def _variant(self, max_length: int | None) -> Tokenizer:
@@ -45,3 +48,18 @@ class TextTokenizer:
                 first = int(too_long[0])
                 raise InputTooLongError(f"{field}[{first}]", int(encoded.lengths[first]), max_length)
         return encoded
+
+
+def lowercasing(tokenizer: Tokenizer) -> Tokenizer:
+    """A copy of ``tokenizer`` that lower-cases texts first, as sentence-transformers applies ``do_lower_case``: a
+    Lowercase normalizer ahead of the tokenizer's own, unless one is there. Special tokens are matched before any
+    normalizer runs, so a literal ``[SEP]`` in a text stays one token; lower-casing the text would cut it into
+    word pieces."""
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    normalizer = copy.normalizer
+    if isinstance(normalizer, Lowercase) or (isinstance(normalizer, NormalizerSequence)
+                                             and any(isinstance(part, Lowercase) for part in normalizer)):
+        return copy
+    parts = list(normalizer) if isinstance(normalizer, NormalizerSequence) else [] if normalizer is None else [normalizer]
+    copy.normalizer = NormalizerSequence([Lowercase(), *parts])
+    return copy

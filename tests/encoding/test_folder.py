@@ -50,7 +50,8 @@ def test_prompts_follow_sentence_transformers_choice(tmp_path):
                                                      "default_prompt_name": "passage"},
                        sentence_bert_config={"max_seq_length": 128, "do_lower_case": True})
     config = read_embedder_config(path)
-    assert config.prompts == {"query": "q: ", "passage": "p: "} and config.normalize
+    # An empty prompt is a prompt still, as sentence-transformers and TEI read it: its name may be asked for.
+    assert config.prompts == {"query": "q: ", "passage": "p: ", "classify": ""} and config.normalize
     assert (config.prompt(True), config.prompt(False), config.prompt(None)) == ("q: ", "p: ", "p: ")
     assert config.max_seq_length == 128 and config.lowercase
 

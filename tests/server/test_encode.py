@@ -32,12 +32,14 @@ ALL_OUTPUTS = ["dense", "sparse", "multivector"]
 
 @pytest.fixture(scope="module")
 def encode_models_dir(tmp_path_factory) -> Any:
-    """A reranker and two embedding models: bge-m3-shaped (XLM-R, CLS, three outputs) and a BERT with prompts."""
+    """A reranker and two embedding models: bge-m3-shaped (XLM-R, CLS, three outputs) and a BERT with prompts and
+    no Normalize module."""
     root = tmp_path_factory.mktemp("encode-models")
     make_random_checkpoint(root / TINY_BERT, "bert", seed=3)
     make_random_embedder(root / TINY_M3, "xlm-roberta", pooling="cls", m3_heads=True, multivector_dim=24, seed=41,
                          max_seq_length=96)
-    make_random_embedder(root / TINY_EMBEDDER, "bert", pooling="mean", prompts=PROMPTS, seed=42, max_seq_length=64)
+    make_random_embedder(root / TINY_EMBEDDER, "bert", pooling="mean", normalize=False, prompts=PROMPTS, seed=42,
+                         max_seq_length=64)
     return root
 
 
@@ -203,9 +205,13 @@ def test_tei_embed_uses_the_first_model_that_encodes(client, m3, rng):
     assert client.post("/rerank", {"query": "q", "texts": ["a", "b"]}, msgpack_in=False).status == 200
 
 
-def test_openai_embeddings_in_float_and_base64(client, embedder, rng):
+def test_openai_embeddings_in_float_and_base64_with_unit_length(client, embedder, rng):
+    """OpenAI's vectors, and TEI's OpenAI route's, have unit length: the model's own (here none) does not matter,
+    nor whether ``dimensions`` cuts them (the full width gave a unit vector, no ``dimensions`` the raw one)."""
     texts = [random_text(rng, 4), random_text(rng, 17)]
-    expected = [result["dense"] for result in embedder.embed(texts)]
+    raw = [result["dense"] for result in embedder.embed(texts)]
+    assert all(abs(np.linalg.norm(vector) - 1) > 1e-3 for vector in raw), "the model itself does not normalise"
+    expected = [vector / np.linalg.norm(vector) for vector in raw]
     floats = client.post("/v1/embeddings", {"model": TINY_EMBEDDER, "input": texts}, msgpack_in=False).data()
     assert floats["object"] == "list" and floats["model"] == TINY_EMBEDDER
     assert floats["usage"]["prompt_tokens"] == floats["usage"]["total_tokens"] == embedder.tokenize(texts).num_tokens
@@ -215,6 +221,10 @@ def test_openai_embeddings_in_float_and_base64(client, embedder, rng):
                          msgpack_in=False).data()
     decoded = np.frombuffer(base64.b64decode(packed["data"][0]["embedding"]), dtype="<f4")
     np.testing.assert_allclose(decoded, expected[1], atol=1e-6)
+    for width in (embedder.dimensions["dense"], 8):
+        cut = client.post("/v1/embeddings", {"model": TINY_EMBEDDER, "input": texts[0], "dimensions": width},
+                          msgpack_in=False).data()["data"][0]["embedding"]
+        np.testing.assert_allclose(cut, raw[0][:width] / np.linalg.norm(raw[0][:width]), atol=1e-6)
 
 
 def test_models_say_which_score_and_which_encode(client):
