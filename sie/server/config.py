@@ -105,6 +105,7 @@ class ServerConfig:
     max_queue: int = 64
     max_items: int = 1000
     max_body_bytes: int = 16 * 1024 * 1024
+    max_response_bytes: int = 128 * 1024 * 1024
     max_buffered_bytes: int = 256 * 1024 * 1024
     request_timeout_s: float = 60.0
     read_timeout_s: float = 10.0
@@ -124,7 +125,8 @@ class ServerConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{env_name(name)} ({SETTINGS[name].flag}) must be a positive number of seconds, "
                                  f"not {getattr(self, name)}")
-        for name in ("workers", "threads", "max_queue", "max_items", "max_body_bytes", "max_connections"):
+        for name in ("workers", "threads", "max_queue", "max_items", "max_body_bytes", "max_response_bytes",
+                     "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{env_name(name)} ({SETTINGS[name].flag}) must be at least 1, not "
                                  f"{getattr(self, name)}")
@@ -197,6 +199,9 @@ SETTINGS: dict[str, Setting] = {
                          "--max-queue"),
     "max_items": Setting(int, "most items in one request; past it 413", "--max-items"),
     "max_body_bytes": Setting(int, "largest request body in bytes; past it 413", "--max-body-bytes"),
+    "max_response_bytes": Setting(int, "most bytes of vectors one encode request may ask for, counted as float32 "
+                                       "(a multivector output is tokens x width); past it 413 RESPONSE_TOO_LARGE "
+                                       "before the request runs", "--max-response-bytes"),
     "max_buffered_bytes": Setting(int, "bytes of requests still arriving that a worker holds, over all its "
                                        "connections; the request whose bytes would pass it gets 503 "
                                        "RESOURCE_EXHAUSTED and its connection is closed", "--max-buffered-bytes"),

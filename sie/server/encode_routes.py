@@ -27,6 +27,7 @@ from sie.encoder import Encoder, RawOutputs
 from sie.encoding.params import EncodeParams, parse_encode_params, parse_items
 from sie.errors import InvalidInputError
 from sie.server.encode_runner import EncodeRunner
+from sie.server.errors import ResponseTooLargeError
 from sie.server.routes import (
     check_item_count,
     check_truncation_direction,
@@ -58,12 +59,31 @@ def _encode_texts(model: str, texts: list[str], params: EncodeParams, field: str
     with served.batcher.slot() as slot:
         encoded = encoder.tokenize(texts, is_query=params.is_query, instruction=params.instruction,
                                    max_length=params.max_length, truncate=params.truncate, field=field)
+        check_response_size(encoder, params.output_types, len(texts), encoded.num_tokens,
+                            current.config.max_response_bytes)
         tokenized = time.perf_counter()
         remaining = current.config.request_timeout_s - (tokenized - g.sie_started)
         with runner.wanting(params.output_types):
             raw, timings = slot.run(encoded, max(remaining, 0.0))
     g.sie_phases = {"tokenize": tokenized - started, "queue": timings.queue_s, "inference": timings.inference_s}
     return list(raw), encoded.num_tokens, encoder
+
+
+def check_response_size(encoder: Encoder, output_types: tuple[str, ...], items: int, tokens: int,
+                        max_bytes: int) -> None:
+    """Raises ResponseTooLargeError when the ``output_types`` of ``items`` texts of ``tokens`` tokens in all would
+    hold more than ``max_bytes`` of float32 values: a multivector output is a row per token, and a request well
+    within the body limit (16 MB of text, ~4M tokens) could otherwise make a worker build gigabytes before answering,
+    every other request in the process at risk. Sparse outputs hold at most a weight and an index per token."""
+    per_item = {"dense": encoder.dimensions.get("dense", 0), "sparse": 0, "multivector": 0}
+    per_token = {"dense": 0, "sparse": 2, "multivector": encoder.dimensions.get("multivector", 0)}
+    values = sum(items * per_item[kind] + tokens * per_token[kind] for kind in output_types)
+    if 4 * values > max_bytes:
+        detail = ", ".join(f"{kind}: {items * per_item[kind] + tokens * per_token[kind]:,}" for kind in output_types)
+        raise ResponseTooLargeError(
+            f"the response would hold {4 * values / 2**20:,.1f} MiB of float32 values ({detail} values for "
+            f"{items} items of {tokens:,} tokens), more than this server's --max-response-bytes "
+            f"({max_bytes / 2**20:,.1f} MiB): send fewer or shorter items, or fewer output types")
 
 
 def numpy_map(array: np.ndarray) -> dict[bytes, Any]:

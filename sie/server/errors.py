@@ -42,6 +42,10 @@ class TooManyItemsError(ServerError):
     """More items than ``max_items`` in one request."""
 
 
+class ResponseTooLargeError(ServerError):
+    """An encode request whose vectors would pass ``max_response_bytes``."""
+
+
 class ModelNotServedError(ServerError, LookupError):
     """The requested model is neither loaded nor loadable here; ``available`` lists what is."""
 
@@ -102,6 +106,7 @@ ERRORS: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (ModelNotFoundError, ErrorKind(404, "MODEL_NOT_FOUND")),
     (PayloadTooLargeError, ErrorKind(413, "PAYLOAD_TOO_LARGE")),
     (TooManyItemsError, ErrorKind(413, "TOO_MANY_ITEMS")),
+    (ResponseTooLargeError, ErrorKind(413, "RESPONSE_TOO_LARGE")),
     (ModelLoadFailedError, ErrorKind(502, "MODEL_LOAD_FAILED")),
     (UnsupportedModelError, ErrorKind(502, "MODEL_LOAD_FAILED")),
     (ModelLoadingError, ErrorKind(503, "MODEL_LOADING", retry_after_s=2)),

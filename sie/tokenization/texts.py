@@ -60,6 +60,9 @@ def lowercasing(tokenizer: Tokenizer) -> Tokenizer:
     if isinstance(normalizer, Lowercase) or (isinstance(normalizer, NormalizerSequence)
                                              and any(isinstance(part, Lowercase) for part in normalizer)):
         return copy
-    parts = list(normalizer) if isinstance(normalizer, NormalizerSequence) else [] if normalizer is None else [normalizer]
+    if isinstance(normalizer, NormalizerSequence):
+        parts = list(normalizer)
+    else:
+        parts = [] if normalizer is None else [normalizer]
     copy.normalizer = NormalizerSequence([Lowercase(), *parts])
     return copy

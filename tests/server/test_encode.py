@@ -227,6 +227,35 @@ def test_openai_embeddings_in_float_and_base64_with_unit_length(client, embedder
         np.testing.assert_allclose(cut, raw[0][:width] / np.linalg.norm(raw[0][:width]), atol=1e-6)
 
 
+def test_an_encode_request_whose_vectors_pass_the_response_bound_gets_413_before_it_runs(encode_models_dir, m3, rng):
+    """A multivector output is a row per token: a body well within its limit could ask for gigabytes. The bound
+    counts float32 values (dense: a width per item, multivector: a width per token, sparse: two per token); the
+    same texts within it, or asking less of them, are answered."""
+    texts = [random_text(rng, 60) for _ in range(4)]
+    tokens = m3.tokenize(texts).num_tokens
+    dense, multivector = m3.dimensions["dense"], m3.dimensions["multivector"]
+    wanted = 4 * (len(texts) * dense + tokens * multivector)  # dense and multivector, in bytes
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SIE_MODELS_DIR", str(encode_models_dir))
+        application = create_app({"models": [TINY_M3], "device": "cpu", "max_response_bytes": wanted - 1})
+        try:
+            client = AppClient(application)
+            assert wait_ready(client).status == 200
+            both = {"items": [{"text": text} for text in texts], "params": {"output_types": ["dense", "multivector"]}}
+            refused = client.post(f"/v1/encode/{TINY_M3}", both, msgpack_in=False, accept="application/json")
+            detail = refused.data()["detail"]
+            assert refused.status == 413 and detail["code"] == "RESPONSE_TOO_LARGE"
+            assert (f"dense: {len(texts) * dense:,}, multivector: {tokens * multivector:,} values for 4 items of "
+                    f"{tokens:,} tokens), more than this server's --max-response-bytes") in detail["message"]
+            dense_only = {"items": both["items"], "params": {"output_types": ["dense"]}}
+            answered = client.post(f"/v1/encode/{TINY_M3}", dense_only, msgpack_in=False, accept="application/json")
+            assert answered.status == 200 and len(answered.data()["items"]) == 4
+            assert client.post(f"/v1/encode/{TINY_M3}", {**both, "items": both["items"][:1]}, msgpack_in=False,
+                               accept="application/json").status == 200
+        finally:
+            application.extensions[EXTENSION].registry.close()
+
+
 def test_models_say_which_score_and_which_encode(client):
     models = {model["name"]: model for model in client.get("/v1/models").data()["models"]}
     assert models[TINY_BERT]["task"] == "score" and models[TINY_BERT]["outputs"] == ["score"]
