@@ -26,6 +26,7 @@ from sie.encoding.m3 import M3Heads, has_m3_heads, sparse_vectors
 from sie.encoding.params import EncodeParams, l2_normalize, parse_encode_params, parse_items, quantize
 from sie.errors import InvalidInputError, ModelNotFoundError
 from sie.hub import resolve_model
+from sie.inputs import check_utf8
 from sie.models import build_model, compute_dtype, family_of, head_dim_of, read_config, task_of
 from sie.models import pooling
 from sie.packing import PackedBatch, pack, plan_micro_batches
@@ -171,6 +172,8 @@ class Encoder:
         (``is_query``), document (``is_query=False``) or default prompt. Each is cut to ``max_length`` tokens, or with
         ``truncate=False`` a longer one raises InputTooLongError naming ``{field}[i]``."""
         limit = self.max_length if max_length is None else self.check_max_length(max_length, "options.max_length")
+        for index, text in enumerate(texts):
+            check_utf8(text, f"{field}[{index}]")
         prompt = instruction if instruction is not None else self.settings.prompt(is_query)
         if prompt:
             texts = [prompt + text for text in texts]

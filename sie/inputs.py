@@ -6,6 +6,7 @@ with an ``InvalidInputError`` whose ``field`` names it (``items[3].text``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,10 @@ import numpy as np
 from sie.errors import InvalidInputError
 
 SCORE_OPTIONS = ("top_k", "raw_scores", "max_length", "truncate")
+# A Python str may hold lone UTF-16 surrogates (a JSON "\ud83d" escape, an emoji cut in half by a substring), which
+# are no UTF-8 text: no tokenizer takes them.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+NOT_UTF8 = "is not valid UTF-8 text (it holds a lone surrogate)"
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,17 @@ class Documents:
 
     texts: list[str]
     ids: list[str]
+
+
+def is_utf8_text(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8, i.e. holds no lone surrogate."""
+    return _LONE_SURROGATE.search(text) is None
+
+
+def check_utf8(text: str, field: str) -> None:
+    """Raises InvalidInputError naming ``field`` when ``text`` is not UTF-8 text."""
+    if not is_utf8_text(text):
+        raise InvalidInputError(field, NOT_UTF8)
 
 
 def positive_int(value: Any, field: str) -> int:
@@ -71,6 +87,7 @@ def parse_options(options: Mapping[str, Any] | None, field: str = "options") -> 
 def parse_text(item: Any, field: str) -> tuple[str, str | None]:
     """Returns (text, id) of a string or an Item map ``{"id"?, "text", "metadata"?, ...}``."""
     if isinstance(item, str):
+        check_utf8(item, field)
         return item, None
     if not isinstance(item, Mapping):
         raise InvalidInputError(field, f"must be a string or an item with a text, got {type(item).__name__}")
@@ -79,6 +96,7 @@ def parse_text(item: Any, field: str) -> tuple[str, str | None]:
     text = item["text"]
     if not isinstance(text, str):
         raise InvalidInputError(f"{field}.text", f"must be a string, got {type(text).__name__}")
+    check_utf8(text, f"{field}.text")
     item_id = item.get("id")
     if item_id is not None and not isinstance(item_id, str):
         raise InvalidInputError(f"{field}.id", f"must be a string, got {type(item_id).__name__}")

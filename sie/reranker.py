@@ -19,6 +19,7 @@ from sie.cuda_graphs import GraphedForward, bucket_for, dummy_lengths
 from sie.errors import InputTooLongError, InvalidInputError, ModelNotFoundError, UnsupportedModelError
 from sie.hub import default_model, offline, resolve_model
 from sie.inputs import (
+    check_utf8,
     item_list,
     parse_bool,
     parse_documents,
@@ -221,10 +222,17 @@ class Reranker:
 
         ``instruction`` fills a decoder recipe's instruction slot, or is prepended to a cross-encoder's query. With
         ``truncate=False`` a pair past the limit raises InputTooLongError naming ``items[i]``, or the query (``query``,
-        or ``items[i].query`` where pairs have their own) when it is too long even with an empty document.
+        or ``items[i].query`` where pairs have their own) when it is too long even with an empty document. A text
+        that is not UTF-8 (a lone surrogate) raises InvalidInputError naming it the same way.
         """
         limit = self.max_length if max_length is None else self._check_max_length(max_length, "options.max_length")
         queries = [query] * len(documents) if isinstance(query, str) else query
+        if instruction is not None:
+            check_utf8(instruction, "instruction")
+        one_query = isinstance(query, str) or len(set(queries)) == 1  # named as InputTooLongError names it
+        for index, (text, document) in enumerate(zip(queries, documents, strict=True)):
+            check_utf8(text, "query" if one_query else f"items[{index}].query")
+            check_utf8(document, f"items[{index}]")
         try:
             return self.tokenizer.encode(queries, documents, limit, truncate=truncate, instruction=instruction)
         except InputTooLongError as error:
@@ -356,6 +364,8 @@ class Reranker:
         for index, pair in enumerate(pairs):
             if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(text, str) for text in pair):
                 raise InvalidInputError(f"pairs[{index}]", "must be a (query, document) pair of strings")
+            for text in pair:
+                check_utf8(text, f"pairs[{index}]")
         logits, _ = self._tokenize_and_score([pair[0] for pair in pairs], [pair[1] for pair in pairs],
                                              batch_size=batch_size, show_progress_bar=bool(show_progress_bar))
         logits = torch.from_numpy(logits)

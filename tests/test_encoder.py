@@ -198,6 +198,8 @@ def test_bad_input_names_its_field(bert_embedder):
         (lambda: sie.encode(model, "a", output_dtype="int4"), "output_dtype"),
         (lambda: sie.encode(model, "a", options={"max_length": 10_000}), "options.max_length"),
         (lambda: Encoder(model, device="cpu").encode(["a", None]), "sentences[1]"),
+        (lambda: Encoder(model, device="cpu").encode(["a", "cut \ud83d"]), "sentences[1]"),
+        (lambda: sie.encode(model, [{"text": "a"}, {"text": "cut \udc00"}]), "items[1].text"),
         (lambda: Encoder(model, device="cpu").encode("a", prompt_name="nope"), "prompt_name"),
     ]
     for call, field in cases:

@@ -78,12 +78,28 @@ def test_empty_documents_give_an_empty_list(reranker):
         (["fine", {"id": "x"}], "documents[1].text"),
         (["fine", {"text": 7}], "documents[1].text"),
         ([{"id": 5, "text": "fine"}], "documents[0].id"),
+        # Lone surrogates (an emoji cut in half): no UTF-8 text, which the tokenizer refused with a bare TypeError.
+        (["fine", "cut emoji \ud83d"], "documents[1]"),
+        (["fine", {"text": "cut \udc00 emoji"}], "documents[1].text"),
     ],
 )
 def test_bad_documents_raise_value_error_naming_the_item(reranker, documents, field):
     with pytest.raises(ValueError, match="^" + re.escape(field) + ":") as error:
         reranker.rerank("What is Python?", documents)
     assert error.value.field == field
+
+
+def test_text_that_is_not_utf8_is_named_wherever_it_comes_in(reranker):
+    cases = [(lambda: reranker.rerank("cut \ud83d", ["fine"]), "query"),
+             (lambda: reranker.predict([("q", "fine"), ("q", "cut \udcff")]), "pairs[1]"),
+             (lambda: reranker.predict([("q", "fine"), ("x \ud800", "fine")]), "pairs[1]"),
+             (lambda: reranker.encode(["q", "r"], ["fine", "cut \ud83d"]), "items[1]"),
+             (lambda: reranker.encode(["q", "r \ud83d"], ["fine", "fine"]), "items[1].query"),
+             (lambda: reranker.rerank("q", ["fine"], instruction="cut \ud83d"), "instruction")]
+    for call, field in cases:
+        with pytest.raises(InvalidInputError, match="is not valid UTF-8 text") as error:
+            call()
+        assert error.value.field == field
 
 
 def test_raw_scores_are_the_logits_of_the_sigmoid_scores(reranker):

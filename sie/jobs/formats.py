@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sie.errors import InvalidInputError
+from sie.inputs import is_utf8_text
 
 INPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -52,9 +53,13 @@ class Reject:
     record: Any = None
 
     def to_json(self) -> str:
-        entry = {"row": self.row, "line": self.line, "error": self.error, "record": self.record}
-        return json.dumps({key: value for key, value in entry.items() if value is not None}, ensure_ascii=False,
-                          default=json_value)
+        """One JSON line; non-ASCII text as itself, unless the record holds text that is not UTF-8 (a lone
+        surrogate, the reason it was set aside): then escaped, as the input spelled it."""
+        entry = {key: value for key, value in
+                 {"row": self.row, "line": self.line, "error": self.error, "record": self.record}.items()
+                 if value is not None}
+        line = json.dumps(entry, ensure_ascii=False, default=json_value)
+        return line if is_utf8_text(line) else json.dumps(entry, default=json_value)
 
 
 class Rows(Protocol):

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from sie.errors import InvalidInputError
+from sie.inputs import NOT_UTF8, is_utf8_text
 from sie.reranker import Reranker
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
@@ -34,7 +35,7 @@ def torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 def text_problem(value: object) -> str | None:
     """Why ``value`` cannot be scored as a query or document text, or None when it can."""
     if isinstance(value, str):
-        return None
+        return None if is_utf8_text(value) else NOT_UTF8
     if value is None:
         return "is missing or null"
     return f"must be a string, got {type(value).__name__}"

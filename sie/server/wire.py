@@ -7,7 +7,6 @@ format follows Content-Type, the response format follows Accept (CONTRACT.md).
 from __future__ import annotations
 
 import json
-import re
 from typing import IO, Any
 
 import msgpack
@@ -15,11 +14,11 @@ from flask import Response
 
 from sie.server.errors import PayloadTooLargeError
 from sie.errors import InvalidInputError
+from sie.inputs import NOT_UTF8, is_utf8_text
 
 MSGPACK = "application/msgpack"
 JSON = "application/json"
 _CHUNK = 64 * 1024
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def read_body(stream: IO[bytes], content_length: int | None, limit: int) -> bytes:
@@ -50,8 +49,8 @@ def is_msgpack(media_type: str | None) -> bool:
 def _check_text(value: Any, path: str) -> None:
     """Raises InvalidInputError naming the first string under ``value`` that is not valid UTF-8."""
     if isinstance(value, str):
-        if _LONE_SURROGATE.search(value):
-            raise InvalidInputError(path, "is not valid UTF-8 text")
+        if not is_utf8_text(value):
+            raise InvalidInputError(path, NOT_UTF8)
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_text(item, f"{path}.{key}" if path else str(key))

@@ -176,6 +176,23 @@ def test_a_job_resumes_only_with_its_own_arguments(tiny_reranker, seed, tmp_path
         score_file(path, output, tiny_reranker, options)
 
 
+def test_a_text_that_is_not_utf8_is_a_bad_row_like_any_other(tiny_reranker, tmp_path):
+    """A JSON escape of half an emoji ("\\ud83d") is valid JSON and no UTF-8 text: the run stopped on it with a
+    bare TypeError, and with ``skip`` it was not set aside. Now it fails the run naming the row, or goes to the
+    rejects file as the input spelled it while the other rows are scored."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"query": "q", "document": "fine"}\n{"query": "q", "document": "cut emoji \\ud83d"}\n'
+                    '{"query": "q", "document": "also fine"}\n', encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="row 1 \\(line 2\\): document: is not valid UTF-8 text"):
+        score_file(path, tmp_path / "scores.jsonl", tiny_reranker)
+    result = score_file(path, tmp_path / "scores.jsonl", tiny_reranker,
+                        ScoreFileOptions(on_error="skip", overwrite=True))
+    assert (result.scored, result.rejected) == (2, 1)
+    assert read_output(result.output).column("document").to_pylist() == ["fine", "also fine"]
+    (reject,) = result.rejects.read_text(encoding="utf-8").splitlines()
+    assert '"record": {"query": "q", "document": "cut emoji \\ud83d"}' in reject
+
+
 def test_a_job_another_run_holds_is_refused_and_a_dead_runs_lock_file_is_not(tiny_reranker, seed, tmp_path):
     path = write_input(tmp_path / "pairs.parquet", pairs_table(seed, 100))
     output = tmp_path / "scores.parquet"
