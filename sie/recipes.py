@@ -65,7 +65,8 @@ class Recipe:
         instruction = instruction if instruction is not None else self.default_instruction
         if "{instruction}" in self.query_template:
             return self.query_template.format(query=query, instruction=instruction or "")
-        if instruction is not None and self.instruction_template is not None:
+        # An empty instruction is none here, as mxbai-rerank-v2's reference reads it (``if instruction``).
+        if instruction and self.instruction_template is not None:
             return self.instruction_template.format(query=query, instruction=instruction)
         return self.query_template.format(query=query)
 

@@ -29,8 +29,9 @@ def qwen3_reranker_ids(tokenizer, query: str, document: str, instruction: str | 
     """Qwen3-Reranker's ids for one pair: the formatted pair cut to fit between the prefix and suffix."""
     prefix = tokenizer.encode(QWEN3_PREFIX, add_special_tokens=False)
     suffix = tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False)
-    text = (f"<Instruct>: {instruction or QWEN3_DEFAULT_INSTRUCTION}\n<Query>: {query}\n"
-            f"<Document>: {document}")
+    # The model card's format_instruction: the default only for None; an empty instruction stays empty.
+    instruction = QWEN3_DEFAULT_INSTRUCTION if instruction is None else instruction
+    text = f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
     middle = tokenizer(text, padding=False, truncation="longest_first", return_attention_mask=False,
                        max_length=max_length - len(prefix) - len(suffix))["input_ids"]
     return prefix + middle + suffix
