@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -118,6 +119,28 @@ def max_sequence_length(family_limit: int, tokenizer) -> int:
     return family_limit
 
 
+def declared_activation(config: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The activation sentence-transformers' ``CrossEncoder.predict`` applies by default on this checkpoint: the one
+    its config names (``sentence_transformers.activation_fn``, or the older ``sbert_ce_default_activation_function``)
+    when that is a torch class, as the ms-marco cross-encoders name ``Identity`` (logits); else the sigmoid. A class
+    outside torch is not imported (sentence-transformers asks for trust_remote_code): the sigmoid, with a warning."""
+    settings = getattr(config, "sentence_transformers", None)
+    declared = settings.get("activation_fn") if isinstance(settings, dict) else None
+    declared = declared or getattr(config, "sbert_ce_default_activation_function", None)
+    if not declared:
+        return torch.sigmoid
+    module, _, name = str(declared).rpartition(".")
+    if module.split(".")[0] == "torch":
+        try:
+            return getattr(importlib.import_module(module), name)()
+        except (ImportError, AttributeError, TypeError) as error:
+            logger.warning("the checkpoint's activation %s cannot be made (%s); predict applies the sigmoid", declared,
+                           error)
+    else:
+        logger.warning("the checkpoint's activation %s is not torch's; predict applies the sigmoid", declared)
+    return torch.sigmoid
+
+
 class Reranker:
     """A reranker loaded for inference: a cross-encoder, or a decoder LLM read through a prompt recipe.
 
@@ -169,6 +192,7 @@ class Reranker:
         self.model, self.kernels = build_model(self.path, self.family, config, self.device, self.dtype, backend,
                                                head_dim_of(config))
         self.architecture = next(name for name in config.architectures if name in self.family.architectures)
+        self.activation_fn = declared_activation(config)
         default_length = min(self.tokenizer.default_max_length or self.model_max_length, self.model_max_length)
         self.max_length = default_length if max_length is None else self._check_max_length(max_length, "max_length")
         self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self.device.type, 8192)
@@ -352,7 +376,8 @@ class Reranker:
     ) -> np.ndarray | torch.Tensor | list[torch.Tensor] | np.float32:
         """sentence-transformers' ``CrossEncoder.predict``: scores of ``[(query, document), ...]`` in input order.
 
-        The default activation is the sigmoid; ``activation_fn=torch.nn.Identity()`` gives logits.
+        The default activation is the checkpoint's, as sentence-transformers reads it (``declared_activation``: the
+        sigmoid unless its config names another, ``Identity`` for logits); ``activation_fn`` overrides it.
         ``apply_softmax`` changes nothing: sie's rerankers give one logit. ``batch_size`` caps the pairs of one
         micro-batch on top of the token budget (``max_batch_tokens``), which alone decides by default. Returns a
         1-D array of ``len(pairs)`` scores (a tensor with ``convert_to_tensor``, a list of 0-d tensors with neither
@@ -369,7 +394,7 @@ class Reranker:
         logits, _ = self._tokenize_and_score([pair[0] for pair in pairs], [pair[1] for pair in pairs],
                                              batch_size=batch_size, show_progress_bar=bool(show_progress_bar))
         logits = torch.from_numpy(logits)
-        scores = (activation_fn or torch.sigmoid)(logits)
+        scores = (activation_fn or self.activation_fn)(logits)
         if convert_to_tensor:
             converted = scores
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 import sie
-from sie import InputTooLongError, InvalidInputError
+from sie import InputTooLongError, InvalidInputError, Reranker
+from sie.testing.words import random_text
 
 GUIDE_DOCUMENTS = ["Python is a programming language.", "Snakes are reptiles.", "Python was created by Guido van Rossum."]
 
@@ -192,3 +194,40 @@ def test_max_length_must_leave_room_for_a_document_token(random_xlm_roberta_path
         xlm_roberta.score("what is python", ["python " * 200], options={"max_length": shortest - 1})
     result = xlm_roberta.score("what is python", ["python " * 200], options={"max_length": shortest})
     assert result["usage"]["input_tokens"] == shortest
+
+
+@pytest.mark.parametrize(("key", "declared"), [
+    ("sentence_transformers", "torch.nn.modules.linear.Identity"),  # what the ms-marco cross-encoders name
+    ("sbert_ce_default_activation_function", "torch.nn.modules.activation.Softsign"),  # the older key
+    (None, None),  # none named: the sigmoid
+    ("sentence_transformers", "my_package.Scaled"),  # not torch's: not imported, the sigmoid
+])
+def test_predict_and_rank_apply_the_activation_the_checkpoint_names(random_bert_path, tmp_path, rng, key, declared):
+    """As sentence-transformers' CrossEncoder reads it; rerank and the score API keep their sigmoid scores."""
+    import shutil
+
+    from sentence_transformers import CrossEncoder
+
+    folder = tmp_path / "model"
+    shutil.copytree(random_bert_path, folder)
+    config = json.loads((folder / "config.json").read_text())
+    if key == "sentence_transformers":
+        config[key] = {"activation_fn": declared}
+    elif key is not None:
+        config[key] = declared
+    (folder / "config.json").write_text(json.dumps(config))
+    pairs = [(random_text(rng, 4), random_text(rng, int(words))) for words in (3, 12, 40)]
+    ours = Reranker(str(folder), device="cpu", dtype=torch.float32)
+    expected = CrossEncoder(str(folder), device="cpu").predict(pairs)
+    # Within 1e-3, not closer: this random tokenizer gives sentence-transformers no token types (its
+    # model_input_names lack them), where sie packs the pair's 0s and 1s. The activations differ by far more.
+    np.testing.assert_allclose(ours.predict(pairs), expected, rtol=0, atol=1e-3)
+    logits = ours.predict(pairs, activation_fn=torch.nn.Identity())
+    by_name = {"torch.nn.modules.linear.Identity": logits,
+               "torch.nn.modules.activation.Softsign": logits / (1 + np.abs(logits))}
+    np.testing.assert_allclose(ours.predict(pairs), by_name.get(declared, 1 / (1 + np.exp(-logits))), rtol=0,
+                               atol=1e-6)
+    assert [result["score"] for result in ours.rank(pairs[0][0], [pairs[0][1]])] == [pytest.approx(
+        float(ours.predict(pairs[:1])[0]), abs=1e-6)]
+    assert ours.rerank(pairs[0][0], [pairs[0][1]])[0]["score"] == pytest.approx(1 / (1 + np.exp(-logits[0])),
+                                                                                abs=1e-6)

@@ -42,5 +42,6 @@ def text_problem(value: object) -> str | None:
 
 
 def score_pairs(reranker: Reranker, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
-    """sigmoid(logit) of each ``(queries[i], documents[i])``: float32 ``(num_pairs,)`` in input order."""
-    return reranker.predict(list(zip(queries, documents, strict=True)))
+    """sigmoid(logit) of each ``(queries[i], documents[i])``: float32 ``(num_pairs,)`` in input order, as the score
+    API gives, whatever activation the checkpoint names for ``predict``."""
+    return reranker.predict(list(zip(queries, documents, strict=True)), activation_fn=torch.sigmoid)
