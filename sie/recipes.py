@@ -226,6 +226,7 @@ def no_recipe_error(model_id: str, architecture: str) -> UnsupportedModelError:
     """The error for a decoder checkpoint whose recipe nothing names, saying how to give one."""
     return UnsupportedModelError(
         f"{model_id} is a {architecture}: sie reads it as a reranker through a prompt recipe, and none is known for "
-        f"it. Give one: Reranker({model_id!r}, recipe=NAME) or `sie serve --recipe {model_id}=NAME` with NAME one "
-        f"of {', '.join(BUILT_IN)} (or a recipe file), or put a {RECIPE_FILE} in the model folder"
+        f"it. Give one: Reranker({model_id!r}, recipe=NAME), `--recipe NAME` to sie rerank or sie score-file, or "
+        f"`sie serve --recipe {model_id}=NAME`, with NAME one of {', '.join(BUILT_IN)} (or a recipe file); or put "
+        f"a {RECIPE_FILE} in the model folder"
     )

@@ -148,7 +148,8 @@ def test_truncation_cuts_the_document_never_the_template_end(checkpoints):
 
 
 def test_a_causal_lm_without_a_recipe_is_refused_saying_how_to_give_one(checkpoints, random_bert_path):
-    with pytest.raises(UnsupportedModelError, match="recipe=NAME.*--recipe.*sie_reranker.json"):
+    with pytest.raises(UnsupportedModelError, match="recipe=NAME.*`--recipe NAME` to sie rerank or sie score-file.*"
+                                                    "sie serve --recipe .*sie_reranker.json"):
         Reranker(str(checkpoints["qwen3-lm"]), device="cpu")
     with pytest.raises(UnsupportedModelError, match="neither a built-in"):
         Reranker(str(checkpoints["qwen3-lm"]), device="cpu", recipe="nope")
