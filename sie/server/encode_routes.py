@@ -77,9 +77,10 @@ def check_response_size(encoder: Encoder, output_types: tuple[str, ...], items: 
     every other request in the process at risk. Sparse outputs hold at most a weight and an index per token."""
     per_item = {"dense": encoder.dimensions.get("dense", 0), "sparse": 0, "multivector": 0}
     per_token = {"dense": 0, "sparse": 2, "multivector": encoder.dimensions.get("multivector", 0)}
-    values = sum(items * per_item[kind] + tokens * per_token[kind] for kind in output_types)
+    counts = {kind: items * per_item[kind] + tokens * per_token[kind] for kind in output_types}
+    values = sum(counts.values())
     if 4 * values > max_bytes:
-        detail = ", ".join(f"{kind}: {items * per_item[kind] + tokens * per_token[kind]:,}" for kind in output_types)
+        detail = ", ".join(f"{kind}: {count:,}" for kind, count in counts.items())
         raise ResponseTooLargeError(
             f"the response would hold {4 * values / 2**20:,.1f} MiB of float32 values ({detail} values for "
             f"{items} items of {tokens:,} tokens), more than this server's --max-response-bytes "
