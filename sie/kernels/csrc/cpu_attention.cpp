@@ -6,12 +6,16 @@
 // multiplies pairs of bf16 values and accumulates in fp32, so both products run in registers: scores for a tile of
 // query rows x 32 keys, then probabilities x V for the same rows. A sequence's keys fit in one pass (no online
 // rescaling): a tile's scores are kept for all its keys, softmax is exact per row, and the unnormalised
-// probabilities are rounded to bf16 before the second product, as flash-attn does on a GPU.
+// probabilities are rounded to bf16 before the second product, as flash-attn does on a GPU. Scores are kept
+// unscaled; the softmax scale and log2(e) enter once, in the exponential's argument (one fused multiply-subtract).
+// Past a sequence's last key, work stops at the next 16 keys (scores, exponentials) or 2 keys (P x V), not 32.
 //
 // Shapes: q [total_q, heads, D]; k, v [total_k, kv_heads, D], any strides but contiguous heads;
 // cu_seqlens, cu_seqlens_q int32 [batch + 1]; head dims 32, 64 and 128. Query head h reads key/value head
 // h / (heads / kv_heads). Causal masks and windows align to the bottom right; a row that sees no key gets zeros.
 #include <immintrin.h>
+
+#include <type_traits>
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -29,7 +33,7 @@
 
 namespace {
 
-using sie_cpu::exp16;
+using sie_cpu::exp2_16;
 
 constexpr int KEY_BLOCK = 32;  // keys per score step: two 16-lane registers
 
@@ -76,6 +80,9 @@ inline void transpose_16x16(__m512i rows[16]) {
 template <int D>
 void pack_keys(const uint16_t* k, int64_t stride, int len_k, int keys, uint16_t* packed) {
   for (int j0 = 0; j0 < keys; j0 += 16) {
+    // The rows sit a whole token's q, k and v apart: prefetch the next 16 while these are transposed.
+    for (int j = j0 + 16; j < std::min(j0 + 32, len_k); ++j)
+      _mm_prefetch(reinterpret_cast<const char*>(k + j * stride), _MM_HINT_T0);
     for (int c = 0; c < D / 32; ++c) {  // 16 pairs of dims per register
       __m512i rows[16];
       for (int j = 0; j < 16; ++j)
@@ -95,6 +102,8 @@ void pack_values(const uint16_t* v, int64_t stride, int len_k, int keys, uint16_
   const __m512i low = _mm512_load_si512(low_half);
   const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
   for (int j = 0; j < keys; j += 2) {
+    if (j + 8 < len_k) _mm_prefetch(reinterpret_cast<const char*>(v + (j + 8) * stride), _MM_HINT_T0);
+    if (j + 9 < len_k) _mm_prefetch(reinterpret_cast<const char*>(v + (j + 9) * stride), _MM_HINT_T0);
     for (int c = 0; c < D / 32; ++c) {
       const __m512i even = j < len_k ? _mm512_loadu_si512(v + j * stride + 32 * c) : _mm512_setzero_si512();
       const __m512i odd = j + 1 < len_k ? _mm512_loadu_si512(v + (j + 1) * stride + 32 * c) : _mm512_setzero_si512();
@@ -144,52 +153,66 @@ void attend(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_st
     // Keys in [every_lo, every_hi) are visible to every row of the tile: no masks there.
     const int every_lo = *std::max_element(lo, lo + M), every_hi = *std::min_element(hi, hi + M);
     const int first_block = tile_lo / KEY_BLOCK, last_block = (tile_hi + KEY_BLOCK - 1) / KEY_BLOCK;
+    for (int m = 0; m < M && r0 + M + m < len_q; ++m)  // the next tile's query rows
+      _mm_prefetch(reinterpret_cast<const char*>(q + (r0 + M + m) * q_stride), _MM_HINT_T0);
     int32_t q_pairs[M][PAIRS];
     for (int m = 0; m < M; ++m) std::memcpy(q_pairs[m], q + (r0 + std::min(m, rows - 1)) * q_stride, D * 2);
-    const __m512 scale16 = _mm512_set1_ps(scale);
+    const float scale_log2e = scale * 1.44269504088896341f;  // softmax(scale s) = 2^(scale log2(e) s) / sum
+    const __m512 scale16 = _mm512_set1_ps(scale_log2e);
     __m512 top[M];
     for (int m = 0; m < M; ++m) top[m] = _mm512_set1_ps(-INFINITY);
-    for (int b = first_block; b < last_block; ++b) {
-      __m512 acc[M][2];
-      for (int m = 0; m < M; ++m) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
+    float* const scores = scratch.scores.data();
+    uint16_t* const probs = scratch.probs.data();
+    // Unscaled scores for a block of keys in 16-lane vectors, and each row's running maximum over its visible keys
+    // (the scale is positive: the same keys); a last block with at most 16 keys left computes only its first vector.
+    const auto score_block = [&](int b, auto vectors) {
+      constexpr int VECTORS = decltype(vectors)::value;
+      __m512 acc[M][VECTORS];
+      for (int m = 0; m < M; ++m)
+        for (int t = 0; t < VECTORS; ++t) acc[m][t] = _mm512_setzero_ps();
       const uint16_t* kp = scratch.k_packed.data() + static_cast<size_t>(b) * KEY_BLOCK * 2;
       for (int p = 0; p < PAIRS; ++p) {
-        const __m512bh k0 = (__m512bh)_mm512_loadu_si512(kp + static_cast<size_t>(p) * keys * 2);
-        const __m512bh k1 = (__m512bh)_mm512_loadu_si512(kp + static_cast<size_t>(p) * keys * 2 + 32);
+        __m512bh kv[VECTORS];
+        for (int t = 0; t < VECTORS; ++t)
+          kv[t] = (__m512bh)_mm512_loadu_si512(kp + static_cast<size_t>(p) * keys * 2 + 32 * t);
         for (int m = 0; m < M; ++m) {
           const __m512bh qp = (__m512bh)_mm512_set1_epi32(q_pairs[m][p]);
-          acc[m][0] = _mm512_dpbf16_ps(acc[m][0], qp, k0);
-          acc[m][1] = _mm512_dpbf16_ps(acc[m][1], qp, k1);
+          for (int t = 0; t < VECTORS; ++t) acc[m][t] = _mm512_dpbf16_ps(acc[m][t], qp, kv[t]);
         }
       }
-      for (int m = 0; m < M; ++m) {  // scaled scores, and each row's running maximum over its visible keys
-        float* row = scratch.scores.data() + static_cast<size_t>(m) * keys + b * KEY_BLOCK;
-        const __m512 low = _mm512_mul_ps(acc[m][0], scale16), high = _mm512_mul_ps(acc[m][1], scale16);
-        _mm512_storeu_ps(row, low);
-        _mm512_storeu_ps(row + 16, high);
-        if (b * KEY_BLOCK >= every_lo && (b + 1) * KEY_BLOCK <= every_hi) {
-          top[m] = _mm512_max_ps(top[m], _mm512_max_ps(low, high));
-        } else {
-          top[m] = _mm512_mask_max_ps(top[m], lanes_within(b * KEY_BLOCK, lo[m], hi[m]), top[m], low);
-          top[m] = _mm512_mask_max_ps(top[m], lanes_within(b * KEY_BLOCK + 16, lo[m], hi[m]), top[m], high);
-        }
+      const bool every = b * KEY_BLOCK >= every_lo && b * KEY_BLOCK + 16 * VECTORS <= every_hi;
+      float* const block = scores + b * KEY_BLOCK;
+      for (int m = 0; m < M; ++m)
+        for (int t = 0; t < VECTORS; ++t) _mm512_storeu_ps(block + static_cast<size_t>(m) * keys + 16 * t, acc[m][t]);
+      if (every) {
+        for (int m = 0; m < M; ++m)
+          for (int t = 0; t < VECTORS; ++t) top[m] = _mm512_max_ps(top[m], acc[m][t]);
+      } else {
+        for (int m = 0; m < M; ++m)
+          for (int t = 0; t < VECTORS; ++t)
+            top[m] = _mm512_mask_max_ps(top[m], lanes_within(b * KEY_BLOCK + 16 * t, lo[m], hi[m]), top[m], acc[m][t]);
       }
+    };
+    for (int b = first_block; b < last_block; ++b) {
+      if (tile_hi - b * KEY_BLOCK <= 16) score_block(b, std::integral_constant<int, 1>{});
+      else score_block(b, std::integral_constant<int, 2>{});
     }
     // Exact softmax per row, the tile's rows interleaved so that their exponentials overlap; probabilities are
     // kept unnormalised in bf16, as flash-attn does on a GPU.
     __m512 row_max[M], sum[M];
     for (int m = 0; m < M; ++m) {
-      row_max[m] = _mm512_set1_ps(hi[m] > lo[m] ? _mm512_reduce_max_ps(top[m]) : 0.0f);
+      row_max[m] = _mm512_set1_ps(hi[m] > lo[m] ? _mm512_reduce_max_ps(top[m]) * scale_log2e : 0.0f);
       sum[m] = _mm512_setzero_ps();
     }
-    for (int j = first_block * KEY_BLOCK; j < last_block * KEY_BLOCK; j += 16) {
+    const int exp_end = (tile_hi + 15) / 16 * 16, pair_end = (tile_hi + 1) / 2;
+    for (int j = first_block * KEY_BLOCK; j < exp_end; j += 16) {
       const bool every = j >= every_lo && j + 16 <= every_hi;
       for (int m = 0; m < M; ++m) {
-        const __m512 x = _mm512_loadu_ps(scratch.scores.data() + static_cast<size_t>(m) * keys + j);
+        const __m512 x = _mm512_loadu_ps(scores + static_cast<size_t>(m) * keys + j);
         const __mmask16 visible = every ? static_cast<__mmask16>(0xFFFF) : lanes_within(j, lo[m], hi[m]);
-        const __m512 e = _mm512_maskz_mov_ps(visible, exp16(_mm512_sub_ps(x, row_max[m])));
+        const __m512 e = _mm512_maskz_mov_ps(visible, exp2_16(_mm512_fmsub_ps(x, scale16, row_max[m])));
         sum[m] = _mm512_add_ps(sum[m], e);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(scratch.probs.data() + static_cast<size_t>(m) * keys + j),
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(probs + static_cast<size_t>(m) * keys + j),
                             (__m256i)_mm512_cvtneps_pbh(e));
       }
     }
@@ -198,12 +221,12 @@ void attend(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_st
     __m512 o[M][OUT_VECTORS];
     for (int m = 0; m < M; ++m)
       for (int t = 0; t < OUT_VECTORS; ++t) o[m][t] = _mm512_setzero_ps();
-    for (int j2 = first_block * KEY_BLOCK / 2; j2 < last_block * KEY_BLOCK / 2; ++j2) {
+    for (int j2 = first_block * KEY_BLOCK / 2; j2 < pair_end; ++j2) {
       __m512bh vv[OUT_VECTORS];
       const uint16_t* vp = scratch.v_packed.data() + static_cast<size_t>(j2) * D * 2;
       for (int t = 0; t < OUT_VECTORS; ++t) vv[t] = (__m512bh)_mm512_loadu_si512(vp + 32 * t);
       for (int m = 0; m < M; ++m) {
-        const __m512bh pp = broadcast_pair(scratch.probs.data() + static_cast<size_t>(m) * keys + 2 * j2);
+        const __m512bh pp = broadcast_pair(probs + static_cast<size_t>(m) * keys + 2 * j2);
         for (int t = 0; t < OUT_VECTORS; ++t) o[m][t] = _mm512_dpbf16_ps(o[m][t], pp, vv[t]);
       }
     }
@@ -241,6 +264,7 @@ at::Tensor varlen_attention_bf16(const at::Tensor& q, const at::Tensor& k, const
               cu_seqlens.sizes() == cu_seqlens_q.sizes(), "sie cpu attention: int32 cu_seqlens of one shape");
   const HeadKernel kernel = head_kernel(q.size(2));
   TORCH_CHECK(kernel != nullptr, "sie cpu attention: head_dim ", q.size(2), " is not 32, 64 or 128");
+  TORCH_CHECK(softmax_scale > 0, "sie cpu attention: softmax_scale must be positive, got ", softmax_scale);
   const at::Tensor bounds_k = cu_seqlens.contiguous(), bounds_q = cu_seqlens_q.contiguous();
   const int32_t* ck = bounds_k.const_data_ptr<int32_t>();
   const int32_t* cq = bounds_q.const_data_ptr<int32_t>();
@@ -254,14 +278,22 @@ at::Tensor varlen_attention_bf16(const at::Tensor& q, const at::Tensor& k, const
   const float scale = static_cast<float>(softmax_scale);
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
     Scratch scratch;
-    for (int64_t task = begin; task < end; ++task) {
-      // Head-major: an even split of the tasks gives each thread whole heads of every sequence, the same work.
-      const int64_t h = task / batch, b = task % batch, kv_head = h / groups;
-      const int len_q = cq[b + 1] - cq[b], len_k = ck[b + 1] - ck[b];
-      if (len_q == 0) continue;
-      kernel(qd + cq[b] * q.stride(0) + h * q.stride(1), q.stride(0), kd + ck[b] * k.stride(0) + kv_head * k.stride(1),
-             k.stride(0), vd + ck[b] * v.stride(0) + kv_head * v.stride(1), v.stride(0),
-             od + cq[b] * out.stride(0) + h * out.stride(1), out.stride(0), len_q, len_k, mask, scale, scratch);
+    // Tasks are numbered head-major, so that an even split gives each thread whole heads of every sequence, the
+    // same work; a thread runs its share sequence by sequence, so that one sequence's heads read neighbouring cache
+    // lines of its rows while they are cached.
+    const int64_t first_head = begin / batch, last_head = (end - 1) / batch;
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t h = first_head; h <= last_head; ++h) {
+        const int64_t task = h * batch + b;
+        if (task < begin || task >= end) continue;
+        const int64_t kv_head = h / groups;
+        const int len_q = cq[b + 1] - cq[b], len_k = ck[b + 1] - ck[b];
+        if (len_q == 0) continue;
+        kernel(qd + cq[b] * q.stride(0) + h * q.stride(1), q.stride(0),
+               kd + ck[b] * k.stride(0) + kv_head * k.stride(1), k.stride(0),
+               vd + ck[b] * v.stride(0) + kv_head * v.stride(1), v.stride(0),
+               od + cq[b] * out.stride(0) + h * out.stride(1), out.stride(0), len_q, len_k, mask, scale, scratch);
+      }
     }
   });
   return out;

@@ -5,11 +5,10 @@
 
 namespace sie_cpu {
 
-// exp(x) on 16 lanes for x <= 0 (in attention: scores minus their row maximum), as 2^t with t = x log2(e) = n + f,
+// 2^t on 16 lanes for t <= 0 (in attention: scores minus their row maximum, in units of log2(e)), with t = n + f,
 // |f| <= 1/2: 2^f by a degree-5 polynomial (coefficients fitted for relative error, 2.3e-7 at most: fp32's own
 // rounding, where attention's probabilities are then rounded to bf16, 2e-3), times 2^n by scalef.
-inline __m512 exp16(__m512 x) {
-  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+inline __m512 exp2_16(__m512 t) {
   const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 f = _mm512_sub_ps(t, n);
   __m512 p = _mm512_set1_ps(1.326697994954884e-3f);
@@ -20,6 +19,9 @@ inline __m512 exp16(__m512 x) {
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000001192092896f));
   return _mm512_scalef_ps(p, n);
 }
+
+// exp(x) on 16 lanes for x <= 0: 2^(x log2(e)).
+inline __m512 exp16(__m512 x) { return exp2_16(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f))); }
 
 // erf(x) on 16 lanes, Abramowitz and Stegun 7.1.26 (absolute error 1.5e-7), the formula of PyTorch's own
 // vectorised erf, and so of its fp32 GELU: sign(x) (1 - poly(t) t exp(-x^2)) with t = 1 / (1 + 0.3275911 |x|).
