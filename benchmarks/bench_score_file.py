@@ -28,7 +28,7 @@ import torch
 
 import sie
 from sie.jobs.score_file import ScoreFileOptions, score_file
-from sie.jobs.scoring import DTYPES
+from sie.dtypes import DTYPES
 from sie.testing.fidelity import fidelity_queries
 from arguments import count
 from timing import seconds_of

@@ -65,10 +65,12 @@ def _models_fetch_default(args: argparse.Namespace) -> int:
 
 
 def _kernels_build(args: argparse.Namespace) -> int:
-    from sie.kernels.cpu_extension import cpu_extension, extensions_dir
+    from sie.kernels.cpu_extension import cpu_can_run_kernels, cpu_extension, extensions_dir
 
     if cpu_extension() is None:
-        print("sie's C++ CPU kernels cannot run here (see the warning above); PyTorch's ops will run instead")
+        why = ("could not be built here (the warning above says why)" if cpu_can_run_kernels()
+               else "cannot run here: they need an x86 CPU with AVX512-BF16")
+        print(f"sie's C++ CPU kernels {why}; PyTorch's ops will run instead")
         return 1
     print(f"sie's C++ CPU kernels are built, in {extensions_dir()}")
     return 0
@@ -77,7 +79,7 @@ def _kernels_build(args: argparse.Namespace) -> int:
 def _score_file(args: argparse.Namespace) -> int:
     from sie.jobs.progress import progress_for
     from sie.jobs.score_file import ScoreFileOptions, check_arguments, score_file
-    from sie.jobs.scoring import torch_dtype
+    from sie.dtypes import resolve_dtype
     from sie.reranker import Reranker
 
     options = ScoreFileOptions(
@@ -86,7 +88,7 @@ def _score_file(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, keep_parts=args.keep_parts,
     )
     check_arguments(Path(args.input).resolve(), Path(args.output).resolve(), options)  # before the model loads
-    reranker = Reranker(args.model, device=args.device, dtype=torch_dtype(args.dtype),
+    reranker = Reranker(args.model, device=args.device, dtype=resolve_dtype(args.dtype),
                         max_batch_tokens=args.max_batch_tokens, recipe=args.recipe)
     try:
         with progress_for(sys.stderr) as progress:
@@ -102,7 +104,8 @@ def _score_file(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sie.jobs.scoring import DEFAULT_CHUNK_ROWS, DTYPES
+    from sie.dtypes import DTYPES
+    from sie.jobs.scoring import DEFAULT_CHUNK_ROWS
     from sie.server.launch import add_serve_arguments, run_serve
     from sie.version import __version__
 

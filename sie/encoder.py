@@ -24,13 +24,14 @@ from tqdm.auto import tqdm
 from sie.encoding.folder import read_embedder_config
 from sie.encoding.m3 import M3Heads, has_m3_heads, sparse_vectors
 from sie.encoding.params import EncodeParams, l2_normalize, parse_encode_params, parse_items, quantize
+from sie.dtypes import resolve_dtype
 from sie.errors import InvalidInputError, ModelNotFoundError
 from sie.hub import resolve_model
 from sie.inputs import check_utf8
 from sie.models import build_model, compute_dtype, family_of, head_dim_of, read_config, task_of
 from sie.models import pooling
 from sie.packing import PackedBatch, pack, plan_micro_batches
-from sie.reranker import (DEFAULT_MAX_BATCH_TOKENS, max_sequence_length, resolve_device,
+from sie.reranker import (batch_token_budget, max_sequence_length, resolve_device,
                           warn_if_slower_than_fp32)
 from sie.tokenization import EncodedPairs
 from sie.tokenization.texts import TextTokenizer
@@ -72,8 +73,9 @@ class Encoder:
     Args:
         model: a model id (``org/name``) or a folder: a sentence-transformers folder, or a bge-m3-shaped one.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        dtype: activation and weight dtype; default fp32 on CPU, fp16 on CUDA. ``torch.int8`` is the int8 mode (CPU):
-            int8 linear layers with per-token activation scales, the rest in fp32 (``sie.quantization``).
+        dtype: activation and weight dtype, a torch dtype or its name (``"bfloat16"``); default fp32 on CPU, fp16
+            on CUDA. ``torch.int8`` is the int8 mode (CPU): int8 linear layers with per-token activation scales, the
+            rest in fp32 (``sie.quantization``).
         backend: kernel backend, as for ``Reranker``.
         max_length: tokens per input; default the model's limit (sentence-transformers' ``max_seq_length`` when the
             folder sets one).
@@ -88,7 +90,7 @@ class Encoder:
         model: str | os.PathLike[str],
         *,
         device: str | torch.device = "auto",
-        dtype: torch.dtype | None = None,
+        dtype: str | torch.dtype | None = None,
         backend: str = "auto",
         max_length: int | None = None,
         max_batch_tokens: int | None = None,
@@ -97,6 +99,7 @@ class Encoder:
 
         self.model_id = str(model)
         self.path = resolve_model(self.model_id)
+        dtype = resolve_dtype(dtype)
         self.device = resolve_device(device, dtype)
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         warn_if_slower_than_fp32(self.device, self.dtype)
@@ -123,7 +126,7 @@ class Encoder:
         self.dimensions = {"dense": config.hidden_size * len(self.settings.pooling)}
         if self.heads is not None:
             self.dimensions.update(sparse=self.vocab_size, multivector=self.heads.multivector_dim)
-        self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self.device.type, 8192)
+        self.max_batch_tokens = batch_token_budget(max_batch_tokens, self.device)
         self._lock = threading.Lock()
         logger.info("loaded %s (%s, %s pooling%s) on %s in %s, backends %s", self.model_id, self.architecture,
                     "+".join(self.settings.pooling), ", sparse and multivector heads" if self.heads else "",

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from sie.kernels import Kernels, resolve_backends
+from sie.errors import BackendError
+from sie.kernels import Kernels, resolve_backends, resolve_kernels
 from sie.kernels.cpu_attention import varlen_attention_cpu
 from sie.kernels.cpu_extension import cpu_extension
 
@@ -159,11 +160,18 @@ def linear_gelu(layer: nn.Module, x: torch.Tensor, kernels: Kernels) -> torch.Te
     return kernels.linear_gelu(x, layer.weight, layer.bias)
 
 
-def int8_kernels(kernels: Kernels, device: torch.device, backend: str, head_dim: int) -> Kernels:
-    """The int8 mode's kernels: the fp32 ``kernels``, with attention in bf16 where the bf16 engine would run sie's
-    C++ CPU kernel for ``backend`` and ``head_dim`` (an explicit "torch" keeps fp32 SDPA)."""
-    if resolve_backends(device, torch.bfloat16, backend, head_dim).attention != "cpu":
-        return kernels
+def int8_kernels(device: torch.device, backend: str, head_dim: int) -> Kernels:
+    """The int8 mode's kernels: fp32 ones, with attention in bf16 where the bf16 engine would run sie's C++ CPU
+    kernel for ``backend`` and ``head_dim`` ("auto" where it is the fastest, or "cpu"; an explicit "torch" keeps
+    fp32 SDPA). A backend that cannot run raises BackendError, saying how the int8 mode runs."""
+    try:
+        if resolve_backends(device, torch.bfloat16, backend, head_dim).attention != "cpu":
+            return resolve_kernels(device, torch.float32, backend, head_dim)
+    except BackendError as error:
+        raise BackendError(f"{error} (the int8 mode runs attention in bfloat16 through sie's cpu kernel where it "
+                           "can, else in float32, and its other ops in float32)") from None
+    # "cpu" names the attention kernel only: the other ops run as "torch" (what "auto" takes on a CPU).
+    kernels = resolve_kernels(device, torch.float32, "torch", head_dim)
     return dataclasses.replace(kernels, backends=dataclasses.replace(kernels.backends, attention="cpu"),
                                attention=attention_in_bf16)
 

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from sie.cuda_graphs import GraphedForward, bucket_for, dummy_lengths
+from sie.dtypes import resolve_dtype
 from sie.errors import InputTooLongError, InvalidInputError, ModelNotFoundError, UnsupportedModelError
 from sie.hub import default_model, offline, resolve_model
 from sie.inputs import (
@@ -91,9 +92,21 @@ def resolve_device(device: str | torch.device, dtype: torch.dtype | None = None)
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
         raise InvalidInputError("device", f"{device!r:.80} is not a device: auto, cpu, cuda or cuda:N") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise InvalidInputError("device", f"{device!r:.80} is not a device sie runs on: auto, cpu, cuda or cuda:N")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("device", f"{device} was asked for, but torch finds no CUDA device here")
     return resolved
+
+
+def batch_token_budget(max_batch_tokens: int | None, device: torch.device) -> int:
+    """The token budget of one micro-batch: ``max_batch_tokens``, a positive integer, or the device's default
+    (``DEFAULT_MAX_BATCH_TOKENS``); InvalidInputError (field ``max_batch_tokens``) for anything else."""
+    if max_batch_tokens is None:
+        return DEFAULT_MAX_BATCH_TOKENS.get(device.type, 8192)
+    if isinstance(max_batch_tokens, bool) or not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
+        raise InvalidInputError("max_batch_tokens", f"must be a positive integer, not {max_batch_tokens!r:.80}")
+    return max_batch_tokens
 
 
 def _resolve_path(model: str) -> Path:
@@ -147,11 +160,12 @@ class Reranker:
     Args:
         model: a model id (``org/name``) or a checkpoint folder; default ``cross-encoder/ms-marco-MiniLM-L-12-v2``.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        dtype: activation and weight dtype; default ``default_dtype(device)``: fp16 on CUDA, bf16 on a CPU with
-            native bf16, else fp32. ``torch.int8`` is the int8 mode (CPU): int8 linear layers with per-token
-            activation scales, the rest in fp32 (``sie.quantization``).
-        backend: kernel backend, ``"auto"``, ``"flash"``, ``"triton"`` or ``"torch"`` (``SIE_BACKEND`` says what
-            ``"auto"`` stands for).
+        dtype: activation and weight dtype, a torch dtype or its name (``"bfloat16"``); default
+            ``default_dtype(device)``: fp16 on CUDA, bf16 on a CPU with native bf16, else fp32. ``torch.int8`` is the
+            int8 mode (CPU): int8 linear layers with per-token activation scales, the rest in fp32
+            (``sie.quantization``).
+        backend: kernel backend, ``"auto"``, ``"flash"``, ``"triton"``, ``"cpu"`` or ``"torch"`` (``SIE_BACKEND``
+            says what ``"auto"`` stands for).
         max_length: longest pair in tokens; default the model's limit (512 for BERT), or the recipe's budget.
         max_batch_tokens: token budget of one packed micro-batch.
         recipe: for decoder rerankers, a built-in recipe's name (``"qwen3-reranker"``, ``"mxbai-rerank-v2"``), a
@@ -169,7 +183,7 @@ class Reranker:
         model: str | os.PathLike[str] | None = None,
         *,
         device: str | torch.device = "auto",
-        dtype: torch.dtype | None = None,
+        dtype: str | torch.dtype | None = None,
         backend: str = "auto",
         max_length: int | None = None,
         max_batch_tokens: int | None = None,
@@ -181,6 +195,7 @@ class Reranker:
 
         self.model_id = str(model) if model is not None else DEFAULT_MODEL
         self.path = _resolve_path(self.model_id)
+        dtype = resolve_dtype(dtype)
         self.device = resolve_device(device, dtype)
         self.dtype = dtype or default_dtype(self.device)
         warn_if_slower_than_fp32(self.device, self.dtype)
@@ -195,7 +210,7 @@ class Reranker:
         self.activation_fn = declared_activation(config)
         default_length = min(self.tokenizer.default_max_length or self.model_max_length, self.model_max_length)
         self.max_length = default_length if max_length is None else self._check_max_length(max_length, "max_length")
-        self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self.device.type, 8192)
+        self.max_batch_tokens = batch_token_budget(max_batch_tokens, self.device)
         use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         self._graphed = GraphedForward(self._forward, self.device) if use_graphs else None
         self._overlap = self.device.type == "cuda" if overlap_tokenization is None else overlap_tokenization

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import sie
-from sie import InputTooLongError, InvalidInputError, Reranker
+from sie import BackendError, InputTooLongError, InvalidInputError, Reranker
 from sie.testing.words import random_text
 
 GUIDE_DOCUMENTS = ["Python is a programming language.", "Snakes are reptiles.", "Python was created by Guido van Rossum."]
@@ -185,6 +185,27 @@ def test_a_query_longer_than_the_limit_is_cut_with_its_document(reranker):
     assert encoded.lengths.tolist() == [16, 16]
     results = reranker.rerank(long_query, ["a short document", "another"], max_length=16)
     assert len(results) == 2 and all(np.isfinite(result["score"]) for result in results)
+
+
+@pytest.mark.parametrize(("arguments", "field"), [
+    ({"dtype": "float64"}, "dtype"), ({"dtype": torch.float64}, "dtype"), ({"dtype": 16}, "dtype"),
+    ({"device": "meta"}, "device"), ({"device": "mps"}, "device"), ({"device": "gpu"}, "device"),
+    ({"max_batch_tokens": 0}, "max_batch_tokens"), ({"max_batch_tokens": -5}, "max_batch_tokens"),
+    ({"max_batch_tokens": 1.5}, "max_batch_tokens"), ({"backend": "cudnn"}, None),
+])
+def test_an_argument_sie_cannot_run_is_refused_naming_it(random_xlm_roberta_path, arguments, field):
+    with pytest.raises(InvalidInputError if field else BackendError, match=f"^{field}: " if field else "cudnn"):
+        sie.Reranker(str(random_xlm_roberta_path), **{"device": "cpu", **arguments})
+
+
+def test_a_dtype_or_backend_by_name_is_the_same_engine(random_xlm_roberta_path):
+    """dtype as the command line and the server spell it, backend in any case (as SIE_BACKEND is read)."""
+    pairs = [("what is python", "python is a language"), ("snakes", "a python is a snake")]
+    by_dtype = sie.Reranker(str(random_xlm_roberta_path), device="cpu", dtype=torch.float32, backend="torch")
+    by_name = sie.Reranker(str(random_xlm_roberta_path), device="cpu", dtype=" float32", backend=" Torch")
+    assert by_name.dtype == torch.float32 and by_name.backends == by_dtype.backends
+    np.testing.assert_array_equal(by_name.predict(pairs), by_dtype.predict(pairs))
+    assert sie.Reranker(str(random_xlm_roberta_path), device="cpu", dtype="torch.bfloat16").dtype == torch.bfloat16
 
 
 def test_max_length_must_leave_room_for_a_document_token(random_xlm_roberta_path):

@@ -29,8 +29,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from sie.dtypes import resolve_dtype
 from sie.errors import InvalidInputError
-from sie.jobs.scoring import score_pairs, text_problem, torch_dtype
+from sie.jobs.scoring import score_pairs, text_problem
 from sie.reranker import Reranker
 
 
@@ -58,7 +59,7 @@ class Scorer:
         max_length: int | None = None, max_batch_tokens: int | None = None, backend: str = "auto",
         recipe: str | None = None,
     ) -> None:
-        self.reranker = Reranker(model, device=device, dtype=torch_dtype(dtype), backend=backend,
+        self.reranker = Reranker(model, device=device, dtype=resolve_dtype(dtype), backend=backend,
                                  max_length=max_length, max_batch_tokens=max_batch_tokens, recipe=recipe)
         self.query_column = query_column
         self.document_column = document_column

@@ -1,4 +1,4 @@
-"""What every offline job shares: the dtype by name, the check of one row's texts, and the one scoring call.
+"""What every offline job shares: the check of one row's texts, and the one scoring call.
 
 ``sie score-file`` and the Ray ``Scorer`` both score through ``score_pairs``, which is ``Reranker.predict``: the
 same tokenization, token-budget micro-batches and sigmoid, so a pair scored by either gets what ``predict`` gives
@@ -13,23 +13,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from sie.errors import InvalidInputError
 from sie.inputs import NOT_UTF8, is_utf8_text
 from sie.reranker import Reranker
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
 # Rows a file job reads, scores and writes at once: enough pairs to fill many token-budget micro-batches, few
 # enough that memory stays small and a killed run redoes little.
 DEFAULT_CHUNK_ROWS = 4096
-
-
-def torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """``"float32"``, ``"float16"``, ``"bfloat16"`` or ``"int8"`` (or a torch dtype, or None: the engine's default)."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise InvalidInputError("dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return DTYPES[dtype]
 
 
 def text_problem(value: object) -> str | None:

@@ -5,7 +5,9 @@ They are written for x86 CPUs with AVX512-BF16 and built on first use by torch's
 system's C++ compiler), once per machine and torch version, into torch's extension cache
 (``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``): 7-20 s on 2 cores, then well under a
 second to load. Where they cannot be built (another CPU, no compiler), :func:`cpu_extension` returns None, the
-reason is logged once, and PyTorch's own ops run instead.
+reason is logged once, and PyTorch's own ops run instead. Processes that start together build once: the others
+wait on torch's lock file in the build folder, and a lock that a killed build left behind is removed once it is
+``STALE_BUILD_LOCK_S`` old (torch's builder would wait on it forever).
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ SOURCES = [Path(__file__).parent / "csrc" / name for name in ("cpu_attention.cpp
 # int8 rescale equals the eager ops bit for bit.
 _FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma",
           "-ffp-contract=off"]
+# The library links against this torch: one build per torch version, never a stale one after an upgrade.
+EXTENSION_NAME = "sie_cpu_kernels_" + re.sub(r"\W", "_", torch.__version__)
+# A build takes 7-20 s on 2 cores; a lock file this old belongs to a build that was killed.
+STALE_BUILD_LOCK_S = 300.0
+# The lines of a failed build that are not why it failed: ninja's progress, the commands it ran, its summary.
+_BUILD_NOISE = re.compile(r"\[\d+/\d+\]|FAILED:|ninja: build stopped|Error building extension|.* -c \S+ -o ")
 
 
 def extensions_dir() -> str:
@@ -48,16 +56,48 @@ def cpu_extension():
     if not cpu_can_run_kernels():
         logger.info("sie's C++ CPU kernels need an x86 CPU with AVX512-BF16; PyTorch's ops run instead")
         return None
-    # The library links against this torch: one build per torch version, never a stale one after an upgrade.
-    name = "sie_cpu_kernels_" + re.sub(r"\W", "_", torch.__version__)
     start = time.perf_counter()
     try:
-        from torch.utils.cpp_extension import load
+        from torch.utils.cpp_extension import _get_build_directory, load
 
-        load(name=name, sources=[str(source) for source in SOURCES], extra_cflags=_FLAGS, is_python_module=False)
+        wait_for_build_lock(Path(_get_build_directory(EXTENSION_NAME, verbose=False)) / "lock")
+        load(name=EXTENSION_NAME, sources=[str(source) for source in SOURCES], extra_cflags=_FLAGS,
+             is_python_module=False)
     except Exception as error:  # no compiler, no ninja, a failed build: PyTorch's ops still serve
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        logger.warning("sie's C++ CPU kernels could not be built (%s); PyTorch's ops run instead", reason)
+        logger.warning("sie's C++ CPU kernels could not be built (%s); PyTorch's ops run instead",
+                       build_failure_reason(error))
         return None
-    logger.info("sie's C++ CPU kernels ready in %.1f s (%s)", time.perf_counter() - start, name)
+    logger.info("sie's C++ CPU kernels ready in %.1f s (%s)", time.perf_counter() - start, EXTENSION_NAME)
     return torch.ops.sie_cpu
+
+
+def wait_for_build_lock(lock: Path, stale_s: float = STALE_BUILD_LOCK_S, poll_s: float = 0.5) -> None:
+    """Returns once no build holds ``lock`` (torch's lock file in the build folder): at once when there is none;
+    when another process's build ends; or, for a lock ``stale_s`` old, a killed build's, after removing it."""
+    warned = False
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age >= stale_s:
+            logger.warning("removing %s, the lock of a build of sie's C++ CPU kernels that started %.0f s ago and "
+                           "was killed (a build takes well under a minute)", lock, age)
+            lock.unlink(missing_ok=True)
+            return
+        if not warned:
+            logger.warning("waiting for another process's build of sie's C++ CPU kernels (its lock: %s)", lock)
+            warned = True
+        time.sleep(poll_s)
+
+
+def build_failure_reason(error: BaseException) -> str:
+    """Why a build failed, from torch's error: the compiler's or the shell's own lines (an error, a missing tool),
+    at most three, without ninja's progress and the commands it ran; else the error's last line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = [line for line in lines if not _BUILD_NOISE.match(line)]
+    errors = [line for line in telling if re.search(r"error|not found", line, re.IGNORECASE)]
+    chosen = list(dict.fromkeys(errors or telling))[:3]
+    if chosen:
+        return "; ".join(chosen)
+    return lines[-1] if lines else type(error).__name__

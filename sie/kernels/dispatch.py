@@ -32,6 +32,15 @@ ATTENTION_BACKENDS = ("flash", "triton", "cpu", "torch")
 NORM_BACKENDS = ("triton", "torch")  # the ops other than attention have no flash or cpu variant
 _REQUESTS = ("auto", *ATTENTION_BACKENDS)
 
+# What each backend needs, for the error that refuses it.
+_NEEDS = {
+    "flash": "the flash-attn package, a CUDA GPU of compute capability 8.0 or newer, float16 or bfloat16 and a head "
+             "dim that is a multiple of 8 up to 256",
+    "triton": "the triton package and a CUDA GPU, or on a CPU Triton's interpreter: TRITON_INTERPRET=1 set before "
+              "sie is imported, a slow test path",
+    "cpu": "bfloat16 (or the int8 mode), a head dim of 32, 64 or 128, and an x86 CPU with AVX512-BF16 where sie's C++ "
+           "kernels build (`sie kernels build` says why they do not)",
+}
 # (op, backend) -> (module in this package, function); imported on first use so Triton stays optional.
 # linear_gelu is the engine's form of the gelu op: the FFN's first matmul followed by bias + GELU.
 _IMPLEMENTATIONS = {
@@ -139,7 +148,7 @@ def resolve_backends(
     attention, the other ops resolve as with "auto".
     A request that is unknown or cannot run raises BackendError naming the backends that can.
     """
-    request = backend
+    request = str(backend).strip().lower() or "auto"  # spelled as SIE_BACKEND may be
     if request == "auto":
         request = requested_backend() or "auto"
     return _resolve(torch.device(device), dtype, request, head_dim)
@@ -176,9 +185,7 @@ def _resolve(device: torch.device, dtype: torch.dtype, request: str, head_dim: i
         return backends
     for op in ("attention", "layer_norm", "gelu"):
         if request in _op_choices(op) and request not in available[op]:
-            shape = "" if head_dim is None else f" and head_dim {head_dim}"
-            raise BackendError(f"{op} backend {request!r} is not available on {device} with {dtype}{shape}; "
-                               f"available: {', '.join(available[op])}")
+            raise _unavailable(op, request, device, dtype, available[op], head_dim)
     norm = request if request in NORM_BACKENDS else available["layer_norm"][0]
     return KernelBackends(request, norm, norm)
 
@@ -194,10 +201,18 @@ def _checked(op: str, backend: str, device: torch.device, dtype: torch.dtype) ->
         raise BackendError(f"unknown {op} backend {backend!r}; expected auto or one of {', '.join(_op_choices(op))}")
     available = available_backends(device, dtype)[_BACKEND_FIELD[op]]
     if backend not in available:
-        raise BackendError(
-            f"{op} backend {backend!r} is not available on {device} with {dtype}; available: {', '.join(available)}"
-        )
+        raise _unavailable(op, backend, device, dtype, available)
     return backend
+
+
+def _unavailable(
+    op: str, backend: str, device: torch.device, dtype: torch.dtype, available: tuple[str, ...],
+    head_dim: int | None = None,
+) -> BackendError:
+    """The error for ``backend`` asked for where it cannot run ``op``: what runs instead, and what it needs."""
+    shape = "" if head_dim is None else f" and head_dim {head_dim}"
+    return BackendError(f"{op} backend {backend!r} is not available on {device} with {dtype}{shape}; available: "
+                        f"{', '.join(available)}. {backend} needs {_NEEDS[backend]}")
 
 
 def _implementation(op: str, backend: str, device: torch.device, dtype: torch.dtype):

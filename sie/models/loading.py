@@ -118,10 +118,10 @@ def build_model(
     """
     if dtype == torch.int8 and device.type != "cpu":
         raise UnsupportedModelError(f"dtype int8 runs on the CPU only, not on {device}; use float16 or bfloat16")
-    kernels = resolve_kernels(device, compute_dtype(dtype), backend, head_dim=head_dim)
     if dtype != torch.int8:
+        kernels = resolve_kernels(device, dtype, backend, head_dim=head_dim)
         return load_model(path, family, config, kernels, device, dtype), kernels
-    kernels = int8_kernels(kernels, device, backend, head_dim)
+    kernels = int8_kernels(device, backend, head_dim)
     model = load_model(path, family, config, kernels, device, None)
     integers = read_int8_weights(path)
     if integers is None and (Path(path) / PROVENANCE_FILE).is_file():

@@ -8,13 +8,22 @@ workers it forks read one source.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from sie.dtypes import DTYPES
+from sie.kernels.dispatch import ATTENTION_BACKENDS
 
 # The most bytes of headers a request may send (431 past them); chunked trailers get as many.
 MAX_HEADER_BYTES = 64 * 1024
+# The longest wait a setting may ask for: about 31 years; Python's timed waits overflow the platform's clock a
+# little further on (an infinite timeout would fail every request).
+MAX_SECONDS = 1e9
+LOG_LEVELS = ("debug", "info", "warning", "error")
+BACKENDS = ("auto", *ATTENTION_BACKENDS)
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def max_chunk_framing_bytes(max_body_bytes: int) -> int:
@@ -54,9 +63,6 @@ def _recipes(value: str) -> tuple[str, ...]:
 
 def _optional_int(value: str) -> int | None:
     return int(value) if value.strip() else None
-
-
-DTYPES = ("float32", "float16", "bfloat16", "int8")
 
 
 def _dtype(value: str) -> str | None:
@@ -121,13 +127,29 @@ class ServerConfig:
     def __post_init__(self) -> None:
         # A model named twice is one model: loading it twice would hold it twice, and one batcher would never close.
         object.__setattr__(self, "models", tuple(dict.fromkeys(self.models)))
+        # Spelled as the library reads SIE_BACKEND: any case, blank for the default.
+        for name, choices in (("backend", BACKENDS), ("log_level", LOG_LEVELS)):
+            value = str(getattr(self, name)).strip().lower() or self.__dataclass_fields__[name].default
+            if value not in choices:
+                raise ValueError(f"{env_name(name)} ({SETTINGS[name].flag}) must be one of {', '.join(choices)}, "
+                                 f"not {getattr(self, name)!r}")
+            object.__setattr__(self, name, value)
+        if not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"{env_name('device')} (--device) must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"{env_name('port')} (--port) must be a port number from 0 to 65535, not {self.port}")
         for name in ("request_timeout_s", "read_timeout_s", "write_timeout_s"):
-            if not getattr(self, name) > 0:
+            if not 0 < getattr(self, name) <= MAX_SECONDS:
                 raise ValueError(f"{env_name(name)} ({SETTINGS[name].flag}) must be a positive number of seconds, "
-                                 f"not {getattr(self, name)}")
+                                 f"at most {MAX_SECONDS:g}, not {getattr(self, name)}")
+        for name, most in (("max_batch_wait_ms", MAX_SECONDS * 1000), ("malloc_trim_interval_s", MAX_SECONDS),
+                           ("graceful_timeout_s", MAX_SECONDS)):
+            if not 0 <= getattr(self, name) <= most:
+                raise ValueError(f"{env_name(name)} ({SETTINGS[name].flag}) must be from 0 to {most:g}, not "
+                                 f"{getattr(self, name)}")
         for name in ("workers", "threads", "max_queue", "max_items", "max_body_bytes", "max_response_bytes",
-                     "max_connections"):
-            if getattr(self, name) < 1:
+                     "max_connections", "max_batch_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{env_name(name)} ({SETTINGS[name].flag}) must be at least 1, not "
                                  f"{getattr(self, name)}")
         # Then a request alone within its own limits (413, 431) is never refused for the worker's buffers.
@@ -187,7 +209,7 @@ SETTINGS: dict[str, Setting] = {
     "recipes": Setting(_recipes, "MODEL=RECIPE: the prompt recipe of a decoder reranker (qwen3-reranker, "
                                  "mxbai-rerank-v2 or a recipe file), when neither its folder nor its Hub id says",
                        "--recipe"),
-    "device": Setting(str, "device: auto, cpu, cuda or cuda:N", "--device"),
+    "device": Setting(str.strip, "device: auto, cpu, cuda or cuda:N", "--device"),
     "dtype": Setting(_dtype, "weights/activation dtype (float32, float16, bfloat16; int8: int8 linear layers, CPU "
                              "only); default: the engine's", "--dtype"),
     "backend": Setting(str, "attention backend: auto, flash, triton, cpu or torch", "--backend"),

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from sie.dtypes import resolve_dtype
 from sie.encoder import model_task
 from sie.errors import InvalidInputError, first_line
 from sie.hub import local_models
@@ -65,7 +66,7 @@ class ModelRegistry:
         self._metrics = metrics
         self.heap_trimmer = HeapTrimmer(config.malloc_trim_interval_s)
         self._device = worker_device(config.device)
-        self._dtype = getattr(torch, config.dtype) if config.dtype else None
+        self._dtype = resolve_dtype(config.dtype)
         self._lock = threading.Lock()
         self._served: dict[str, ServedModel] = {}
         self._loading: set[str] = set()

@@ -65,6 +65,29 @@ def test_unavailable_backend_raises_naming_the_available_ones(monkeypatch):
     assert isinstance(error.value, SieError) and isinstance(error.value, ValueError)
 
 
+def test_an_unavailable_backend_says_what_it_needs():
+    with pytest.raises(BackendError, match=r"'cpu' is not available on cpu with torch.float32 and head_dim 48; "
+                                           r"available: .*\. cpu needs bfloat16 .* a head dim of 32, 64 or 128"):
+        resolve_backends(CPU, torch.float32, "cpu", head_dim=48)
+    with pytest.raises(BackendError, match="flash needs the flash-attn package"):
+        resolve_backends(CPU, torch.float16, "flash")
+
+
+def test_a_backend_is_read_in_any_case_as_the_environment_is(monkeypatch):
+    assert resolve_backends(CPU, torch.float32, " Torch ") == KernelBackends("torch", "torch", "torch")
+    monkeypatch.setenv(ENV_BACKEND, " TORCH")
+    assert resolve_backends(CPU, torch.float32, "") == KernelBackends("torch", "torch", "torch")
+
+
+@pytest.mark.parametrize(("value", "interpreted"), [("1", True), ("true", True), ("ON", True), ("yes", True),
+                                                    ("0", False), ("false", False), ("", False)])
+def test_triton_interpret_is_read_as_triton_reads_it(monkeypatch, value, interpreted):
+    from sie.kernels.environment import triton_interpreted
+
+    monkeypatch.setenv("TRITON_INTERPRET", value)
+    assert triton_interpreted() is interpreted
+
+
 def test_resolved_kernels_are_the_implementations_of_the_chosen_backends(device):
     kernels = resolve_kernels(CPU, torch.float32)
     assert kernels.backends == KernelBackends("torch", "torch", "torch")

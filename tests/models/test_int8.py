@@ -133,19 +133,24 @@ def test_a_default_model_folder_without_its_integers_says_how_to_add_them(checkp
     assert "sie models fetch-default --force" in caplog.text
 
 
-def test_int8_attention_runs_in_bf16_where_the_cpu_kernel_does(sie_cpu_ops, tmp_path, seed):
+def test_int8_attention_runs_in_bf16_where_the_cpu_kernel_does(sie_cpu_ops, tmp_path, seed, monkeypatch):
     """With 32-wide heads (the C++ kernel's) the int8 mode's attention is the bf16 kernel unless the torch backend
-    is asked for; the logits then differ from fp32 attention's by bf16 rounding of q, k, v and the output only."""
+    is asked for, and when "cpu" is (the argument or SIE_BACKEND); the logits then differ from fp32 attention's by
+    bf16 rounding of q, k, v and the output only."""
     from sie.testing import Shape
 
     path = make_random_checkpoint(tmp_path / "bert", "bert", shape=Shape(num_layers=2, hidden=64, heads=2,
                                                                          intermediate=128), seed=seed % 1000)
     pairs = random_pairs(seed, DOCUMENT_WORDS * 4)
     logits = {}
-    for backend in ("auto", "torch"):
+    for backend in ("auto", "torch", "cpu"):
         reranker = Reranker(str(path), device="cpu", dtype=torch.int8, backend=backend, max_length=256)
-        assert reranker.backends["attention"] == ("cpu" if backend == "auto" else "torch")
+        assert reranker.backends == {"attention": "torch" if backend == "torch" else "cpu", "layer_norm": "torch",
+                                     "gelu": "torch"}
         logits[backend] = reranker.predict(pairs, activation_fn=nn.Identity())
+    np.testing.assert_array_equal(logits["cpu"], logits["auto"])
+    monkeypatch.setenv("SIE_BACKEND", "CPU")
+    assert Reranker(str(path), device="cpu", dtype=torch.int8, max_length=256).backends["attention"] == "cpu"
     difference = np.abs(logits["auto"] - logits["torch"]) / np.abs(logits["torch"]).max()
     # A bf16 rounding can move a value across an int8 step, which the next layers carry: over 25 seeds the median
     # pair moved by 5e-7 to 2.9e-3 of the logit scale, but the largest by up to 0.43 (a bar of 0.1 on it failed CI

@@ -43,10 +43,41 @@ def test_environment_overrides_defaults_and_overrides_win():
 @pytest.mark.parametrize(("name", "value"), [("port", "http"), ("dtype", "float8"), ("access_log", "maybe"),
                                              ("recipes", "Qwen/Qwen3-Reranker-0.6B"), ("recipes", "=qwen3-reranker"),
                                              ("read_timeout_s", "0"), ("write_timeout_s", "-1"),
-                                             ("request_timeout_s", "nan"), ("max_queue", "0"), ("threads", "-2")])
+                                             ("request_timeout_s", "nan"), ("max_queue", "0"), ("threads", "-2"),
+                                             ("log_level", "bogus"), ("port", "99999"), ("port", "-5"),
+                                             ("backend", "bogus"), ("device", "mps"), ("device", "cuda:x"),
+                                             ("request_timeout_s", "inf"), ("write_timeout_s", "1e300"),
+                                             ("max_batch_wait_ms", "-1"), ("max_batch_wait_ms", "inf"),
+                                             ("malloc_trim_interval_s", "nan"), ("graceful_timeout_s", "-1"),
+                                             ("max_batch_tokens", "0")])
 def test_a_bad_value_names_its_variable_and_flag(name, value):
     with pytest.raises(ValueError, match=rf"{env_name(name)} \({SETTINGS[name].flag}\)"):
         ServerConfig.from_env({env_name(name): value})
+
+
+def test_backend_and_log_level_are_read_in_any_case_and_blank_is_the_default():
+    """As the library reads SIE_BACKEND (strip, lower case, blank for auto), so that `sie serve` and `sie rerank`
+    accept the same values."""
+    config = ServerConfig.from_env({"SIE_BACKEND": " TORCH", "SIE_LOG_LEVEL": "DEBUG", "SIE_DEVICE": " cuda:1 "})
+    assert (config.backend, config.log_level, config.device) == ("torch", "debug", "cuda:1")
+    config = ServerConfig.from_env({"SIE_BACKEND": "", "SIE_LOG_LEVEL": " "})
+    assert (config.backend, config.log_level) == ("auto", "info")
+
+
+def test_serve_refuses_a_bad_flag_before_starting(monkeypatch, capsys):
+    from sie.server import launch
+
+    monkeypatch.setattr(launch._Arbiter, "run", lambda self: pytest.fail("the server started"))
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if not k.startswith("SIE_")})
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    for flags, named in ((["--log-level", "bogus"], "SIE_LOG_LEVEL (--log-level)"),
+                         (["--port", "99999"], "SIE_PORT (--port)"),
+                         (["--backend", "cudnn"], "SIE_BACKEND (--backend)"),
+                         (["--request-timeout", "inf"], "SIE_REQUEST_TIMEOUT_S (--request-timeout)")):
+        assert launch.run_serve(parser.parse_args(flags)) == 2
+        assert named in capsys.readouterr().err
+        os.environ.clear()
 
 
 def test_a_model_named_twice_is_one_model():

@@ -1,0 +1,65 @@
+"""Building sie's C++ CPU kernels: a build that fails says why, and a lock left by a killed build does not hang
+every later load."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from sie.kernels.cpu_extension import EXTENSION_NAME, cpu_can_run_kernels, wait_for_build_lock
+
+
+def _kernels_build(environ: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sie.cli", "kernels", "build"], capture_output=True, text=True,
+                          timeout=300, env=environ)
+
+
+@pytest.mark.skipif(not cpu_can_run_kernels(), reason="the kernels need an x86 CPU with AVX512-BF16; this one lacks it")
+@pytest.mark.skipif(shutil.which("ninja") is None, reason="torch's extension builder needs ninja, not installed here")
+def test_a_build_without_a_compiler_names_the_missing_compiler(tmp_path):
+    tools = tmp_path / "bin"  # ninja and nothing else: no c++
+    tools.mkdir()
+    (tools / "ninja").symlink_to(shutil.which("ninja"))
+    environ = {**os.environ, "PATH": str(tools), "TORCH_EXTENSIONS_DIR": str(tmp_path / "extensions")}
+    environ.pop("CXX", None)
+    result = _kernels_build(environ)
+    assert result.returncode == 1
+    assert "could not be built here (the warning above says why)" in result.stdout
+    assert re.search(r"could not be built \(.*c\+\+: (command )?not found.*\)", result.stderr), result.stderr
+
+
+def test_a_stale_lock_is_removed_and_a_live_one_waited_for(tmp_path, caplog):
+    lock = tmp_path / "lock"
+    wait_for_build_lock(lock)  # none: returns at once
+    lock.touch()
+    os.utime(lock, (time.time() - 400, time.time() - 400))
+    with caplog.at_level("WARNING", logger="sie.kernels.cpu_extension"):
+        wait_for_build_lock(lock, stale_s=300)
+    assert not lock.exists() and "was killed" in caplog.text
+    lock.touch()  # another process's build, which ends in 0.3 s
+    threading.Timer(0.3, lock.unlink).start()
+    started = time.perf_counter()
+    with caplog.at_level("WARNING", logger="sie.kernels.cpu_extension"):
+        wait_for_build_lock(lock, stale_s=300, poll_s=0.05)
+    assert 0.25 <= time.perf_counter() - started < 5 and "waiting for another process's build" in caplog.text
+
+
+def test_a_killed_builds_lock_does_not_hang_the_next_load(sie_cpu_ops):
+    """torch's builder waits forever on a lock file in the build folder; sie removes one a killed build left."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = os.path.join(_get_build_directory(EXTENSION_NAME, verbose=False), "lock")
+    open(lock, "w").close()
+    try:
+        os.utime(lock, (time.time() - 3600, time.time() - 3600))
+        result = _kernels_build(dict(os.environ))
+    finally:
+        if os.path.exists(lock):
+            os.unlink(lock)
+    assert result.returncode == 0, result.stderr
+    assert "the lock of a build of sie's C++ CPU kernels" in result.stderr
