@@ -27,9 +27,11 @@ logger = logging.getLogger(__name__)
 SOURCES = [Path(__file__).parent / "csrc" / name for name in ("cpu_attention.cpp", "cpu_int8.cpp")]
 # The instruction sets the kernels are written in, not -march=native: the cached library does not depend on
 # which CPU built it, only on the one that loads it having these. No contraction into fused multiply-adds: the
-# int8 rescale equals the eager ops bit for bit.
+# int8 rescale equals the eager ops bit for bit. OpenMP, because at::parallel_for is inlined into the kernels and
+# runs its loop on torch's threads through `#pragma omp parallel`: without the flag the pragma is ignored and every
+# kernel runs on one core (the loader then shares torch's own libgomp, already loaded under the same name).
 _FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma",
-          "-ffp-contract=off"]
+          "-ffp-contract=off", "-fopenmp"]
 # The library links against this torch: one build per torch version, never a stale one after an upgrade.
 EXTENSION_NAME = "sie_cpu_kernels_" + re.sub(r"\W", "_", torch.__version__)
 # A build takes 7-20 s on 2 cores; a lock file this old belongs to a build that was killed.
@@ -62,7 +64,7 @@ def cpu_extension():
 
         wait_for_build_lock(Path(_get_build_directory(EXTENSION_NAME, verbose=False)) / "lock")
         load(name=EXTENSION_NAME, sources=[str(source) for source in SOURCES], extra_cflags=_FLAGS,
-             is_python_module=False)
+             extra_ldflags=["-fopenmp"], is_python_module=False)
     except Exception as error:  # no compiler, no ninja, a failed build: PyTorch's ops still serve
         logger.warning("sie's C++ CPU kernels could not be built (%s); PyTorch's ops run instead",
                        build_failure_reason(error))

@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from sie.kernels.cpu_extension import EXTENSION_NAME, cpu_can_run_kernels, wait_for_build_lock
 
@@ -63,3 +64,50 @@ def test_a_killed_builds_lock_does_not_hang_the_next_load(sie_cpu_ops):
             os.unlink(lock)
     assert result.returncode == 0, result.stderr
     assert "the lock of a build of sie's C++ CPU kernels" in result.stderr
+
+
+def _thread_cpu_seconds() -> dict[int, float]:
+    """CPU seconds (user and system) each thread of this process has run, by thread id."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+        seconds[int(task)] = (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or (os.cpu_count() or 1) < 2,
+                    reason="needs Linux's per-thread CPU times and two cores")
+def test_the_kernels_share_their_work_among_torchs_threads(sie_cpu_ops):
+    """at::parallel_for is inlined into the kernels: built without OpenMP, its pragma is ignored and every kernel
+    runs on the calling thread alone. With two threads, the other one must do about half the CPU work."""
+    # Unpoisoned outputs: conftest's NaN fill of each new tensor runs on torch's threads and would count as shared.
+    torch.use_deterministic_algorithms(False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        lengths = torch.randint(100, 300, (24,), generator=generator)
+        cu_seqlens = torch.cat([torch.zeros(1, dtype=torch.int32), lengths.cumsum(0).int()])
+        q, k, v = torch.randn(int(cu_seqlens[-1]), 3, 12, 32, generator=generator).bfloat16().unbind(1)
+        x = torch.randn(4096, 1536, generator=generator)
+
+        def run():
+            sie_cpu_ops.varlen_attention_bf16(q, k, v, cu_seqlens, cu_seqlens, False, 32**-0.5, -1, -1)
+            sie_cpu_ops.quantize_rows(x, 8)
+
+        run()  # starts the thread pool
+        caller = threading.get_native_id()
+        before = _thread_cpu_seconds()
+        for _ in range(20):
+            run()
+        after = _thread_cpu_seconds()
+    finally:
+        torch.set_num_threads(threads)
+    spent = {task: after[task] - before.get(task, 0.0) for task in after}
+    others = sum(seconds for task, seconds in spent.items() if task != caller)
+    assert others >= 0.25 * sum(spent.values()), spent
