@@ -6,8 +6,10 @@ import torch
 
 from sie.errors import InvalidInputError
 
-# ``int8`` is the int8 mode (CPU): int8 linear layers, the rest in fp32 (``sie.quantization``).
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
+# ``int8`` is the int8 mode (CPU): int8 linear layers, the rest in fp32 (``sie.quantization``). float64 runs too
+# (the parity tests' reference precision), slowly.
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8,
+          "float64": torch.float64}
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:

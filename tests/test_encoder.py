@@ -77,6 +77,17 @@ def test_every_pooling_and_body_matches_sentence_transformers(arch, shape, pooli
     np.testing.assert_allclose(ours, expected, rtol=0, atol=2e-5)
 
 
+def test_a_literal_padding_token_takes_no_position_as_in_sentence_transformers(tmp_path):
+    """XLM-RoBERTa counts positions over non-padding tokens: a text holding ``<pad>`` (read as the padding token)
+    shifts every later position (0.27 apart from sentence-transformers before sie did so too)."""
+    path = make_random_embedder(tmp_path / "model", "xlm-roberta", shape="tiny", pooling="mean", normalize=False,
+                                seed=32)
+    texts = ["what <pad> is python", "<pad> <pad> a python is a snake", "no padding token"]
+    expected = SentenceTransformer(str(path), device="cpu").encode(texts)
+    ours = Encoder(str(path), device="cpu", dtype=torch.float32).encode(texts)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=2e-5)
+
+
 def test_prompts_follow_sentence_transformers(bert_embedder, rng):
     model = SentenceTransformer(str(bert_embedder), device="cpu")
     encoder = Encoder(str(bert_embedder), device="cpu", dtype=torch.float32)

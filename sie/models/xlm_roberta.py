@@ -1,11 +1,12 @@
 """XLM-RoBERTa cross-encoder (bge-reranker-base/-large/-v2-m3): BERT's encoder with two differences.
 
-Positions start at ``padding_idx + 1`` in each packed sequence, and the classification head is
-dense + tanh + out_proj on the CLS row (no pooler).
+Positions start at ``padding_idx + 1`` in each packed sequence and skip padding tokens (``roberta_positions``),
+and the classification head is dense + tanh + out_proj on the CLS row (no pooler).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -15,6 +16,20 @@ from sie.kernels import Kernels
 from sie.models import bert
 from sie.models.family import ModelFamily, StateDict, Tensors
 from sie.packing import PackedBatch
+
+
+def roberta_positions(batch: PackedBatch, padding_idx: int) -> PackedBatch:
+    """``batch`` with RoBERTa's positions, as transformers' ``create_position_ids_from_input_ids`` numbers them:
+    ``padding_idx`` + the count of non-padding tokens up to and including a token in its sequence, and
+    ``padding_idx`` for a padding token itself. The packer numbers every token from ``padding_idx + 1``: the same
+    unless a text holds the padding token literally (``<pad>``), which then shifts every later position."""
+    counted = batch.input_ids != padding_idx
+    running = counted.cumsum(0)  # non-padding tokens up to each row, over the whole batch
+    rows = torch.arange(running.shape[0], device=running.device)
+    first = rows - (batch.position_ids - (padding_idx + 1))  # each row's sequence start, from the packed positions
+    before = running[first] - counted[first].long()
+    positions = torch.where(counted, running - before + padding_idx, padding_idx)
+    return dataclasses.replace(batch, position_ids=positions)
 
 
 class XLMRobertaClassificationHead(nn.Module):
@@ -31,22 +46,27 @@ class XLMRobertaClassificationHead(nn.Module):
 class XLMRobertaForSequenceClassification(nn.Module):
     def __init__(self, config, kernels: Kernels) -> None:
         super().__init__()
-        self.position_offset = config.pad_token_id + 1
+        self.padding_idx = config.pad_token_id
+        self.position_offset = self.padding_idx + 1
         self.roberta = bert.BertModel(config, kernels, add_pooling_layer=False)
         self.classifier = XLMRobertaClassificationHead(config)
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         """Returns logits ``(batch, num_labels)``."""
-        return self.classifier(self.roberta(batch))
+        return self.classifier(self.roberta(roberta_positions(batch, self.padding_idx)))
 
 
 class XLMRobertaForEmbedding(bert.BertForEmbedding):
-    """The body of an XLM-RoBERTa embedding model (bge-m3, multilingual-e5): BERT's, positions from
-    ``padding_idx + 1``."""
+    """The body of an XLM-RoBERTa embedding model (bge-m3, multilingual-e5): BERT's, with RoBERTa's positions."""
 
     def __init__(self, config, kernels: Kernels) -> None:
         super().__init__(config, kernels)
-        self.position_offset = config.pad_token_id + 1
+        self.padding_idx = config.pad_token_id
+        self.position_offset = self.padding_idx + 1
+
+    def forward(self, batch: PackedBatch, cls_only: bool = False) -> torch.Tensor:
+        """The last layer's hidden states, ``(total_tokens, hidden)``, or its CLS rows, ``(batch, hidden)``."""
+        return super().forward(roberta_positions(batch, self.padding_idx), cls_only)
 
 
 def convert_checkpoint(tensors: Tensors, config: Any) -> StateDict:

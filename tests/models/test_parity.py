@@ -39,3 +39,18 @@ def test_logits_match_transformers(checkpoint, max_length, dtype, seed, request)
     assert reranker.encode(list(queries), list(documents)).lengths.max() == reranker.max_length, \
         "no pair reached truncation"
     np.testing.assert_allclose(ours, expected, rtol=0, atol=PRECISIONS[dtype])
+
+
+def test_a_literal_padding_token_takes_no_position_as_in_transformers(random_xlm_roberta_path):
+    """RoBERTa numbers positions by counting non-padding tokens, so a text holding ``<pad>`` (which the tokenizer
+    reads as the padding token) shifts every later position; transformers does so on the same ids."""
+    pairs = [("what <pad> is python", "python <pad><pad> is a programming language"),
+             ("<pad> snakes", "a python is a snake <pad>"), ("what is python", "no padding token here")]
+    reranker = Reranker(str(random_xlm_roberta_path), device="cpu", dtype=torch.float64)
+    assert (reranker.encode(*map(list, zip(*pairs, strict=True))).input_ids == 1).sum() >= 4  # <pad> is id 1
+    ours = reranker.predict(pairs, activation_fn=torch.nn.Identity())
+    expected = padded_logits(AutoModelForSequenceClassification.from_pretrained(random_xlm_roberta_path,
+                                                                                 dtype=torch.float64).eval(),
+                             AutoTokenizer.from_pretrained(random_xlm_roberta_path), pairs, torch.device("cpu"),
+                             reranker.max_length, batch_size=len(pairs))
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-9)
