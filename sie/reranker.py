@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from sie.cuda_graphs import GraphedForward, bucket_for, dummy_lengths
@@ -203,7 +202,7 @@ class Reranker:
         self.family = family_of(config)
         hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model_max_length = max_sequence_length(self.family.max_length(config), hf_tokenizer)
-        self.tokenizer, self.recipe = self._tokenizer(config, hf_tokenizer.backend_tokenizer, recipe)
+        self.tokenizer, self.recipe = self._tokenizer(config, hf_tokenizer, recipe)
         self.model, self.kernels = build_model(self.path, self.family, config, self.device, self.dtype, backend,
                                                head_dim_of(config))
         self.architecture = next(name for name in config.architectures if name in self.family.architectures)
@@ -218,15 +217,15 @@ class Reranker:
         logger.info("loaded %s (%s) on %s in %s, backends %s", self.model_id, self.architecture, self.device,
                     self.dtype, self.backends)
 
-    def _tokenizer(
-        self, config, tokenizer: Tokenizer, requested: str | Recipe | None
-    ) -> tuple[PairEncoder, Recipe | None]:
-        """The pair tokenizer and, for a decoder family, its recipe; a decoder's score tokens go on ``config``."""
+    def _tokenizer(self, config, hf_tokenizer: Any, requested: str | Recipe | None) -> tuple[PairEncoder, Recipe | None]:
+        """The pair tokenizer of transformers' tokenizer ``hf_tokenizer`` and, for a decoder family, its recipe; a
+        decoder's score tokens go on ``config``."""
+        tokenizer = hf_tokenizer.backend_tokenizer
         if not self.family.prompted:
             if requested is not None:
                 raise UnsupportedModelError(f"{self.model_id} is a cross-encoder ({self.family.name}): "
                                             "recipes apply to decoder rerankers only")
-            return PairTokenizer(tokenizer), None
+            return PairTokenizer(tokenizer, token_types="token_type_ids" in hf_tokenizer.model_input_names), None
         recipe = resolve_recipe(self.model_id, self.path, requested)
         if recipe is None:
             raise no_recipe_error(self.model_id, config.architectures[0])

@@ -108,6 +108,6 @@ def padded_logits(model, tokenizer, pairs, device: torch.device, max_length: int
         for start in range(0, len(pairs), batch_size):
             queries, documents = zip(*pairs[start : start + batch_size], strict=True)
             inputs = tokenizer(list(queries), list(documents), truncation="only_second", max_length=max_length,
-                               padding=True, return_tensors="pt", return_token_type_ids=True).to(device)
+                               padding=True, return_tensors="pt").to(device)
             logits.append(model(**inputs).logits[:, 0].float().cpu())
     return torch.cat(logits).numpy()

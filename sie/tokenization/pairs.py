@@ -10,7 +10,7 @@ differently.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -78,11 +78,15 @@ class PairTokenizer:
     exactly the tokenizer's ``only_second`` pair encoding. Tokenizers whose post-processor is not one fixed template
     encode the pairs whole instead. Each truncation setting gets its own configured copy of the tokenizer
     (``TokenizerVariants``), so that concurrent request threads can encode with different limits safely.
+
+    ``token_types=False`` gives every token type 0, as transformers does for a tokenizer whose ``model_input_names``
+    lack ``token_type_ids`` (the model then gets none and defaults them to 0) whatever its template says.
     """
 
     default_max_length = None  # the model's limit
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer, token_types: bool = True) -> None:
+        self._token_types = token_types
         self._variants = TokenizerVariants(tokenizer)
         self._template = PairTemplate.of(self._variant(None))
         self.num_special_tokens = self._variant(None).num_special_tokens_to_add(is_pair=True)
@@ -105,6 +109,12 @@ class PairTokenizer:
             queries = [f"{instruction} {query}" for query in queries]
         if len(queries) != len(documents):
             raise ValueError(f"{len(queries)} queries for {len(documents)} documents")
+        encoded = self._encode(queries, documents, max_length, truncate)
+        return encoded if self._token_types else replace(encoded, token_type_ids=np.zeros_like(encoded.input_ids))
+
+    def _encode(
+        self, queries: Sequence[str], documents: Sequence[str], max_length: int, truncate: bool
+    ) -> EncodedPairs:
         if self._template is None:
             return self._encode_whole(list(zip(queries, documents)), max_length, truncate)
         raw = self._variant(None)

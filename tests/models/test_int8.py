@@ -66,13 +66,12 @@ def checkpoints(tmp_path_factory):
 
 
 def reference_logits(name: str, path, reranker: Reranker, pairs) -> np.ndarray:
-    arch, _, options, recipe = CHECKPOINTS[name]
+    _, _, options, recipe = CHECKPOINTS[name]
     if recipe is None:
         model = with_quantized_arithmetic(AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32))
         queries, documents = (list(texts) for texts in zip(*pairs, strict=True))
         inputs = AutoTokenizer.from_pretrained(path)(queries, documents, truncation="only_second", padding=True,
-                                                     max_length=reranker.max_length, return_tensors="pt",
-                                                     return_token_type_ids=arch != "modernbert")
+                                                     max_length=reranker.max_length, return_tensors="pt")
         with torch.inference_mode():
             return model(**inputs).logits[:, 0].float().numpy()
     queries, documents = (list(texts) for texts in zip(*pairs, strict=True))
