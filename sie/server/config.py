@@ -134,6 +134,7 @@ class ServerConfig:
                 raise ValueError(f"{env_name(name)} ({SETTINGS[name].flag}) must be one of {', '.join(choices)}, "
                                  f"not {getattr(self, name)!r}")
             object.__setattr__(self, name, value)
+        object.__setattr__(self, "device", self.device.strip().lower() or "auto")
         if not _DEVICE.fullmatch(self.device):
             raise ValueError(f"{env_name('device')} (--device) must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         if not 0 <= self.port <= 65535:
@@ -209,7 +210,7 @@ SETTINGS: dict[str, Setting] = {
     "recipes": Setting(_recipes, "MODEL=RECIPE: the prompt recipe of a decoder reranker (qwen3-reranker, "
                                  "mxbai-rerank-v2 or a recipe file), when neither its folder nor its Hub id says",
                        "--recipe"),
-    "device": Setting(str.strip, "device: auto, cpu, cuda or cuda:N", "--device"),
+    "device": Setting(str, "device: auto, cpu, cuda or cuda:N", "--device"),
     "dtype": Setting(_dtype, "weights/activation dtype (float32, float16, bfloat16; int8: int8 linear layers, CPU "
                              "only); default: the engine's", "--dtype"),
     "backend": Setting(str, "attention backend: auto, flash, triton, cpu or torch", "--backend"),

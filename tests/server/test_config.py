@@ -60,8 +60,8 @@ def test_backend_and_log_level_are_read_in_any_case_and_blank_is_the_default():
     accept the same values."""
     config = ServerConfig.from_env({"SIE_BACKEND": " TORCH", "SIE_LOG_LEVEL": "DEBUG", "SIE_DEVICE": " cuda:1 "})
     assert (config.backend, config.log_level, config.device) == ("torch", "debug", "cuda:1")
-    config = ServerConfig.from_env({"SIE_BACKEND": "", "SIE_LOG_LEVEL": " "})
-    assert (config.backend, config.log_level) == ("auto", "info")
+    config = ServerConfig.from_env({"SIE_BACKEND": "", "SIE_LOG_LEVEL": " ", "SIE_DEVICE": ""})
+    assert (config.backend, config.log_level, config.device) == ("auto", "info", "auto")
 
 
 def test_serve_refuses_a_bad_flag_before_starting(monkeypatch, capsys):
