@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sie.dtypes import resolve_dtype
 from sie.encoding.folder import read_embedder_config
 from sie.encoding.m3 import M3Heads, has_m3_heads, sparse_vectors
 from sie.encoding.params import EncodeParams, l2_normalize, parse_encode_params, parse_items, quantize
-from sie.dtypes import resolve_dtype
 from sie.errors import InvalidInputError, ModelNotFoundError
 from sie.hub import resolve_model
 from sie.inputs import check_utf8

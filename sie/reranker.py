@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import numbers
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -104,9 +105,10 @@ def batch_token_budget(max_batch_tokens: int | None, device: torch.device) -> in
     (``DEFAULT_MAX_BATCH_TOKENS``); InvalidInputError (field ``max_batch_tokens``) for anything else."""
     if max_batch_tokens is None:
         return DEFAULT_MAX_BATCH_TOKENS.get(device.type, 8192)
-    if isinstance(max_batch_tokens, bool) or not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
+    integral = isinstance(max_batch_tokens, numbers.Integral) and not isinstance(max_batch_tokens, bool)
+    if not integral or max_batch_tokens < 1:
         raise InvalidInputError("max_batch_tokens", f"must be a positive integer, not {max_batch_tokens!r:.80}")
-    return max_batch_tokens
+    return int(max_batch_tokens)
 
 
 def _resolve_path(model: str) -> Path:

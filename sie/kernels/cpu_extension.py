@@ -5,19 +5,23 @@ They are written for x86 CPUs with AVX512-BF16 and built on first use by torch's
 system's C++ compiler), once per machine and torch version, into torch's extension cache
 (``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``): 7-20 s on 2 cores, then well under a
 second to load. Where they cannot be built (another CPU, no compiler), :func:`cpu_extension` returns None, the
-reason is logged once, and PyTorch's own ops run instead. Processes that start together build once: the others
-wait on torch's lock file in the build folder, and a lock that a killed build left behind is removed once it is
-``STALE_BUILD_LOCK_S`` old (torch's builder would wait on it forever).
+reason is logged once, and PyTorch's own ops run instead. Processes that start together build once: each holds
+sie's own lock on the build folder (the kernel's ``flock``, which goes with a process that dies) while it builds or
+loads, so torch's lock file found there belongs to a build that was killed, and is removed (torch's builder would
+wait on it forever).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import logging
 import os
 import platform
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -34,8 +38,6 @@ _FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx51
           "-ffp-contract=off", "-fopenmp"]
 # The library links against this torch: one build per torch version, never a stale one after an upgrade.
 EXTENSION_NAME = "sie_cpu_kernels_" + re.sub(r"\W", "_", torch.__version__)
-# A build takes 7-20 s on 2 cores; a lock file this old belongs to a build that was killed.
-STALE_BUILD_LOCK_S = 300.0
 # The lines of a failed build that are not why it failed: ninja's progress, the commands it ran, its summary.
 _BUILD_NOISE = re.compile(r"\[\d+/\d+\]|FAILED:|ninja: build stopped|Error building extension|.* -c \S+ -o ")
 
@@ -62,9 +64,11 @@ def cpu_extension():
     try:
         from torch.utils.cpp_extension import _get_build_directory, load
 
-        wait_for_build_lock(Path(_get_build_directory(EXTENSION_NAME, verbose=False)) / "lock")
-        load(name=EXTENSION_NAME, sources=[str(source) for source in SOURCES], extra_cflags=_FLAGS,
-             extra_ldflags=["-fopenmp"], is_python_module=False)
+        build_folder = Path(_get_build_directory(EXTENSION_NAME, verbose=False))
+        with build_lock(build_folder):
+            remove_killed_builds_lock(build_folder / "lock")
+            load(name=EXTENSION_NAME, sources=[str(source) for source in SOURCES], extra_cflags=_FLAGS,
+                 extra_ldflags=["-fopenmp"], is_python_module=False)
     except Exception as error:  # no compiler, no ninja, a failed build: PyTorch's ops still serve
         logger.warning("sie's C++ CPU kernels could not be built (%s); PyTorch's ops run instead",
                        build_failure_reason(error))
@@ -73,24 +77,26 @@ def cpu_extension():
     return torch.ops.sie_cpu
 
 
-def wait_for_build_lock(lock: Path, stale_s: float = STALE_BUILD_LOCK_S, poll_s: float = 0.5) -> None:
-    """Returns once no build holds ``lock`` (torch's lock file in the build folder): at once when there is none;
-    when another process's build ends; or, for a lock ``stale_s`` old, a killed build's, after removing it."""
-    warned = False
-    while True:
+@contextlib.contextmanager
+def build_lock(build_folder: Path) -> Iterator[None]:
+    """Holds sie's lock on ``build_folder`` (an exclusive ``flock`` on its ``sie_build.lock``) while the block runs,
+    waiting for another process's build first; the lock goes with the process, never stale."""
+    build_folder.mkdir(parents=True, exist_ok=True)
+    with open(build_folder / "sie_build.lock", "a") as handle:  # closing it releases the lock
         try:
-            age = time.time() - lock.stat().st_mtime
-        except FileNotFoundError:
-            return
-        if age >= stale_s:
-            logger.warning("removing %s, the lock of a build of sie's C++ CPU kernels that started %.0f s ago and "
-                           "was killed (a build takes well under a minute)", lock, age)
-            lock.unlink(missing_ok=True)
-            return
-        if not warned:
-            logger.warning("waiting for another process's build of sie's C++ CPU kernels (its lock: %s)", lock)
-            warned = True
-        time.sleep(poll_s)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.warning("waiting for another process's build of sie's C++ CPU kernels (in %s)", build_folder)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def remove_killed_builds_lock(lock: Path) -> None:
+    """Removes torch's build lock file ``lock`` if there is one: called under ``build_lock``, when no sie process is
+    building, it is what a killed build left behind."""
+    if lock.exists():
+        logger.warning("removing %s, the lock of a build of sie's C++ CPU kernels that was killed", lock)
+        lock.unlink(missing_ok=True)
 
 
 def build_failure_reason(error: BaseException) -> str:

@@ -31,4 +31,4 @@ def triton_interpreted() -> bool:
     """Whether Triton runs through its interpreter: ``TRITON_INTERPRET`` true as Triton reads it (1, true, on, yes,
     y; any case). Triton reads the flag when ``@triton.jit`` functions are defined, so it must be set before sie's
     Triton modules are imported (tests set it in conftest.py)."""
-    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes", "y")
+    return os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "on", "yes", "y")

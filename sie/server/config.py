@@ -21,9 +21,9 @@ MAX_HEADER_BYTES = 64 * 1024
 # The longest wait a setting may ask for: about 31 years; Python's timed waits overflow the platform's clock a
 # little further on (an infinite timeout would fail every request).
 MAX_SECONDS = 1e9
-LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 BACKENDS = ("auto", *ATTENTION_BACKENDS)
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+_DEVICE = re.compile(r"auto|(cpu|cuda)(:\d+)?")
 
 
 def max_chunk_framing_bytes(max_body_bytes: int) -> int:
@@ -66,7 +66,7 @@ def _optional_int(value: str) -> int | None:
 
 
 def _dtype(value: str) -> str | None:
-    value = value.strip()
+    value = value.strip().removeprefix("torch.")  # as the library reads it (sie.dtypes)
     if value and value not in DTYPES:
         raise ValueError(f"expected one of {', '.join(DTYPES)}, got {value!r}")
     return value or None
@@ -242,7 +242,7 @@ SETTINGS: dict[str, Setting] = {
                                      "meanwhile) instead of answering 404", "--load-on-demand"),
     "graceful_timeout_s": Setting(int, "seconds in-flight requests get to finish on shutdown",
                                   "--graceful-timeout"),
-    "log_level": Setting(str, "log level: debug, info, warning, error", "--log-level"),
+    "log_level": Setting(str, "log level: debug, info, warning, error, critical", "--log-level"),
     "access_log": Setting(_bool, "log every request (method, path, status; never headers)", "--access-log"),
     "malloc_trim_interval_s": Setting(float, "under load, give freed heap back to the OS after a batch at most once "
                                              "per this many seconds; an idle model's worker does it at once (glibc "

@@ -12,7 +12,8 @@ import time
 import pytest
 import torch
 
-from sie.kernels.cpu_extension import EXTENSION_NAME, cpu_can_run_kernels, wait_for_build_lock
+from sie.kernels.cpu_extension import (EXTENSION_NAME, build_lock, cpu_can_run_kernels,
+                                      remove_killed_builds_lock)
 
 
 def _kernels_build(environ: dict[str, str]) -> subprocess.CompletedProcess:
@@ -34,20 +35,23 @@ def test_a_build_without_a_compiler_names_the_missing_compiler(tmp_path):
     assert re.search(r"could not be built \(.*c\+\+: (command )?not found.*\)", result.stderr), result.stderr
 
 
-def test_a_stale_lock_is_removed_and_a_live_one_waited_for(tmp_path, caplog):
-    lock = tmp_path / "lock"
-    wait_for_build_lock(lock)  # none: returns at once
-    lock.touch()
-    os.utime(lock, (time.time() - 400, time.time() - 400))
-    with caplog.at_level("WARNING", logger="sie.kernels.cpu_extension"):
-        wait_for_build_lock(lock, stale_s=300)
-    assert not lock.exists() and "was killed" in caplog.text
-    lock.touch()  # another process's build, which ends in 0.3 s
-    threading.Timer(0.3, lock.unlink).start()
+def test_a_build_waits_for_another_processs_and_removes_a_killed_ones_lock(tmp_path, caplog):
+    """sie's lock (a flock, gone with its process) tells a running build from a killed one: torch's lock file found
+    while sie's is held was left by a killed build."""
+    import fcntl
+
+    torchs_lock = tmp_path / "lock"
+    torchs_lock.touch()
+    with caplog.at_level("WARNING", logger="sie.kernels.cpu_extension"), build_lock(tmp_path):
+        remove_killed_builds_lock(torchs_lock)
+    assert not torchs_lock.exists() and "was killed" in caplog.text
+    holder = open(tmp_path / "sie_build.lock", "a")  # another build, which ends in 0.3 s
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    threading.Timer(0.3, holder.close).start()
     started = time.perf_counter()
-    with caplog.at_level("WARNING", logger="sie.kernels.cpu_extension"):
-        wait_for_build_lock(lock, stale_s=300, poll_s=0.05)
-    assert 0.25 <= time.perf_counter() - started < 5 and "waiting for another process's build" in caplog.text
+    with caplog.at_level("WARNING", logger="sie.kernels.cpu_extension"), build_lock(tmp_path):
+        waited = time.perf_counter() - started
+    assert 0.25 <= waited < 5 and "waiting for another process's build" in caplog.text
 
 
 def test_a_killed_builds_lock_does_not_hang_the_next_load(sie_cpu_ops):
@@ -57,7 +61,6 @@ def test_a_killed_builds_lock_does_not_hang_the_next_load(sie_cpu_ops):
     lock = os.path.join(_get_build_directory(EXTENSION_NAME, verbose=False), "lock")
     open(lock, "w").close()
     try:
-        os.utime(lock, (time.time() - 3600, time.time() - 3600))
         result = _kernels_build(dict(os.environ))
     finally:
         if os.path.exists(lock):

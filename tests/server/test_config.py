@@ -62,6 +62,9 @@ def test_backend_and_log_level_are_read_in_any_case_and_blank_is_the_default():
     assert (config.backend, config.log_level, config.device) == ("torch", "debug", "cuda:1")
     config = ServerConfig.from_env({"SIE_BACKEND": "", "SIE_LOG_LEVEL": " ", "SIE_DEVICE": ""})
     assert (config.backend, config.log_level, config.device) == ("auto", "info", "auto")
+    # What the library and gunicorn take: devices with an index, gunicorn's levels, dtypes as torch spells them.
+    config = ServerConfig.from_env({"SIE_DEVICE": "cpu:0", "SIE_LOG_LEVEL": "critical", "SIE_DTYPE": "torch.int8"})
+    assert (config.device, config.log_level, config.dtype) == ("cpu:0", "critical", "int8")
 
 
 def test_serve_refuses_a_bad_flag_before_starting(monkeypatch, capsys):
