@@ -206,7 +206,8 @@ def test_a_dtype_or_backend_by_name_is_the_same_engine(random_xlm_roberta_path):
     assert by_name.dtype == torch.float32 and by_name.backends == by_dtype.backends
     np.testing.assert_array_equal(by_name.predict(pairs), by_dtype.predict(pairs))
     assert sie.Reranker(str(random_xlm_roberta_path), device="cpu", dtype="torch.bfloat16").dtype == torch.bfloat16
-    assert sie.Reranker(str(random_xlm_roberta_path), device="cpu", max_batch_tokens=np.int64(64)).max_batch_tokens == 64
+    budget = sie.Reranker(str(random_xlm_roberta_path), device="cpu", max_batch_tokens=np.int64(64)).max_batch_tokens
+    assert budget == 64 and type(budget) is int
 
 
 def test_max_length_must_leave_room_for_a_document_token(random_xlm_roberta_path):
