@@ -85,3 +85,14 @@ def test_the_bf16_engine_on_it_is_as_close_to_fp32_as_on_sdpa(tmp_path, seed):
         logits[name] = reranker.predict(pairs, activation_fn=torch.nn.Identity())
     errors = {name: np.abs(logits[name] - logits["fp32"]).mean() for name in ("cpu", "sdpa")}
     assert errors["cpu"] <= 1.5 * errors["sdpa"] + 1e-3 * np.abs(logits["fp32"]).mean(), errors
+
+
+def test_a_zero_scale_is_uniform_attention_and_a_negative_or_infinite_one_is_refused(seed):
+    """The kernel takes each row's maximum over unscaled scores, which holds for any scale that is not negative."""
+    generator = torch.Generator().manual_seed(seed)
+    q, k, v, cu_seqlens = _fused_projection([37, 63], 2, 2, 32, generator)
+    out = varlen_attention(q, k, v, cu_seqlens, 63, softmax_scale=0.0, backend="cpu")
+    assert_matches(out, reference_attention(q, k, v, cu_seqlens, cu_seqlens, False, 0.0), torch.bfloat16)
+    for scale in (-0.5, float("inf")):
+        with pytest.raises(RuntimeError, match="softmax_scale must be finite and not negative"):
+            varlen_attention(q, k, v, cu_seqlens, 63, softmax_scale=scale, backend="cpu")

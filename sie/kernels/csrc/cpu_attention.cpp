@@ -164,7 +164,8 @@ void attend(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_st
     float* const scores = scratch.scores.data();
     uint16_t* const probs = scratch.probs.data();
     // Unscaled scores for a block of keys in 16-lane vectors, and each row's running maximum over its visible keys
-    // (the scale is positive: the same keys); a last block with at most 16 keys left computes only its first vector.
+    // (the scale is not negative: the same keys); a last block with at most 16 keys left computes only its first
+    // vector.
     const auto score_block = [&](int b, auto vectors) {
       constexpr int VECTORS = decltype(vectors)::value;
       __m512 acc[M][VECTORS];
@@ -264,7 +265,8 @@ at::Tensor varlen_attention_bf16(const at::Tensor& q, const at::Tensor& k, const
               cu_seqlens.sizes() == cu_seqlens_q.sizes(), "sie cpu attention: int32 cu_seqlens of one shape");
   const HeadKernel kernel = head_kernel(q.size(2));
   TORCH_CHECK(kernel != nullptr, "sie cpu attention: head_dim ", q.size(2), " is not 32, 64 or 128");
-  TORCH_CHECK(softmax_scale > 0, "sie cpu attention: softmax_scale must be positive, got ", softmax_scale);
+  TORCH_CHECK(std::isfinite(softmax_scale) && softmax_scale >= 0,
+              "sie cpu attention: softmax_scale must be finite and not negative, got ", softmax_scale);
   const at::Tensor bounds_k = cu_seqlens.contiguous(), bounds_q = cu_seqlens_q.contiguous();
   const int32_t* ck = bounds_k.const_data_ptr<int32_t>();
   const int32_t* cq = bounds_q.const_data_ptr<int32_t>();
