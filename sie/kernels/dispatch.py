@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 ATTENTION_BACKENDS = ("flash", "triton", "cpu", "torch")
 NORM_BACKENDS = ("triton", "torch")  # the ops other than attention have no flash or cpu variant
-_REQUESTS = ("auto", *ATTENTION_BACKENDS)
+BACKENDS = ("auto", *ATTENTION_BACKENDS)  # what a model or SIE_BACKEND may ask for
 
 # What each backend needs, for the error that refuses it.
 _NEEDS = {
@@ -170,8 +170,8 @@ def resolve_kernels(
 
 @functools.cache
 def _resolve(device: torch.device, dtype: torch.dtype, request: str, head_dim: int | None) -> KernelBackends:
-    if request not in _REQUESTS:
-        raise BackendError(f"unknown backend {request!r}; expected one of {', '.join(_REQUESTS)}")
+    if request not in BACKENDS:
+        raise BackendError(f"unknown backend {request!r}; expected one of {', '.join(BACKENDS)}")
     available = available_backends(device, dtype, head_dim)
     if request == "auto":
         attention = available["attention"]

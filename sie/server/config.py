@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from sie.dtypes import DTYPES
-from sie.kernels.dispatch import ATTENTION_BACKENDS
+from sie.kernels.dispatch import BACKENDS
 
 # The most bytes of headers a request may send (431 past them); chunked trailers get as many.
 MAX_HEADER_BYTES = 64 * 1024
@@ -22,7 +22,6 @@ MAX_HEADER_BYTES = 64 * 1024
 # little further on (an infinite timeout would fail every request).
 MAX_SECONDS = 1e9
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-BACKENDS = ("auto", *ATTENTION_BACKENDS)
 _DEVICE = re.compile(r"auto|(cpu|cuda)(:\d+)?")
 
 
