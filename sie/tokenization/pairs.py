@@ -124,25 +124,24 @@ class PairTokenizer:
         document_ids = [e.ids for e in raw.encode_batch(list(documents), add_special_tokens=False)]
         sequences: list[list[int]] = []
         types: list[list[int]] = []
-        cut_queries: list[int] = []
+        budget = max_length - self._template.num_special_tokens
         for index, (query, document) in enumerate(zip(queries, document_ids, strict=True)):
             first = query_ids[query]
-            room = max_length - self._template.num_special_tokens - len(first)
+            room = budget - len(first)
             if len(document) > room:
                 if not truncate:
                     length = len(first) + len(document) + self._template.num_special_tokens
                     raise InputTooLongError(f"items[{index}]", length, max_length)
                 if room < 1:
-                    cut_queries.append(index)
+                    # Cut here, never by the tokenizer's own longest_first: that also builds every pairing of the
+                    # two texts' overflow windows, (query/n1) x (document/n2) encodings, gigabytes for long texts.
+                    keep_first, keep_second = longest_first_lengths(len(first), len(document), budget)
+                    first = first[:keep_first]
+                    room = keep_second
                 document = document[:max(room, 0)]
             ids, type_ids = self._template.assemble(first, document)
             sequences.append(ids)
             types.append(type_ids)
-        if cut_queries:
-            tokenizer = self._variant((max_length, "longest_first"))
-            for index, encoding in zip(cut_queries, tokenizer.encode_batch(
-                    [(queries[i], documents[i]) for i in cut_queries]), strict=True):
-                sequences[index], types[index] = encoding.ids, encoding.type_ids
         return EncodedPairs.from_ids(sequences, types)
 
     def _encode_whole(self, pairs: list[tuple[str, str]], max_length: int, truncate: bool) -> EncodedPairs:
@@ -168,3 +167,19 @@ class PairTokenizer:
                 for index, encoding in zip(indices, batch, strict=True):
                     encodings[index] = encoding
         return EncodedPairs.from_encodings(encodings)
+
+
+def longest_first_lengths(first: int, second: int, budget: int) -> tuple[int, int]:
+    """How many tokens of each text the tokenizers library's ``longest_first`` keeps of a pair of ``first`` and
+    ``second`` tokens in ``budget`` tokens (its rule, step for step): the shorter text whole and the longer one cut
+    to the rest, or both cut to about half when the shorter one takes more than half."""
+    if first + second <= budget:
+        return first, second
+    if budget <= 0:
+        return 0, 0
+    shorter, longer = sorted((first, second))
+    longer = shorter if shorter > budget else max(shorter, budget - shorter)
+    if shorter + longer > budget:
+        shorter = budget // 2
+        longer = shorter + budget % 2
+    return (longer, shorter) if first > second else (shorter, longer)

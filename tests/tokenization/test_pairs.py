@@ -40,6 +40,49 @@ def test_a_long_query_falls_back_to_longest_first_for_its_pairs_only(tokenizers)
     assert encoded.input_ids[32:].tolist() == only_second["input_ids"][0]
 
 
+
+@pytest.mark.parametrize("max_length", [4, 5, 9, 32])
+def test_a_query_that_fills_the_limit_is_cut_as_longest_first_cuts_it(tokenizers, max_length):
+    hf, ours = tokenizers
+    for query, document in (("python " * 50, "python is a language " * 20), ("a b c " * 30, "x " * 7)):
+        encoded = ours.encode([query], [document], max_length=max_length)
+        expected = hf([query], [document], truncation="longest_first", max_length=max_length,
+                      return_token_type_ids=True)
+        assert encoded.input_ids.tolist() == expected["input_ids"][0]
+        assert encoded.token_type_ids.tolist() == expected["token_type_ids"][0]
+
+
+@pytest.mark.parametrize("max_length", [5, 9])
+def test_a_long_query_with_a_long_document_is_cut_in_little_memory(tokenizers, max_length, tmp_path):
+    """Not by the tokenizers library's longest_first: its truncation also pairs every overflow window of the query
+    with every one of the document, (query tokens / n1) x (document tokens / n2) encodings, which took gigabytes (or
+    aborted the process on a failed allocation: a server worker) for texts of a few thousand words. Run in a child
+    process held to 2 GiB of address space."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    hf, _ = tokenizers
+    hf.backend_tokenizer.save(str(tmp_path / "tokenizer.json"))
+    script = (
+        "import sys\n"
+        "from tokenizers import Tokenizer\n"
+        "from sie.tokenization import PairTokenizer\n"
+        "ours = PairTokenizer(Tokenizer.from_file(sys.argv[1]))\n"
+        "print(ours.encode(['python ' * 3000], ['language ' * 3000], max_length=int(sys.argv[2])).lengths.tolist())\n"
+    )
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "tokenizer.json"), str(max_length)],
+                          capture_output=True, text=True, timeout=120, preexec_fn=limit_memory,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [f"[{max_length}]"]
+
+
 def test_no_truncation_reports_the_first_pair_too_long(tokenizers):
     _, ours = tokenizers
     with pytest.raises(InputTooLongError) as error:
