@@ -7,6 +7,7 @@ Everything a request can get wrong is checked here, before any work is queued; t
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -18,17 +19,20 @@ from flask import Blueprint, Response, g, request
 from sie.errors import InputTooLongError, InvalidInputError
 from sie.inputs import (
     ScoreOptions,
+    check_utf8,
+    item_list,
     parse_documents,
     parse_options,
     parse_instruction,
     parse_query,
+    parse_text,
     ranking,
     score_result,
     scores_from_logits,
 )
 from sie.server.errors import TooManyItemsError
 from sie.server.state import state
-from sie.server.wire import decode_body, encode_response, read_body, wants_msgpack
+from sie.server.wire import JSON, decode_body, encode_response, read_body, wants_msgpack
 
 scoring = Blueprint("scoring", __name__)
 
@@ -136,19 +140,55 @@ def _rerank_options(body: Mapping[str, Any]) -> tuple[int | None, bool]:
     return top_n, optional_field(body, "return_documents", bool, False)
 
 
+def _cohere_documents(body: Mapping[str, Any], as_json: bool) -> tuple[list[str], list[dict[str, Any]]]:
+    """(texts, documents as returned) of Cohere's ``documents``: strings, or objects whose ``text`` is scored and
+    whose other fields (``id`` of any type among them) are the caller's own, given back as they came (Cohere: "all
+    other fields will be preserved in the response")."""
+    raw = required_field(body, "documents")
+    if isinstance(raw, list):
+        check_item_count(len(raw))
+    texts: list[str] = []
+    documents: list[dict[str, Any]] = []
+    for index, document in enumerate(item_list(raw, "documents")):
+        field = f"documents[{index}]"
+        if not isinstance(document, Mapping):
+            text, _ = parse_text(document, field)  # a string, or an error naming the field
+            documents.append({"text": text})
+        else:
+            text = document.get("text")
+            if text is None:
+                raise InvalidInputError(f"{field}.text", "is missing (only text documents can be ranked)")
+            if not isinstance(text, str):
+                raise InvalidInputError(f"{field}.text", f"must be a string, got {type(text).__name__}")
+            check_utf8(text, f"{field}.text")
+            documents.append(dict(document))
+            if as_json:
+                # A msgpack request may hold values JSON cannot carry (bytes, extension types, non-string keys).
+                try:
+                    json.dumps(document)
+                except (TypeError, ValueError):
+                    raise InvalidInputError(field, f"holds a value that cannot be returned as {JSON}; ask for "
+                                                   "application/msgpack") from None
+        texts.append(text)
+    if not texts:
+        raise InvalidInputError("documents", "must not be empty")
+    return texts, documents
+
+
 def _cohere_rerank(api_version: str) -> Response:
     body = request_map()
+    as_msgpack = wants_msgpack(request.headers.get("Accept"), default=False)
     # Cohere's clients send the model they were given, possibly "": that means the server's default here.
     model = optional_field(body, "model", str, "") or state().registry.default_model
     query, _ = parse_query(required_field(body, "query"))
-    texts, _ = _documents(body, "documents")
     top_n, return_documents = _rerank_options(body)
+    texts, documents = _cohere_documents(body, as_json=return_documents and not as_msgpack)
     scores, tokens = _score_texts(model, query, texts, ScoreOptions(), field="documents")
     results = []
     for index in ranking(scores, top_n):
         result: dict[str, Any] = {"index": int(index), "relevance_score": float(scores[index])}
         if return_documents:
-            result["document"] = {"text": texts[index]}
+            result["document"] = documents[index]
         results.append(result)
     payload = {
         "id": str(uuid.uuid4()),
@@ -158,7 +198,7 @@ def _cohere_rerank(api_version: str) -> Response:
                  "tokens": {"input_tokens": tokens}},
         "usage": {"total_tokens": tokens},
     }
-    return encode_response(payload, wants_msgpack(request.headers.get("Accept"), default=False))
+    return encode_response(payload, as_msgpack)
 
 
 @scoring.post("/v1/rerank")

@@ -42,6 +42,27 @@ def test_cohere_rerank_without_model_uses_the_default_and_omits_documents(client
     assert all("document" not in entry for entry in result["results"])
 
 
+@pytest.mark.parametrize("path", ["/v1/rerank", "/v2/rerank"])
+def test_cohere_rerank_keeps_the_callers_document_fields(client, path):
+    # Cohere: "If a document is provided the text fields is required and all other fields will be preserved in the
+    # response"; an id is the caller's own, of any type.
+    documents = [{"id": 7, "text": "paris is the capital of france", "title": "France", "meta": {"page": 3}},
+                 "lyon is a city", {"text": "rain", "id": None, "tags": ["a", 1]}]
+    body = {"query": "capital of france", "documents": documents, "return_documents": True}
+    reply = client.post(path, body, msgpack_in=False, headers={"Accept": "application/json"})
+    assert reply.status == 200, reply.body
+    returned = {entry["index"]: entry["document"] for entry in reply.data()["results"]}
+    assert returned == {0: documents[0], 1: {"text": "lyon is a city"}, 2: documents[2]}
+
+
+def test_cohere_rerank_refuses_a_document_json_cannot_return(client):
+    body = {"query": "q", "documents": [{"text": "a", "blob": b"\x00\x01"}], "return_documents": True}
+    reply = client.post("/v1/rerank", body, headers={"Accept": "application/json"})
+    assert reply.status == 400 and reply.data()["detail"]["param"] == "documents[0]"
+    reply = client.post("/v1/rerank", body, headers={"Accept": "application/msgpack"})
+    assert reply.status == 200 and reply.data()["results"][0]["document"] == {"text": "a", "blob": b"\x00\x01"}
+
+
 def test_tei_rerank(client, tiny_reranker, rng):
     query = random_text(rng, 4)
     texts = [random_text(rng, int(rng.integers(1, 30))) for _ in range(5)]
