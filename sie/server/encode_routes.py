@@ -140,12 +140,20 @@ def _texts(body: Mapping[str, Any], key: str) -> list[str]:
     return value
 
 
-def _dense(raw: list[RawOutputs], dimensions: int | None, encoder: Encoder, params: EncodeParams) -> list[np.ndarray]:
-    """Dense vectors, cut to their first ``dimensions`` (Matryoshka) before normalisation when asked."""
+def _dimensions(body: Mapping[str, Any], model: str) -> int | None:
+    """The request's ``dimensions`` (Matryoshka), checked against ``model``'s dense width before any work is queued."""
+    dimensions = optional_field(body, "dimensions", int, None)
     if dimensions is not None:
-        width = encoder.dimensions["dense"]
+        width = state().registry.get(model, task="encode").encoding.encoder.dimensions["dense"]
         if dimensions < 1 or dimensions > width:
             raise InvalidInputError("dimensions", f"must be from 1 to {width}, got {dimensions}")
+    return dimensions
+
+
+def _dense(raw: list[RawOutputs], dimensions: int | None, encoder: Encoder, params: EncodeParams) -> list[np.ndarray]:
+    """Dense vectors, cut to their first ``dimensions`` (checked by ``_dimensions``) before normalisation when
+    asked."""
+    if dimensions is not None:
         raw = [{"dense": outputs["dense"][:dimensions]} for outputs in raw]
     return [encoder.finish(outputs, params)["dense"] for outputs in raw]
 
@@ -172,7 +180,7 @@ def embed_tei() -> Response:
         prompt = prompts[prompt_name]
     params = EncodeParams(instruction=prompt, normalize=optional_field(body, "normalize", bool, True),
                           truncate=optional_field(body, "truncate", bool, True))
-    dimensions = optional_field(body, "dimensions", int, None)
+    dimensions = _dimensions(body, model)
     raw, _, encoder = _encode_texts(model, texts, params, "inputs")
     vectors = [vector.tolist() for vector in _dense(raw, dimensions, encoder, params)]
     return encode_response(vectors, wants_msgpack(request.headers.get("Accept"), default=False))
@@ -192,7 +200,7 @@ def embeddings_openai() -> Response:
     encoding_format = optional_field(body, "encoding_format", str, "float")
     if encoding_format not in ("float", "base64"):
         raise InvalidInputError("encoding_format", f"must be 'float' or 'base64', got {encoding_format!r:.80}")
-    dimensions = optional_field(body, "dimensions", int, None)
+    dimensions = _dimensions(body, model)
     params = EncodeParams(normalize=True)
     raw, tokens, encoder = _encode_texts(model, texts, params, "input")
     vectors = _dense(raw, dimensions, encoder, params)

@@ -105,6 +105,20 @@ def test_encode_returns_every_output_as_numpy_maps_with_ids_echoed(client, m3, r
         np.testing.assert_allclose(values, want["sparse"]["values"], atol=1e-6)
 
 
+@pytest.mark.parametrize(("path", "body"), [
+    ("/embed", {"inputs": ["a", "b"], "dimensions": 0}),
+    ("/v1/embeddings", {"input": ["a", "b"], "model": TINY_EMBEDDER, "dimensions": 10_000}),
+])
+def test_a_bad_dimensions_is_refused_before_any_work_is_queued(client, encode_app, monkeypatch, path, body):
+    def never(encoded):
+        raise AssertionError("the batch ran for a request that was bound to fail")
+
+    for model in (TINY_M3, TINY_EMBEDDER):  # /embed's is the first configured embedding model
+        monkeypatch.setattr(encode_app.extensions[EXTENSION].registry.get(model).batcher, "_run", never)
+    reply = client.post(path, body, msgpack_in=False)
+    assert reply.status == 400 and reply.data()["detail"]["param"] == "dimensions"
+
+
 def test_json_for_curl_and_dense_by_default(client, embedder):
     reply = client.post(f"/v1/encode/{TINY_EMBEDDER}", {"items": [{"text": "what is python"}]}, msgpack_in=False,
                         accept="application/json")
