@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from sie.encoding.m3 import M3Heads, has_m3_heads, sparse_vectors
 from sie.encoding.params import EncodeParams, l2_normalize, parse_encode_params, parse_items, quantize
 from sie.errors import InvalidInputError, ModelNotFoundError
 from sie.hub import resolve_model
-from sie.inputs import check_utf8
+from sie.inputs import check_utf8, parse_text, positive_int
 from sie.models import build_model, compute_dtype, family_of, head_dim_of, read_config, task_of
 from sie.models import pooling
 from sie.packing import PackedBatch, pack, plan_micro_batches
@@ -271,7 +271,7 @@ class Encoder:
         is_query: bool | None = None,
     ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
         """sentence-transformers' ``SentenceTransformer.encode``: dense embeddings ``(len(sentences), dim)`` in input
-        order (``(dim,)`` for one string).
+        order (``(dim,)`` for one string or one Item ``{"id"?, "text"}``; a list may hold Items too).
 
         The folder's Normalize module applies, and ``normalize_embeddings=True`` normalises in any case.
         ``prompt`` (or a prompt of the model's by ``prompt_name``) goes before every sentence. ``batch_size`` caps the
@@ -279,11 +279,15 @@ class Encoder:
         default. ``precision``: ``float32``, ``int8``, ``uint8``, ``binary`` or ``ubinary`` (as ``OUTPUT_DTYPES``).
         ``convert_to_tensor`` gives one tensor, ``convert_to_numpy=False`` a list of tensors.
         """
-        single = isinstance(sentences, str)
+        single = isinstance(sentences, (str, Mapping))
         texts = [sentences] if single else list(sentences)
         for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InvalidInputError(f"sentences[{index}]", f"must be a string, got {type(text).__name__}")
+            field = "sentences" if single else f"sentences[{index}]"
+            if isinstance(text, Mapping):  # an Item {"id"?, "text"}, as sentence-transformers reads {"text": ...}
+                texts[index] = parse_text(text, field)[0]
+            elif not isinstance(text, str):
+                raise InvalidInputError(field, f"must be a string, got {type(text).__name__}")
+        batch_size = None if batch_size is None else positive_int(batch_size, "batch_size")
         if prompt is None and prompt_name is not None:
             if prompt_name not in self.settings.prompts:
                 raise InvalidInputError("prompt_name", f"{prompt_name!r} is not one of this model's prompts: "

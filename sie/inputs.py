@@ -6,6 +6,7 @@ with an ``InvalidInputError`` whose ``field`` names it (``items[3].text``).
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,11 +52,26 @@ def check_utf8(text: str, field: str) -> None:
         raise InvalidInputError(field, NOT_UTF8)
 
 
+def is_integer(value: Any) -> bool:
+    """Whether ``value`` is an integer: a Python or numpy one, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def positive_int(value: Any, field: str) -> int:
-    """``value`` if it is an integer >= 1 (not a bool), else InvalidInputError naming ``field``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """``value`` as an int if it is an integer >= 1 (``is_integer``), else InvalidInputError naming ``field``."""
+    if not is_integer(value) or value < 1:
         raise InvalidInputError(field, f"must be a positive integer, got {value!r:.80}")
-    return value
+    return int(value)
+
+
+def top_k_of(value: Any, field: str = "top_k") -> int | None:
+    """``value`` as an int if it is a non-negative integer (``is_integer``) or None; else InvalidInputError naming
+    ``field``."""
+    if value is None:
+        return None
+    if not is_integer(value) or value < 0:
+        raise InvalidInputError(field, f"must be a non-negative integer, got {value!r:.80}")
+    return int(value)
 
 
 def parse_bool(value: Any, field: str) -> bool:

@@ -7,7 +7,7 @@ import logging
 import numbers
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from sie.inputs import (
     ranking,
     score_result,
     scores_from_logits,
+    top_k_of,
 )
 from sie.models import build_model, family_of, head_dim_of, read_config
 from sie.packing import PackedBatch, pack, plan_micro_batches
@@ -372,9 +373,9 @@ class Reranker:
     ) -> list[dict[str, Any]]:
         """Documents (strings or Items) sorted by relevance: ``[{"index", "id", "score", "rank", "text"?}]``, the
         best ``top_k`` of them when given (0 gives none, as sentence-transformers' ``rank`` does)."""
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
-            raise InvalidInputError("top_k", f"must be a non-negative integer, got {top_k!r:.80}")
-        max_length = None if max_length is None else positive_int(max_length, "max_length")
+        top_k = top_k_of(top_k)
+        if max_length is not None:
+            max_length = self._check_max_length(positive_int(max_length, "max_length"), "max_length")
         query_text, _ = parse_query(query)
         docs = parse_documents(documents, field="documents")
         logits, _ = self._tokenize_and_score([query_text] * len(docs.texts), docs.texts, max_length=max_length,
@@ -402,6 +403,14 @@ class Reranker:
         1-D array of ``len(pairs)`` scores (a tensor with ``convert_to_tensor``, a list of 0-d tensors with neither
         conversion), or the one score of a single pair given alone, as sentence-transformers does.
         """
+        if isinstance(pairs, np.ndarray):  # as sentence-transformers reads one: 1-D is one pair, 2-D a list of them
+            pairs = pairs.tolist()
+        if not isinstance(pairs, Sequence) and not isinstance(pairs, Mapping) and hasattr(pairs, "__len__"):
+            pairs = list(pairs)  # a sized collection that is no Sequence (a datasets Column)
+        if not isinstance(pairs, Sequence):
+            raise InvalidInputError("pairs", f"must be a list of (query, document) pairs, or one pair, got "
+                                             f"{type(pairs).__name__}")
+        batch_size = None if batch_size is None else positive_int(batch_size, "batch_size")
         single = len(pairs) == 2 and all(isinstance(text, str) for text in pairs)
         if single:
             pairs = [pairs]
@@ -428,6 +437,7 @@ class Reranker:
         """sentence-transformers' ``CrossEncoder.rank``: ``[{"corpus_id", "score", "text"?}]`` best first."""
         if not isinstance(query, str):
             raise InvalidInputError("query", f"must be a string, got {type(query).__name__}")
+        top_k = top_k_of(top_k)
         documents = item_list(documents, "documents")
         for index, document in enumerate(documents):
             if not isinstance(document, str):

@@ -199,6 +199,21 @@ def test_encode_returns_what_sentence_transformers_returns_for_one_string_and_fo
     assert len(sie.encode(str(bert_embedder), np.array(texts))) == 2, "a numpy array of strings is a list of them"
 
 
+def test_encode_reads_an_item_as_its_text_never_as_its_keys(bert_embedder):
+    encoder = Encoder(str(bert_embedder), device="cpu", dtype=torch.float32)
+    alone = encoder.encode({"id": "x", "text": "a cat"})
+    assert alone.shape == (32,), "one Item is one input, as sentence-transformers reads {'text': ...}"
+    np.testing.assert_array_equal(alone, encoder.encode("a cat"))
+    np.testing.assert_array_equal(encoder.encode([{"text": "a cat"}, "a dog"]), encoder.encode(["a cat", "a dog"]))
+    for bad, field in (({"id": "x"}, "sentences.text"), ([{"text": 3}], "sentences[0].text")):
+        with pytest.raises(InvalidInputError) as error:
+            encoder.encode(bad)
+        assert error.value.field == field
+    for bad in (0, -1, 2.5):
+        with pytest.raises(InvalidInputError, match="^batch_size: must be a positive integer"):
+            encoder.encode(["a cat"], batch_size=bad)
+
+
 def test_bad_input_names_its_field(bert_embedder):
     model = str(bert_embedder)
     cases = [

@@ -158,6 +158,28 @@ def test_rerank_takes_top_k_zero_and_numpy_arrays_naming_its_own_arguments(reran
         reranker.rerank("What is Python?", GUIDE_DOCUMENTS, max_length=0)
 
 
+def test_bad_batch_size_top_k_and_max_length_are_refused_naming_them_and_numpy_integers_are_taken(reranker):
+    pairs = [("What is Python?", document) for document in GUIDE_DOCUMENTS]
+    for bad in (0, -1, 2.5, "2", True):
+        with pytest.raises(InvalidInputError, match="^batch_size: must be a positive integer"):
+            reranker.predict(pairs, batch_size=bad)
+        with pytest.raises(InvalidInputError, match="^batch_size: must be a positive integer"):
+            reranker.rank("What is Python?", GUIDE_DOCUMENTS, batch_size=bad)
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(InvalidInputError, match="^top_k: must be a non-negative integer"):
+            reranker.rank("What is Python?", GUIDE_DOCUMENTS, top_k=bad)
+    with pytest.raises(InvalidInputError, match="^pairs: must be a list of \\(query, document\\) pairs"):
+        reranker.predict(pair for pair in pairs)
+    with pytest.raises(InvalidInputError) as error:
+        reranker.rerank("What is Python?", GUIDE_DOCUMENTS, max_length=3)
+    assert error.value.field == "max_length", "rerank's own keyword, not the score API's options.max_length"
+    # numpy integers are integers (as rank and sentence-transformers take them)
+    best = reranker.rerank("What is Python?", GUIDE_DOCUMENTS, top_k=np.int64(2), max_length=np.int64(64))
+    assert [r["index"] for r in best] == [r["index"] for r in reranker.rerank("What is Python?", GUIDE_DOCUMENTS)][:2]
+    assert len(reranker.score("What is Python?", GUIDE_DOCUMENTS, options={"top_k": np.int64(1)})["scores"]) == 1
+    np.testing.assert_array_equal(reranker.predict(pairs, batch_size=np.int64(1)), reranker.predict(pairs))
+
+
 def test_truncation_options(reranker):
     long_document = "python " * 600
     result = reranker.score("What is Python?", [long_document], options={"max_length": 16})
