@@ -20,10 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sie.server.errors import QueueFullError, RequestTimeoutError
+from sie.server.errors import ClientGoneError, QueueFullError, RequestTimeoutError
 from sie.tokenization import EncodedPairs
 
 logger = logging.getLogger(__name__)
+
+# How often a waiting request thread asks whether its client is still there: a client that went is dropped within
+# this (before its turn, unless the queue was shorter), for a peek at a socket per waiting request each time.
+CLIENT_CHECK_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -253,18 +257,27 @@ class Slot:
         if not self._submitted:
             self._batcher._release()
 
-    def run(self, encoded: EncodedPairs, timeout_s: float) -> tuple[np.ndarray, Timings]:
+    def run(self, encoded: EncodedPairs, timeout_s: float,
+            client_gone: Callable[[], bool] | None = None) -> tuple[np.ndarray, Timings]:
         """Submits ``encoded`` and waits for its logits, float32 ``(num_pairs,)``.
 
-        Raises the batch's error for this request, or RequestTimeoutError when it has not started running
-        within ``timeout_s`` (it is then dropped; a request already running is waited for).
+        Raises the batch's error for this request; RequestTimeoutError when it has not started running within
+        ``timeout_s``; ClientGoneError when ``client_gone()`` says its client left before it started. Either way
+        it is dropped; a request already running is waited for.
         """
         job = self._batcher._submit(encoded)
         self._submitted = True
-        if not job.done.wait(timeout_s):
-            if self._batcher._abandon(job):
-                raise RequestTimeoutError(f"the request did not start within {timeout_s:g} s; the server is busy")
-            job.done.wait()
+        deadline = time.monotonic() + timeout_s
+        while not job.done.wait(max(min(CLIENT_CHECK_S, deadline - time.monotonic()), 0.0)):
+            if time.monotonic() >= deadline:
+                if self._batcher._abandon(job):
+                    raise RequestTimeoutError(f"the request did not start within {timeout_s:g} s; the server is busy")
+                break
+            if client_gone is not None and client_gone():
+                if self._batcher._abandon(job):
+                    raise ClientGoneError("the client closed its connection before the request started")
+                break
+        job.done.wait()
         if job.error is not None:
             raise job.error
         return job.logits, job.timings

@@ -26,6 +26,7 @@ from flask import Blueprint, Response, g, request
 from sie.encoder import Encoder, RawOutputs
 from sie.encoding.params import EncodeParams, parse_encode_params, parse_items
 from sie.errors import InvalidInputError
+from sie.server.connection import client_gone_check
 from sie.server.encode_runner import EncodeRunner
 from sie.server.errors import ResponseTooLargeError
 from sie.server.routes import (
@@ -64,7 +65,7 @@ def _encode_texts(model: str, texts: list[str], params: EncodeParams, field: str
         tokenized = time.perf_counter()
         remaining = current.config.request_timeout_s - (tokenized - g.sie_started)
         with runner.wanting(params.output_types):
-            raw, timings = slot.run(encoded, max(remaining, 0.0))
+            raw, timings = slot.run(encoded, max(remaining, 0.0), client_gone_check(request.environ))
     g.sie_phases = {"tokenize": tokenized - started, "queue": timings.queue_s, "inference": timings.inference_s}
     return list(raw), encoded.num_tokens, encoder
 

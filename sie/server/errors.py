@@ -88,6 +88,10 @@ class RequestTimeoutError(ServerError):
     """The request was not answered within ``request_timeout_s``."""
 
 
+class ClientGoneError(ServerError):
+    """The client closed its connection while its request waited: nobody reads the answer, so it never ran."""
+
+
 @dataclass(frozen=True)
 class ErrorKind:
     """What an exception class is answered with."""
@@ -117,6 +121,8 @@ ERRORS: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (QueueFullError, ErrorKind(503, "QUEUE_FULL", retry_after_s=1)),
     (BuffersFullError, ErrorKind(503, "RESOURCE_EXHAUSTED", retry_after_s=1)),
     (RequestTimeoutError, ErrorKind(504, "TIMEOUT", retry_after_s=1)),
+    # nginx's status for a request its client abandoned: counted in the metrics and the access log, read by nobody.
+    (ClientGoneError, ErrorKind(499, "CLIENT_CLOSED_REQUEST")),
 )
 INTERNAL = ErrorKind(500, "INTERNAL_ERROR")
 

@@ -30,6 +30,7 @@ from sie.inputs import (
     score_result,
     scores_from_logits,
 )
+from sie.server.connection import client_gone_check
 from sie.server.errors import TooManyItemsError
 from sie.server.state import state
 from sie.server.wire import JSON, decode_body, encode_response, read_body, wants_msgpack
@@ -114,7 +115,7 @@ def _score_texts(
             raise InputTooLongError(error.field.replace("items", field, 1), error.length, error.limit) from None
         tokenized = time.perf_counter()
         remaining = current.config.request_timeout_s - (tokenized - g.sie_started)
-        logits, timings = slot.run(encoded, max(remaining, 0.0))
+        logits, timings = slot.run(encoded, max(remaining, 0.0), client_gone_check(request.environ))
     g.sie_phases = {"tokenize": tokenized - started, "queue": timings.queue_s, "inference": timings.inference_s}
     return scores_from_logits(logits, options.raw_scores), encoded.num_tokens
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from sie.server.batcher import Batcher, BatchStats
-from sie.server.errors import QueueFullError, RequestTimeoutError
+from sie.server.errors import ClientGoneError, QueueFullError, RequestTimeoutError
 from sie.tokenization import EncodedPairs
 
 POISON = -1  # a token id the scoring function refuses
@@ -102,6 +102,33 @@ def test_a_lone_request_does_not_wait_for_the_batch_window(rng):
     _score(batcher, _pairs(rng, 2))
     assert time.perf_counter() - started < 1.0
     batcher.close()
+
+
+def test_a_request_whose_client_went_is_dropped_before_it_runs_and_one_running_is_finished(rng):
+    run = Recorder()
+    run.gate.clear()
+    batcher = _batcher(run, max_wait_s=0.0)
+    first, second = _pairs(rng, 1), _pairs(rng, 2)
+    gone = threading.Event()
+
+    def score_until_gone(encoded: EncodedPairs) -> np.ndarray:
+        with batcher.slot() as slot:
+            return slot.run(encoded, 30.0, gone.is_set)[0]
+
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(score_until_gone, first)  # taken by the consumer, blocked on the gate
+        time.sleep(0.1)
+        waiting = pool.submit(score_until_gone, second)
+        time.sleep(0.1)
+        assert batcher.depth == 1
+        gone.set()
+        with pytest.raises(ClientGoneError):
+            waiting.result(timeout=5.0)
+        assert batcher.depth == 0, "the slot of a dropped request is free at once"
+        run.gate.set()
+        np.testing.assert_array_equal(running.result(timeout=5.0), _sums(first))
+    batcher.close()
+    assert run.batches == [1], "the dropped request never ran"
 
 
 def test_admission_past_max_queue_raises_queue_full_and_slots_are_released(rng):

@@ -7,8 +7,10 @@ keys kept out of gunicorn's access log, the queue bound, the deadline and shutdo
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import socket
 import sys
 import threading
 import time
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from sie.testing.server import Reply, ServerProcess
+from sie.testing.server import HttpClient, Reply, ServerProcess
 from sie.testing import make_random_checkpoint
 from tests.server.conftest import TINY_BERT, AppClient, tiny_server, wait_ready
 
@@ -162,6 +164,33 @@ def test_a_request_not_started_by_its_deadline_gets_504(slow, heavy):
         if reply.status == 504:
             assert reply.data()["detail"]["code"] == "TIMEOUT" and float(reply.headers["x-inference-time"]) == 0
     assert _post(slow, {"query": "q", "items": ["a"]}).status == 200, "the server must serve again afterwards"
+
+
+def _requests_answered(server: ServerProcess, status: int) -> float:
+    """Score requests the server answered with ``status``, read from ``/metrics`` on a connection of its own."""
+    pattern = rf'sie_requests_total{{endpoint="/v1/score/<path:model>",status="{status}"[^}}]*}} (\S+)'
+    return sum(float(value) for value in re.findall(pattern, HttpClient(server.port).get("/metrics").body.decode()))
+
+
+def test_a_request_whose_client_left_is_dropped_before_its_turn(slow, heavy):
+    # The second request's client sends it while the first runs and leaves at once: the server drops it (499,
+    # read by nobody) well before its deadline and never runs it.
+    dropped, timed_out = _requests_answered(slow, 499), _requests_answered(slow, 504)
+    in_flight = ThreadPoolExecutor(1).submit(_post, slow, heavy)
+    time.sleep(0.3)
+    body = json.dumps({"query": "q", "items": heavy["items"][:4]}).encode()
+    with socket.create_connection(("127.0.0.1", slow.port)) as leaving:
+        leaving.sendall(f"POST /v1/score/{SLOW} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.1)
+    left = time.monotonic()
+    while _requests_answered(slow, 499) == dropped and time.monotonic() - left < TIMEOUT_S / 2:
+        time.sleep(0.02)
+    assert not in_flight.done(), "the first request must still be running for this to prove anything"
+    assert _requests_answered(slow, 499) == dropped + 1, slow.log[-2000:]
+    assert in_flight.result().status == 200
+    assert _requests_answered(slow, 504) == timed_out
+    assert _post(slow, {"query": "q", "items": ["a"]}).status == 200
 
 
 def test_shutdown_lets_the_request_in_flight_finish(slow, heavy):
