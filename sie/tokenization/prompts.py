@@ -63,7 +63,8 @@ class PromptTokenizer:
 
         ``instruction`` fills the recipe's instruction slot (its default instruction when None). A pair longer
         than ``max_length`` has its document cut (and, by the recipe's rule, a long query its end), or raises
-        InputTooLongError naming ``items[i]`` when ``truncate`` is False.
+        InputTooLongError naming ``items[i]`` when ``truncate`` is False; so does a query part past the recipe's
+        ``query_share``, which its reference cuts even where the pair fits.
         """
         if len(queries) != len(documents):
             raise ValueError(f"{len(queries)} queries for {len(documents)} documents")
@@ -71,7 +72,7 @@ class PromptTokenizer:
         if self.recipe.joint:
             middles = self._joint(queries, documents, instruction)
         else:
-            middles = self._separate(queries, documents, instruction, content if truncate else None)
+            middles = self._separate(queries, documents, instruction, content, truncate)
         sequences = []
         for index, middle in enumerate(middles):
             if len(middle) > content:
@@ -88,14 +89,20 @@ class PromptTokenizer:
                             for query, document in zip(queries, documents, strict=True)])
 
     def _separate(
-        self, queries: Sequence[str], documents: Sequence[str], instruction: str | None, content: int | None
+        self, queries: Sequence[str], documents: Sequence[str], instruction: str | None, content: int, truncate: bool
     ) -> list[list[int]]:
-        """Query part, separator and document part, each tokenized alone (every distinct query once). With a
-        ``content`` budget the query part is capped at the recipe's share of it, leaving the document the rest."""
+        """Query part, separator and document part, each tokenized alone (every distinct query once). The query
+        part is capped at the recipe's share of the ``content`` budget, leaving the document the rest; past the cap
+        it is cut, or with ``truncate`` False refused (InputTooLongError naming the first ``items[i]`` with it)."""
         recipe = self.recipe
         unique = list(dict.fromkeys(queries))
-        cap = None if content is None or recipe.query_share is None else int(content * recipe.query_share)
-        query_ids = dict(zip(unique, (ids[:cap] for ids in self._batch(
-            [recipe.query_text(query, instruction) for query in unique])), strict=True))
+        cap = None if recipe.query_share is None else int(content * recipe.query_share)
+        query_ids = dict(zip(unique, self._batch([recipe.query_text(query, instruction) for query in unique]),
+                             strict=True))
+        for query, ids in query_ids.items():
+            if cap is not None and len(ids) > cap:
+                if not truncate:
+                    raise InputTooLongError(f"items[{queries.index(query)}]", len(ids), cap)
+                query_ids[query] = ids[:cap]
         document_ids = self._batch([recipe.document_text(document) for document in documents])
         return [query_ids[query] + self._separator + ids for query, ids in zip(queries, document_ids, strict=True)]

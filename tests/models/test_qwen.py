@@ -203,3 +203,32 @@ def test_a_recipe_file_in_the_model_folder_is_used(checkpoints, tmp_path):
     baseline = Reranker(str(checkpoints["qwen3-lm"]), device="cpu", recipe="qwen3-reranker")
     np.testing.assert_allclose(reranker.predict([("q", "d")]), baseline.score(
         "q", ["d"], instruction="Judge it")["scores"][0]["score"], rtol=1e-6)
+
+
+def test_mxbai_refuses_without_truncation_a_query_its_reference_would_cut(checkpoints, rng):
+    # mxbai-rerank-v2's reference caps the query part at 3/4 of the budget even where the pair fits: with
+    # truncation off, sie refuses such a query rather than score other tokens than the reference would.
+    path = checkpoints["qwen2-lm"]
+    reranker = Reranker(str(path), device="cpu", recipe="mxbai-rerank-v2", max_length=MAX_LENGTH)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    cap = (MAX_LENGTH - mxbai_template_length(tokenizer)) * 3 // 4
+    def part_tokens(text: str) -> int:
+        return len(tokenizer(MXBAI_RERANK_V2.query_text(text, None), add_special_tokens=False)["input_ids"])
+
+    query = random_text(rng, 200)
+    while part_tokens(query) > cap + 8:
+        query = query.rsplit(" ", 1)[0]  # past the cap by a little: the whole pair still fits the budget
+    assert part_tokens(query) > cap
+    documents = ["python", "snakes are reptiles"]
+    with pytest.raises(InputTooLongError) as refused:
+        reranker.encode(query, documents, truncate=False)
+    assert refused.value.field == "query" and refused.value.limit == cap
+    cut = reranker.encode(query, documents)
+    expected = reference_ids(tokenizer, "mxbai-rerank-v2", [(query, d) for d in documents], None, MAX_LENGTH)
+    assert [ids.tolist() for ids in np.split(cut.input_ids, np.cumsum(cut.lengths)[:-1])] == expected
+    short = query
+    while part_tokens(short) > cap:
+        short = short.rsplit(" ", 1)[0]
+    kept = reranker.encode(short, documents, truncate=False)
+    expected = reference_ids(tokenizer, "mxbai-rerank-v2", [(short, d) for d in documents], None, MAX_LENGTH)
+    assert [ids.tolist() for ids in np.split(kept.input_ids, np.cumsum(kept.lengths)[:-1])] == expected
