@@ -53,7 +53,7 @@ class ModelNotServedError(ServerError, LookupError):
         self.model = model
         self.available = available
         listing = ", ".join(available) if available else "none"
-        super().__init__(f"model {model!r} is not available on this server; available: {listing}")
+        super().__init__(f"model {model!r:.80} is not available on this server; available: {listing}")
 
 
 class ModelLoadingError(ServerError):
@@ -154,7 +154,7 @@ def _detail(error: BaseException, kind: ErrorKind) -> dict[str, Any]:
         return {"code": kind.code, "message": str(error), "available": error.available}
     if isinstance(error, ModelNotFoundError):
         # Its message lists local paths that were searched: not the client's business.
-        return {"code": kind.code, "message": f"model {error.model!r} was not found"}
+        return {"code": kind.code, "message": f"model {error.model!r:.80} was not found"}
     if isinstance(error, NotReadyError):
         return {"code": kind.code, "message": str(error), "models": error.models}
     return {"code": kind.code, "message": str(error)}

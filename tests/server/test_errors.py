@@ -11,6 +11,7 @@ from werkzeug.exceptions import MethodNotAllowed
 from sie.errors import InputTooLongError, InvalidInputError, ModelNotFoundError, UnsupportedModelError
 from sie.server.errors import (
     BuffersFullError,
+    ClientGoneError,
     ModelLoadFailedError,
     ModelLoadingError,
     ModelNotServedError,
@@ -48,6 +49,7 @@ def app_context():
     (QueueFullError("full"), 503, "QUEUE_FULL", "1"),
     (BuffersFullError("full"), 503, "RESOURCE_EXHAUSTED", "1"),
     (RequestTimeoutError("late"), 504, "TIMEOUT", "1"),
+    (ClientGoneError("gone"), 499, "CLIENT_CLOSED_REQUEST", None),
 ])
 def test_each_error_gets_its_status_code_and_headers(error, status, code, retry_after):
     response = error_response(error)
@@ -56,6 +58,12 @@ def test_each_error_gets_its_status_code_and_headers(error, status, code, retry_
     assert detail["code"] == code and response.headers["X-SIE-Error-Code"] == code
     assert detail["message"]
     assert response.headers.get("Retry-After") == retry_after
+
+
+@pytest.mark.parametrize("error_class", [ModelNotServedError, ModelNotFoundError])
+def test_an_unknown_models_name_is_cut_in_the_message(error_class):
+    message = json.loads(error_response(error_class("m" * 5000, [])).get_data())["detail"]["message"]
+    assert "m" * 70 in message and len(message) < 200
 
 
 def test_details_name_the_field_and_the_available_models_but_no_paths():
