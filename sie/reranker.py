@@ -266,7 +266,8 @@ class Reranker:
 
         ``instruction`` fills a decoder recipe's instruction slot, or is prepended to a cross-encoder's query. With
         ``truncate=False`` a pair past the limit raises InputTooLongError naming ``items[i]``, or the query (``query``,
-        or ``items[i].query`` where pairs have their own) when it is too long even with an empty document. A text
+        or ``items[i].query`` where pairs have their own) when it is too long even with an empty document, or
+        ``instruction`` when the query would fit without it. A text
         that is not UTF-8 (a lone surrogate) raises InvalidInputError naming it the same way.
         """
         limit = self.max_length if max_length is None else self._check_max_length(max_length, "options.max_length")
@@ -281,12 +282,28 @@ class Reranker:
             return self.tokenizer.encode(queries, documents, limit, truncate=truncate, instruction=instruction)
         except InputTooLongError as error:
             index = int(error.field.removeprefix("items[").removesuffix("]"))
+            alone = self._too_long_alone(queries[index], limit, instruction)
+            if alone is None:
+                raise
+            if alone.field == "instruction":
+                raise alone from None
+            field = "query" if len(set(queries)) == 1 else f"{error.field}.query"
+            raise InputTooLongError(field, alone.length, alone.limit) from None
+
+    def _too_long_alone(self, query: str, limit: int, instruction: str | None) -> InputTooLongError | None:
+        """Why ``query`` under ``instruction`` is too long with an empty document, or None if it fits: the error
+        names ``instruction`` where the query would fit without it."""
+        try:
+            self.tokenizer.encode([query], [""], limit, truncate=False, instruction=instruction)
+            return None
+        except InputTooLongError as alone:
+            if instruction is None:
+                return alone
             try:
-                self.tokenizer.encode([queries[index]], [""], limit, truncate=False, instruction=instruction)
-            except InputTooLongError as alone:
-                field = "query" if len(set(queries)) == 1 else f"{error.field}.query"
-                raise InputTooLongError(field, alone.length, alone.limit) from None
-            raise
+                self.tokenizer.encode([query], [""], limit, truncate=False)
+            except InputTooLongError:
+                return alone
+            return InputTooLongError("instruction", alone.length, alone.limit)
 
     @torch.inference_mode()
     def logits(

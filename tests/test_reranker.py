@@ -195,6 +195,13 @@ def test_truncation_options(reranker):
     with pytest.raises(InputTooLongError) as error:
         reranker.encode(["what", long_query], ["a", "b"], truncate=False)
     assert error.value.field == "items[1].query"
+    # ... and an instruction that makes a query too long is the instruction's.
+    with pytest.raises(InputTooLongError) as error:
+        reranker.score("What is Python?", ["short"], instruction="python " * 600, options={"truncate": False})
+    assert error.value.field == "instruction" and error.value.length > 512
+    with pytest.raises(InputTooLongError) as error:
+        reranker.score(long_query, ["short"], instruction="find it", options={"truncate": False})
+    assert error.value.field == "query"
     with pytest.raises(InvalidInputError, match="options.max_length"):
         reranker.score("What is Python?", ["short"], options={"max_length": 4096})
     with pytest.raises(InvalidInputError, match="unknown option"):
