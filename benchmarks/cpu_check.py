@@ -112,6 +112,10 @@ def rerank_targets(rerank: dict) -> list[Target]:
     same, queries = rerank["bf16_top1_same"]
     targets.append(Target("bf16 top-1 equals fp32 top-1 (fidelity set)", "every query", f"{same}/{queries}",
                           same == queries))
+    if rerank.get("int8_top1_same"):  # point 4: the default model's CPU default where int8 is the faster mode
+        same, queries = rerank["int8_top1_same"]
+        targets.append(Target("int8 top-1 equals fp32 top-1 (fidelity set)", "every query", f"{same}/{queries}",
+                              same == queries))
     return targets
 
 
@@ -164,7 +168,7 @@ def main() -> None:
     folder = (args.out / "cpu_check").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     native_bf16 = cpu_has_native_bf16()
-    cpu_default = str(default_dtype(torch.device("cpu"))).removeprefix("torch.")
+    cpu_default = str(default_dtype(torch.device("cpu"), published_int8=True)).removeprefix("torch.")  # the default model's
     print(f"# {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"native bf16: {'yes' if native_bf16 else 'no (emulated)'}, sie's CPU default: {cpu_default}", flush=True)
 

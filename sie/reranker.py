@@ -36,7 +36,8 @@ from sie.inputs import (
 )
 from sie.models import build_model, family_of, head_dim_of, read_config
 from sie.packing import PackedBatch, pack, plan_micro_batches
-from sie.quantization import cpu_has_int8_dot_products
+from sie.kernels.cpu_extension import cpu_extension
+from sie.quantization import INT8_WEIGHTS, cpu_has_int8_dot_products
 from sie.recipes import Recipe, no_recipe_error, resolve_recipe
 from sie.tokenization import EncodedPairs, PairEncoder, PairTokenizer, PromptTokenizer
 
@@ -58,18 +59,32 @@ def cpu_has_native_bf16() -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-def default_dtype(device: torch.device) -> torch.dtype:
-    """The dtype a Reranker runs in when none is given: fp16 on CUDA; bf16 on a CPU with native bf16, else fp32.
+def int8_is_the_faster_cpu_mode() -> bool:
+    """Whether this CPU runs the int8 mode faster than bf16: int8 dot products (VNNI) and native bf16 without AMX,
+    with sie's C++ CPU kernels, which run the int8 mode's quantization, rescale and attention.
+
+    Measured on the AVX512-BF16 EPYC of benchmarks/RESULTS.md: int8 at 1.2x bf16 for 1-5 documents, 1.3x for 20,
+    1.5-1.6x for 100. Where AMX multiplies bf16 (recent Xeons) bf16 was the faster mode when last measured; without
+    the C++ kernels int8's eager passes cost more than its matmuls save on small requests (0.93x bf16)."""
+    return (cpu_has_native_bf16() and cpu_has_int8_dot_products() and not torch.cpu._is_amx_tile_supported()
+            and cpu_extension() is not None)
+
+
+def default_dtype(device: torch.device, published_int8: bool = False) -> torch.dtype:
+    """The dtype a Reranker runs in when none is given: fp16 on CUDA; on a CPU with native bf16, bf16, or the int8
+    mode for a model that ships its own int8 weights (``published_int8``: the default model) where that mode is
+    the faster one (``int8_is_the_faster_cpu_mode``); else fp32.
 
     On both CPUs of benchmarks/RESULTS.md (a Xeon with AMX, an AMD EPYC with AVX512-BF16) the default model in bf16
-    has the same top-1 as fp32 on all 31 fidelity queries at 1.5-3.3x its speed. Without native bf16 the matmuls
-    are emulated and fp32 is faster. The int8 mode stays opt-in: its accuracy is measured only for the default model,
-    whose integers come from the original file, and it was slower than bf16 on AMX (measured before sie's C++ CPU
-    kernels; on the AVX512-BF16 EPYC it is now 1.3-1.6x bf16).
+    has the same top-1 as fp32 on all 31 fidelity queries at 1.5-3.3x its speed, and in int8 (the original file's
+    integers) the same top-1 too. Without native bf16 the matmuls are emulated and fp32 is faster. Other models
+    stay bf16: their int8 weights would be quantized at load, an accuracy cost measured for no model of theirs.
     """
     if device.type == "cuda":
         return torch.float16
-    return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
+    if device.type != "cpu" or not cpu_has_native_bf16():
+        return torch.float32
+    return torch.int8 if published_int8 and int8_is_the_faster_cpu_mode() else torch.bfloat16
 
 
 def warn_if_slower_than_fp32(device: torch.device, dtype: torch.dtype) -> None:
@@ -164,7 +179,8 @@ class Reranker:
         model: a model id (``org/name``) or a checkpoint folder; default ``cross-encoder/ms-marco-MiniLM-L-12-v2``.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         dtype: activation and weight dtype, a torch dtype or its name (``"bfloat16"``); default
-            ``default_dtype(device)``: fp16 on CUDA, bf16 on a CPU with native bf16, else fp32. ``torch.int8`` is the
+            ``default_dtype``: fp16 on CUDA; on a CPU with native bf16, bf16 (for the default model the int8 mode,
+            where the CPU runs it faster: VNNI without AMX); else fp32. ``torch.int8`` is the
             int8 mode (CPU): int8 linear layers with per-token activation scales, the rest in fp32
             (``sie.quantization``).
         backend: kernel backend, ``"auto"``, ``"flash"``, ``"triton"``, ``"cpu"`` or ``"torch"`` (``SIE_BACKEND``
@@ -200,7 +216,10 @@ class Reranker:
         self.path = _resolve_path(self.model_id)
         dtype = resolve_dtype(dtype)
         self.device = resolve_device(device, dtype)
-        self.dtype = dtype or default_dtype(self.device)
+        self.dtype = dtype or default_dtype(self.device, published_int8=(self.path / INT8_WEIGHTS).is_file())
+        if dtype is None and self.dtype == torch.int8:
+            logger.info("the int8 mode by default: this CPU runs it faster than bfloat16 and the model ships its own "
+                        "int8 weights; dtype bfloat16 or float32 chooses another")
         warn_if_slower_than_fp32(self.device, self.dtype)
         config = read_config(self.path)
         self.family = family_of(config)

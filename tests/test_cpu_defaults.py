@@ -1,4 +1,5 @@
-"""What a CPU user gets without asking: bf16 where the CPU has native bf16, and oneDNN's caches bounded."""
+"""What a CPU user gets without asking: bf16 where the CPU has native bf16 (the default model in int8 where that
+mode is faster), and oneDNN's caches bounded."""
 
 from __future__ import annotations
 
@@ -25,12 +26,46 @@ def test_native_bf16_agrees_with_the_kernels_cpu_flags():
     assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def test_default_dtype_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch):
-    assert default_dtype(torch.device("cuda")) == torch.float16
+@pytest.mark.parametrize(("native_bf16", "int8_faster", "published_int8", "expected"), [
+    (True, False, False, torch.bfloat16),
+    (True, False, True, torch.bfloat16),
+    (True, True, False, torch.bfloat16),
+    (True, True, True, torch.int8),
+    (False, True, True, torch.float32),
+    (False, False, False, torch.float32),
+])
+def test_the_cpu_default_is_bf16_with_native_bf16_int8_for_published_integers_where_faster(
+        native_bf16, int8_faster, published_int8, expected, monkeypatch):
+    monkeypatch.setattr(sie.reranker, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(sie.reranker, "int8_is_the_faster_cpu_mode", lambda: int8_faster)
+    assert default_dtype(torch.device("cpu"), published_int8=published_int8) == expected
+    assert default_dtype(torch.device("cuda"), published_int8=published_int8) == torch.float16
+
+
+@pytest.mark.parametrize(("amx", "vnni", "kernels", "expected"), [
+    (False, True, True, True),
+    (True, True, True, False),
+    (False, False, True, False),
+    (False, True, False, False),
+], ids=["vnni", "amx", "no-vnni", "no-kernels"])
+def test_int8_is_the_faster_mode_with_vnni_and_sies_kernels_but_no_amx(amx, vnni, kernels, expected, monkeypatch):
     monkeypatch.setattr(sie.reranker, "cpu_has_native_bf16", lambda: True)
-    assert default_dtype(torch.device("cpu")) == torch.bfloat16
-    monkeypatch.setattr(sie.reranker, "cpu_has_native_bf16", lambda: False)
-    assert default_dtype(torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(sie.reranker, "cpu_has_int8_dot_products", lambda: vnni)
+    monkeypatch.setattr(sie.reranker, "cpu_extension", lambda: object() if kernels else None)
+    assert sie.reranker.int8_is_the_faster_cpu_mode() is expected
+
+
+@pytest.mark.parametrize("int8_faster", [True, False])
+def test_the_default_model_without_a_dtype_runs_int8_where_faster(default_model_path, int8_faster, monkeypatch,
+                                                                  caplog):
+    monkeypatch.setattr(sie.reranker, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(sie.reranker, "int8_is_the_faster_cpu_mode", lambda: int8_faster)
+    with caplog.at_level("INFO", logger="sie"):
+        reranker = Reranker(default_model_path, device="cpu")
+    assert reranker.dtype == (torch.int8 if int8_faster else torch.bfloat16)
+    assert any("int8 mode by default" in record.getMessage() for record in caplog.records) is int8_faster
+    assert Reranker(default_model_path, device="cpu", dtype="bfloat16").dtype == torch.bfloat16
 
 
 def test_a_reranker_without_a_dtype_takes_the_default_and_float32_stays_one_argument_away(random_bert_path):

@@ -44,7 +44,8 @@ class Scorer:
             model must be installed on every node (the sie models directory, the Hugging Face cache or a shared
             path), or reachable on the Hub.
         dtype: ``"float32"``, ``"float16"``, ``"bfloat16"``, ``"int8"`` (or a torch dtype); default the Reranker's
-            (``sie.reranker.default_dtype``: fp16 on CUDA, bf16 on a CPU with native bf16, else fp32).
+            (``sie.reranker.default_dtype``: fp16 on CUDA, bf16 on a CPU with native bf16, the default model in
+            int8 where that mode is faster, else fp32).
         device: ``"auto"`` picks the GPU Ray gave the actor (``num_gpus=1``), else the CPU.
         query_column, document_column: the text columns; a row whose text is missing or not a string raises
             ``sie.InvalidInputError`` naming the column and the row within the batch.
