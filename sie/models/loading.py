@@ -74,6 +74,14 @@ def load_model(
             f"the checkpoint in {path} does not match {type(model).__name__}: "
             f"missing {missing[:8]}, unexpected {unexpected[:8]}"
         )
+    # A tensor of another shape than the config implies (a head with two labels, a vocabulary or width the config
+    # does not state): named here, as the keys above, not load_state_dict's RuntimeError.
+    shapes = {key: tensor.shape for key, tensor in model.state_dict().items()}
+    mismatched = [f"{key} {tuple(state[key].shape)}, expected {tuple(shapes[key])}" for key in sorted(state)
+                  if state[key].shape != shapes[key]]
+    if mismatched:
+        raise UnsupportedModelError(f"the checkpoint in {path} does not match its config.json "
+                                    f"({type(model).__name__}): {'; '.join(mismatched[:4])}")
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 

@@ -3,6 +3,7 @@ same weights and give identical scores; incomplete or unsafe checkpoints are ref
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -117,3 +118,23 @@ def test_a_projection_missing_from_a_fused_group_is_named(layouts, tmp_path):
     save_file(tensors, partial / SAFETENSORS)
     with pytest.raises(UnsupportedModelError, match=r"layer\.0\..*: expected query, key, value, got key, query$"):
         Reranker(str(partial), device="cpu")
+
+
+@pytest.mark.parametrize("edit", ["two-label head", "config vocabulary"])
+def test_a_tensor_of_another_shape_than_the_config_says_is_named(layouts, edit, tmp_path):
+    """A classifier head with two rows under a one-label config, or a config whose vocab_size is not the
+    checkpoint's: UnsupportedModelError naming the folder and the tensor, not load_state_dict's RuntimeError."""
+    broken = tmp_path / "broken"
+    shutil.copytree(layouts["single"], broken)
+    if edit == "two-label head":
+        tensors = load_file(broken / SAFETENSORS)
+        key = next(key for key in tensors if key.endswith("out_proj.weight"))
+        tensors[key] = torch.cat([tensors[key], tensors[key]])
+        save_file(tensors, broken / SAFETENSORS)
+    else:
+        config = json.loads((broken / "config.json").read_text())
+        config["vocab_size"] += 7
+        (broken / "config.json").write_text(json.dumps(config))
+    expected = "out_proj.weight \\(2, " if edit == "two-label head" else "word_embeddings.weight .*expected"
+    with pytest.raises(UnsupportedModelError, match=f"checkpoint in {broken} does not match its config.json.*{expected}"):
+        Reranker(str(broken), device="cpu")
