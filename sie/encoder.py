@@ -28,7 +28,7 @@ from sie.encoding.params import EncodeParams, l2_normalize, parse_encode_params,
 from sie.errors import InvalidInputError, ModelNotFoundError
 from sie.hub import resolve_model
 from sie.inputs import check_utf8, parse_text, positive_int
-from sie.models import build_model, compute_dtype, family_of, head_dim_of, read_config, task_of
+from sie.models import build_model, compute_dtype, family_of, head_dim_of, read_config, read_tokenizer, task_of
 from sie.models import pooling
 from sie.packing import PackedBatch, pack, plan_micro_batches
 from sie.reranker import (batch_token_budget, max_sequence_length, resolve_device,
@@ -95,8 +95,6 @@ class Encoder:
         max_length: int | None = None,
         max_batch_tokens: int | None = None,
     ) -> None:
-        from transformers import AutoTokenizer
-
         self.model_id = str(model)
         self.path = resolve_model(self.model_id)
         dtype = resolve_dtype(dtype)
@@ -107,7 +105,7 @@ class Encoder:
         self.family = family_of(config, task="encode")
         self.architecture = next(name for name in config.architectures if name in self.family.architectures)
         self.settings = read_embedder_config(self.path, m3_heads=has_m3_heads(self.path))
-        hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
+        hf_tokenizer = read_tokenizer(self.path, config)
         self.tokenizer = TextTokenizer(hf_tokenizer.backend_tokenizer, lowercase=self.settings.lowercase)
         # sentence-transformers' own limit, when the folder sets one, stands in for the tokenizer's (which it
         # overrides); the position table bounds both.

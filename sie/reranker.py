@@ -34,7 +34,7 @@ from sie.inputs import (
     scores_from_logits,
     top_k_of,
 )
-from sie.models import build_model, family_of, head_dim_of, read_config
+from sie.models import build_model, family_of, head_dim_of, read_config, read_tokenizer
 from sie.packing import PackedBatch, pack, plan_micro_batches
 from sie.kernels.cpu_extension import cpu_extension
 from sie.quantization import INT8_WEIGHTS, cpu_has_int8_dot_products
@@ -210,8 +210,6 @@ class Reranker:
         cuda_graphs: bool | None = None,
         overlap_tokenization: bool | None = None,
     ) -> None:
-        from transformers import AutoTokenizer
-
         self.model_id = str(model) if model is not None else DEFAULT_MODEL
         self.path = _resolve_path(self.model_id)
         dtype = resolve_dtype(dtype)
@@ -223,7 +221,7 @@ class Reranker:
         warn_if_slower_than_fp32(self.device, self.dtype)
         config = read_config(self.path)
         self.family = family_of(config)
-        hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
+        hf_tokenizer = read_tokenizer(self.path, config)
         self.model_max_length = max_sequence_length(self.family.max_length(config), hf_tokenizer)
         self.tokenizer, self.recipe = self._tokenizer(config, hf_tokenizer, recipe)
         self.model, self.kernels = build_model(self.path, self.family, config, self.device, self.dtype, backend,

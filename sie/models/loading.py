@@ -17,6 +17,11 @@ from sie.models.checkpoint import read_tensors
 from sie.models.family import ModelFamily
 from sie.quantization import INT8_WEIGHTS, int8_kernels, quantize_model, read_int8_weights
 
+try:  # huggingface_hub >= 0.33: transformers 5 validates config fields' types (num_hidden_layers: null, say) with it
+    from huggingface_hub.errors import StrictDataclassError
+except ImportError:  # pragma: no cover
+    StrictDataclassError = ValueError
+
 logger = logging.getLogger(__name__)
 
 
@@ -40,14 +45,46 @@ class SkipInitialisation(TorchFunctionMode):
 
 def read_config(path: Path) -> Any:
     """The transformers config of the checkpoint folder ``path``; UnsupportedModelError when transformers cannot
-    read it (not JSON, a ``model_type`` it does not know)."""
+    read it (not JSON, a ``model_type`` it does not know, a field of the wrong type)."""
     from transformers import AutoConfig
 
     try:
         return AutoConfig.from_pretrained(path)
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, TypeError, StrictDataclassError) as error:
         raise UnsupportedModelError(f"{Path(path) / 'config.json'} cannot be read by transformers "
                                     f"({type(error).__name__}: {first_line(error)[:200]})") from None
+
+
+# The files a transformers tokenizer is read from: tokenizers' own file, or a slow tokenizer's vocabulary (WordPiece,
+# SentencePiece, byte-level BPE). A folder with none of them is refused: transformers 5 then builds its class's
+# tokenizer with an empty vocabulary, which reads every word as the unknown token (and scores it, with no error).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model",
+                   "vocab.json")
+
+
+def read_tokenizer(path: Path, config: Any) -> Any:
+    """transformers' tokenizer of the checkpoint folder ``path``; UnsupportedModelError naming the folder when it holds
+    no tokenizer files, when transformers cannot read them, or when the tokenizer gives ids past the model's
+    vocabulary (``config.vocab_size``: another model's tokenizer, which would index past the embedding table)."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise UnsupportedModelError(f"{path} holds no tokenizer: none of {', '.join(TOKENIZER_FILES)}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, KeyError, TypeError) as error:  # a JSONDecodeError is a ValueError
+        raise UnsupportedModelError(f"the tokenizer in {path} cannot be read by transformers "
+                                    f"({type(error).__name__}: {first_line(error)[:200]})") from None
+    vocab_size = getattr(config, "vocab_size", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if isinstance(vocab_size, int) and backend is not None:
+        highest = max(backend.get_vocab(with_added_tokens=True).values(), default=-1)
+        if highest >= vocab_size:
+            raise UnsupportedModelError(f"the tokenizer in {path} does not match the model: it gives ids up to "
+                                        f"{highest}, the model's vocabulary (config.json vocab_size) has "
+                                        f"{vocab_size}")
+    return tokenizer
 
 
 def load_model(

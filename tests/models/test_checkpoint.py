@@ -138,3 +138,52 @@ def test_a_tensor_of_another_shape_than_the_config_says_is_named(layouts, edit, 
     expected = "out_proj.weight \\(2, " if edit == "two-label head" else "word_embeddings.weight .*expected"
     with pytest.raises(UnsupportedModelError, match=f"checkpoint in {broken} does not match its config.json.*{expected}"):
         Reranker(str(broken), device="cpu")
+
+
+@pytest.mark.parametrize("removed", [("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"),
+                                     ("tokenizer.json",)])
+def test_a_folder_without_tokenizer_files_is_refused(layouts, removed, tmp_path):
+    """transformers 5 builds an empty-vocabulary tokenizer for such a folder: every word would be <unk>, scored
+    without an error."""
+    broken = tmp_path / "broken"
+    shutil.copytree(layouts["single"], broken)
+    for name in removed:
+        (broken / name).unlink(missing_ok=True)
+    with pytest.raises(UnsupportedModelError, match=f"{broken} holds no tokenizer: none of tokenizer.json"):
+        Reranker(str(broken), device="cpu")
+
+
+def test_an_unreadable_tokenizer_file_is_named(layouts, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(layouts["single"], broken)
+    (broken / "tokenizer.json").write_text("{not json")
+    with pytest.raises(UnsupportedModelError, match=f"the tokenizer in {broken} cannot be read.*JSONDecodeError"):
+        Reranker(str(broken), device="cpu")
+
+
+def test_a_tokenizer_with_ids_past_the_vocabulary_is_refused_when_loading(layouts, tmp_path):
+    """Another model's tokenizer: its ids would index past the embedding table at the first request (an IndexError
+    on the CPU, a device-side assert that poisons the process's CUDA context on a GPU)."""
+    broken = tmp_path / "broken"
+    shutil.copytree(layouts["single"], broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["vocab_size"] = 40
+    (broken / "config.json").write_text(json.dumps(config))
+    tensors = load_file(broken / SAFETENSORS)
+    key = next(key for key in tensors if key.endswith("word_embeddings.weight"))
+    tensors[key] = tensors[key][:40].clone()
+    save_file(tensors, broken / SAFETENSORS)
+    with pytest.raises(UnsupportedModelError, match=f"the tokenizer in {broken} does not match the model: it gives "
+                                                    r"ids up to \d+, .* has 40"):
+        Reranker(str(broken), device="cpu")
+
+
+def test_a_config_field_of_the_wrong_type_is_named(layouts, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(layouts["single"], broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["num_hidden_layers"] = None
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedModelError, match=f"{broken / 'config.json'} cannot be read.*num_hidden_layers"):
+        Reranker(str(broken), device="cpu")
+
