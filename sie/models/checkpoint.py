@@ -59,6 +59,13 @@ def read_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
     missing = [file.name for file in files if not file.is_file()]
     if missing:
         raise UnsupportedModelError(f"{folder / SAFETENSORS_INDEX} names shards that are missing: {missing[:4]}")
+    for file in files:
+        # Opened here for the reason: safetensors says "No such file or directory" of a file it may not read.
+        try:
+            with open(file, "rb"):
+                pass
+        except OSError as error:
+            raise UnsupportedModelError(f"{file} cannot be read ({error.strerror})") from None
     return (item for file in files for item in _file_tensors(file))
 
 

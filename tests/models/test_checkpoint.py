@@ -4,6 +4,7 @@ same weights and give identical scores; incomplete or unsafe checkpoints are ref
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -187,3 +188,13 @@ def test_a_config_field_of_the_wrong_type_is_named(layouts, tmp_path):
     with pytest.raises(UnsupportedModelError, match=f"{broken / 'config.json'} cannot be read.*num_hidden_layers"):
         Reranker(str(broken), device="cpu")
 
+
+def test_a_weight_file_that_may_not_be_read_is_named_as_such(layouts, tmp_path):
+    """safetensors answers "No such file or directory" for a file that exists but may not be read."""
+    broken = tmp_path / "broken"
+    shutil.copytree(layouts["single"], broken)
+    (broken / SAFETENSORS).chmod(0)
+    if os.access(broken / SAFETENSORS, os.R_OK):
+        pytest.skip("this user reads files whatever their permissions (root)")
+    with pytest.raises(UnsupportedModelError, match=f"{broken / SAFETENSORS} cannot be read \\(Permission denied\\)"):
+        Reranker(str(broken), device="cpu")
