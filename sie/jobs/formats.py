@@ -149,8 +149,14 @@ class Chunk:
 def columns_of(path: Path, fmt: str) -> dict[str, pa.DataType | None] | None:
     """The input's columns and their Arrow types (None: text), when the file declares them; None for JSONL."""
     if fmt == "parquet":
-        schema = pq.read_schema(path)
-        return {name: schema.field(name).type for name in schema.names}
+        try:
+            schema = pq.read_schema(path)
+        except pa.ArrowInvalid as error:  # not Parquet, or cut short (a file still being written)
+            raise InvalidInputError("input", f"{path}: not a readable Parquet file ({error})") from None
+        duplicates = sorted({name for name in schema.names if schema.names.count(name) > 1})
+        if duplicates:
+            raise InvalidInputError("input", f"{path}: the Parquet schema repeats column(s) {', '.join(duplicates)}")
+        return {field.name: field.type for field in schema}
     if fmt == "csv":
         with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as stream:
             reader = csv.reader(stream, strict=True)

@@ -370,3 +370,17 @@ def test_floats_json_has_no_words_for_become_null_in_jsonl_output(tiny_reranker,
     lines = score_file(path, tmp_path / "s.jsonl", tiny_reranker).output.read_text().splitlines()
     records = [json.loads(line, parse_constant=lambda word: pytest.fail(f"{word} is not JSON")) for line in lines]
     assert [r["weight"] for r in records] == [None, None, 0.5] and [r["tags"] for r in records] == [[None], [], [1.0]]
+
+
+def test_a_parquet_file_with_repeated_columns_or_cut_short_is_refused_naming_it(tiny_reranker, seed, tmp_path):
+    table = pairs_table(seed, 4)
+    repeated = tmp_path / "repeated.parquet"
+    pq.write_table(pa.Table.from_arrays([*table.columns, table.column("id")], names=[*table.column_names, "id"]),
+                   repeated)
+    with pytest.raises(InvalidInputError, match="repeats column.*id"):
+        score_file(repeated, tmp_path / "a.parquet", tiny_reranker)
+    whole = write_input(tmp_path / "whole.parquet", table)
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(whole.read_bytes()[:100])
+    with pytest.raises(InvalidInputError, match="not a readable Parquet file"):
+        score_file(cut, tmp_path / "b.parquet", tiny_reranker)
