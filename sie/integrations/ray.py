@@ -5,13 +5,15 @@
 
     ds = ray.data.read_parquet("s3://bucket/pairs/")
     ds = ds.map_batches(Scorer, fn_constructor_kwargs={"model": "BAAI/bge-reranker-base", "dtype": "float16"},
-                        batch_size=4096, num_gpus=1,
+                        batch_size=4096, batch_format="pyarrow", num_gpus=1,
                         compute=ray.data.ActorPoolStrategy(size=8))  # a cluster of 8 GPUs: one actor on each
     ds.write_parquet("s3://bucket/scores/")
 
 Each actor loads the model once, in its constructor; every batch is then scored like ``Reranker.predict``
 (its pairs packed into token-budget micro-batches), and comes back with a ``score`` column added. Batches may be
-numpy (the default), pyarrow or pandas. Reranker scores only: encoding models (embeddings) are not supported yet.
+pyarrow, numpy (Ray's default) or pandas; pyarrow keeps a null text null, where Ray's numpy conversion of a
+dictionary-encoded column gives it another row's text (pyarrow 26), which no check here can tell from real text.
+Reranker scores only: encoding models (embeddings) are not supported yet.
 
 Needs ``pip install 'sie[ray]'`` (``ray[data]``) on the driver and on every node of the cluster.
 """
