@@ -100,11 +100,11 @@ def parse_options(options: Mapping[str, Any] | None, field: str = "options") -> 
     )
 
 
-def parse_text(item: Any, field: str) -> tuple[str, str | None]:
-    """Returns (text, id) of a string or an Item map ``{"id"?, "text", "metadata"?, ...}``."""
+def item_text(item: Any, field: str) -> str:
+    """The text of a string or of a map with a ``text``; InvalidInputError naming ``field`` (or ``field.text``)."""
     if isinstance(item, str):
         check_utf8(item, field)
-        return item, None
+        return item
     if not isinstance(item, Mapping):
         raise InvalidInputError(field, f"must be a string or an item with a text, got {type(item).__name__}")
     if "text" not in item or item["text"] is None:
@@ -113,6 +113,14 @@ def parse_text(item: Any, field: str) -> tuple[str, str | None]:
     if not isinstance(text, str):
         raise InvalidInputError(f"{field}.text", f"must be a string, got {type(text).__name__}")
     check_utf8(text, f"{field}.text")
+    return text
+
+
+def parse_text(item: Any, field: str) -> tuple[str, str | None]:
+    """Returns (text, id) of a string or an Item map ``{"id"?, "text", "metadata"?, ...}``."""
+    text = item_text(item, field)
+    if isinstance(item, str):
+        return text, None
     item_id = item.get("id")
     if item_id is not None and not isinstance(item_id, str):
         raise InvalidInputError(f"{field}.id", f"must be a string, got {type(item_id).__name__}")

@@ -7,7 +7,6 @@ Everything a request can get wrong is checked here, before any work is queued; t
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -19,13 +18,12 @@ from flask import Blueprint, Response, g, request
 from sie.errors import InputTooLongError, InvalidInputError
 from sie.inputs import (
     ScoreOptions,
-    check_utf8,
     item_list,
+    item_text,
     parse_documents,
     parse_options,
     parse_instruction,
     parse_query,
-    parse_text,
     ranking,
     score_result,
     scores_from_logits,
@@ -33,7 +31,7 @@ from sie.inputs import (
 from sie.server.connection import client_gone_check
 from sie.server.errors import TooManyItemsError
 from sie.server.state import state
-from sie.server.wire import JSON, decode_body, encode_response, read_body, wants_msgpack
+from sie.server.wire import check_encodable, decode_body, encode_response, read_body, wants_msgpack
 
 scoring = Blueprint("scoring", __name__)
 
@@ -141,39 +139,22 @@ def _rerank_options(body: Mapping[str, Any]) -> tuple[int | None, bool]:
     return top_n, optional_field(body, "return_documents", bool, False)
 
 
-def _cohere_documents(body: Mapping[str, Any], as_json: bool) -> tuple[list[str], list[dict[str, Any]]]:
+def _cohere_documents(body: Mapping[str, Any], returned_as_msgpack: bool | None) -> tuple[list[str], list[Any]]:
     """(texts, documents as returned) of Cohere's ``documents``: strings, or objects whose ``text`` is scored and
     whose other fields (``id`` of any type among them) are the caller's own, given back as they came (Cohere: "all
-    other fields will be preserved in the response")."""
+    other fields will be preserved in the response"). ``returned_as_msgpack`` says how they are returned (None: they
+    are not); one the answer cannot carry is refused naming it."""
     raw = required_field(body, "documents")
     if isinstance(raw, list):
         check_item_count(len(raw))
-    texts: list[str] = []
-    documents: list[dict[str, Any]] = []
-    for index, document in enumerate(item_list(raw, "documents")):
-        field = f"documents[{index}]"
-        if not isinstance(document, Mapping):
-            text, _ = parse_text(document, field)  # a string, or an error naming the field
-            documents.append({"text": text})
-        else:
-            text = document.get("text")
-            if text is None:
-                raise InvalidInputError(f"{field}.text", "is missing (only text documents can be ranked)")
-            if not isinstance(text, str):
-                raise InvalidInputError(f"{field}.text", f"must be a string, got {type(text).__name__}")
-            check_utf8(text, f"{field}.text")
-            documents.append(dict(document))
-            if as_json:
-                # A msgpack request may hold values JSON cannot carry (bytes, extension types, non-string keys).
-                try:
-                    json.dumps(document)
-                except (TypeError, ValueError):
-                    raise InvalidInputError(field, f"holds a value that cannot be returned as {JSON}; ask for "
-                                                   "application/msgpack") from None
-        texts.append(text)
+    documents = item_list(raw, "documents")
+    texts = [item_text(document, f"documents[{index}]") for index, document in enumerate(documents)]
     if not texts:
         raise InvalidInputError("documents", "must not be empty")
-    return texts, documents
+    if returned_as_msgpack is not None:
+        for index, document in enumerate(documents):
+            check_encodable(document, returned_as_msgpack, f"documents[{index}]")
+    return texts, [{"text": document} if isinstance(document, str) else document for document in documents]
 
 
 def _cohere_rerank(api_version: str) -> Response:
@@ -183,7 +164,7 @@ def _cohere_rerank(api_version: str) -> Response:
     model = optional_field(body, "model", str, "") or state().registry.default_model
     query, _ = parse_query(required_field(body, "query"))
     top_n, return_documents = _rerank_options(body)
-    texts, documents = _cohere_documents(body, as_json=return_documents and not as_msgpack)
+    texts, documents = _cohere_documents(body, as_msgpack if return_documents else None)
     scores, tokens = _score_texts(model, query, texts, ScoreOptions(), field="documents")
     results = []
     for index in ranking(scores, top_n):

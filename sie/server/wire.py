@@ -117,6 +117,20 @@ def wants_msgpack(accept: str | None, default: bool) -> bool:
     return default
 
 
+def check_encodable(value: Any, as_msgpack: bool, field: str) -> None:
+    """InvalidInputError naming ``field`` when a value a request sent cannot go back in its answer: bytes or an
+    extension type in JSON, NaN or Infinity in strict JSON, a key that is not UTF-8 or an integer past 64 bits in
+    msgpack."""
+    try:
+        if as_msgpack:
+            msgpack.packb(value, use_bin_type=True)
+        else:
+            json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, OverflowError):  # a UnicodeEncodeError is a ValueError
+        raise InvalidInputError(field, "holds a value that cannot be returned as "
+                                       f"{MSGPACK if as_msgpack else JSON}") from None
+
+
 def encode_response(payload: Any, as_msgpack: bool, status: int = 200) -> Response:
     """``payload`` as a msgpack or JSON response."""
     if as_msgpack:

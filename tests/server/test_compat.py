@@ -55,12 +55,23 @@ def test_cohere_rerank_keeps_the_callers_document_fields(client, path):
     assert returned == {0: documents[0], 1: {"text": "lyon is a city"}, 2: documents[2]}
 
 
-def test_cohere_rerank_refuses_a_document_json_cannot_return(client):
+def test_cohere_rerank_refuses_a_document_its_answer_cannot_carry(client):
     body = {"query": "q", "documents": [{"text": "a", "blob": b"\x00\x01"}], "return_documents": True}
     reply = client.post("/v1/rerank", body, headers={"Accept": "application/json"})
     assert reply.status == 400 and reply.data()["detail"]["param"] == "documents[0]"
     reply = client.post("/v1/rerank", body, headers={"Accept": "application/msgpack"})
     assert reply.status == 200 and reply.data()["results"][0]["document"] == {"text": "a", "blob": b"\x00\x01"}
+    # JSON in: NaN would make the JSON answer invalid; a key with a lone surrogate or an integer past 64 bits has no
+    # msgpack form.
+    for document, accept in (('{"text": "a", "w": NaN}', "application/json"),
+                             ('{"text": "a", "\\ud800": 1}', "application/msgpack"),
+                             ('{"text": "a", "n": 100000000000000000000000000000}', "application/msgpack")):
+        raw = f'{{"query": "q", "documents": [{document}], "return_documents": true}}'.encode()
+        reply = client.request("POST", "/v1/rerank", raw, {"Content-Type": "application/json", "Accept": accept})
+        assert reply.status == 400 and reply.data()["detail"]["param"] == "documents[0]", (document, reply.body)
+        unreturned = raw.replace(b'"return_documents": true', b'"return_documents": false')
+        assert client.request("POST", "/v1/rerank", unreturned,
+                              {"Content-Type": "application/json", "Accept": accept}).status == 200
 
 
 def test_tei_rerank(client, tiny_reranker, rng):
