@@ -42,20 +42,22 @@ def local_models() -> list[str]:
     # Hidden folders are fetches in progress (sie.hub.default_model stages there before renaming); symlinked folders
     # count (Path.glob does not follow them before Python 3.13).
     folders = []
+    # The real folders on the way to each folder walked: a link back to one of them (``up -> ..``, or ``a/b -> ../b``
+    # with ``b/a -> ../a``) would list every model again on each turn of the cycle; other links are followed.
+    ancestors = {os.fspath(root): (os.path.realpath(root),)}
     for directory, subfolders, files in os.walk(root, followlinks=True):
-        # A link back to a folder above (``up -> ..``) would list every model again under each turn of the cycle.
-        here = os.path.realpath(directory)
-        subfolders[:] = [name for name in subfolders
-                         if not _is_within(here, os.path.realpath(os.path.join(directory, name)))]
+        chain = ancestors.pop(directory)
+        kept = []
+        for name in subfolders:
+            real = os.path.realpath(os.path.join(directory, name))
+            if real not in chain:
+                kept.append(name)
+                ancestors[os.path.join(directory, name)] = (*chain, real)
+        subfolders[:] = kept
         if "config.json" in files:
             folders.append(Path(directory).relative_to(root))
     return sorted(folder.as_posix() for folder in folders
                   if not any(part.startswith(".") for part in folder.parts) and is_model_dir(root / folder))
-
-
-def _is_within(path: str, folder: str) -> bool:
-    """Whether the real path ``path`` is ``folder`` or lies under it."""
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def offline() -> bool:

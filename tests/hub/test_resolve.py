@@ -57,14 +57,21 @@ def test_a_symlinked_model_folder_is_listed_and_resolved(tmp_path, monkeypatch, 
     assert resolve_model("acme/linked") == tmp_path / "models" / "acme" / "linked"
 
 
-
-def test_a_link_back_to_a_folder_above_lists_each_model_once(tmp_path, monkeypatch, random_bert_path):
-    """A cycle (``acme/up -> ..``) is not walked round: each model once, beside a symlinked model that is listed."""
-    monkeypatch.setenv("SIE_MODELS_DIR", str(tmp_path / "models"))
-    shutil.copytree(random_bert_path, tmp_path / "models" / "acme" / "tiny")
-    (tmp_path / "models" / "acme" / "up").symlink_to("..", target_is_directory=True)
-    (tmp_path / "models" / "alias").symlink_to(tmp_path / "models" / "acme" / "tiny", target_is_directory=True)
+def test_a_link_back_to_a_folder_on_the_way_lists_each_model_once(tmp_path, monkeypatch, random_bert_path):
+    """Cycles (``acme/up -> ..``; ``a/to_b -> ../b`` with ``b/to_a -> ../a``) are not walked round: each model once
+    per way to it, beside a symlinked model that is listed."""
+    models = tmp_path / "models"
+    monkeypatch.setenv("SIE_MODELS_DIR", str(models))
+    shutil.copytree(random_bert_path, models / "acme" / "tiny")
+    (models / "acme" / "up").symlink_to("..", target_is_directory=True)
+    (models / "alias").symlink_to(models / "acme" / "tiny", target_is_directory=True)
     assert local_models() == ["acme/tiny", "alias"]
+    for name in ("a", "b"):
+        shutil.copytree(random_bert_path, models / name / "m")
+    (models / "a" / "to_b").symlink_to("../b", target_is_directory=True)
+    (models / "b" / "to_a").symlink_to("../a", target_is_directory=True)
+    assert local_models() == ["a/m", "a/to_b/m", "acme/tiny", "alias", "b/m", "b/to_a/m"]
+
 
 def test_a_folder_that_is_not_a_model_says_what_it_lacks(tmp_path, monkeypatch, random_bert_path):
     monkeypatch.setenv("SIE_MODELS_DIR", str(tmp_path / "models"))
