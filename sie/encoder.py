@@ -27,7 +27,7 @@ from sie.encoding.m3 import M3Heads, has_m3_heads, sparse_vectors
 from sie.encoding.params import EncodeParams, l2_normalize, parse_encode_params, parse_items, quantize
 from sie.errors import InvalidInputError, ModelNotFoundError
 from sie.hub import resolve_model
-from sie.inputs import check_utf8, parse_text, positive_int
+from sie.inputs import check_utf8, is_integer, parse_text, positive_int
 from sie.models import build_model, compute_dtype, family_of, head_dim_of, read_config, read_tokenizer, task_of
 from sie.models import pooling
 from sie.packing import PackedBatch, pack, plan_micro_batches
@@ -152,11 +152,10 @@ class Encoder:
         """``max_length`` when the model can read inputs that long and they leave room for a token; else
         InvalidInputError naming ``field``."""
         shortest = self.tokenizer.num_special_tokens + 1
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or not (
-                shortest <= max_length <= self.model_max_length):
+        if not is_integer(max_length) or not shortest <= max_length <= self.model_max_length:
             raise InvalidInputError(field, f"must be an integer from {shortest} to {self.model_max_length}, "
-                                           f"got {max_length!r}")
-        return max_length
+                                           f"got {max_length!r:.80}")
+        return int(max_length)
 
     def check_output_types(self, output_types: Collection[str], field: str = "output_types") -> None:
         """Raises InvalidInputError naming ``field`` for an output type this model does not give."""

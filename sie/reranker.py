@@ -22,6 +22,7 @@ from sie.errors import InputTooLongError, InvalidInputError, ModelNotFoundError,
 from sie.hub import default_model, offline, resolve_model
 from sie.inputs import (
     check_utf8,
+    is_integer,
     item_list,
     parse_bool,
     parse_documents,
@@ -34,9 +35,9 @@ from sie.inputs import (
     scores_from_logits,
     top_k_of,
 )
+from sie.kernels.cpu_extension import cpu_extension
 from sie.models import build_model, family_of, head_dim_of, read_config, read_tokenizer
 from sie.packing import PackedBatch, pack, plan_micro_batches
-from sie.kernels.cpu_extension import cpu_extension
 from sie.quantization import INT8_WEIGHTS, cpu_has_int8_dot_products
 from sie.recipes import Recipe, no_recipe_error, resolve_recipe
 from sie.tokenization import EncodedPairs, PairEncoder, PairTokenizer, PromptTokenizer
@@ -268,12 +269,11 @@ class Reranker:
     def _check_max_length(self, max_length: int, field: str) -> int:
         # A pair needs its special tokens and one more; below that the tokenizer silently stops truncating.
         shortest = self.tokenizer.num_special_tokens + 1
-        is_integer = isinstance(max_length, int) and not isinstance(max_length, bool)
-        if not is_integer or not shortest <= max_length <= self.model_max_length:
+        if not is_integer(max_length) or not shortest <= max_length <= self.model_max_length:
             raise InvalidInputError(
                 field, f"must be an integer from {shortest} to {self.model_max_length}, got {max_length!r:.80}"
             )
-        return max_length
+        return int(max_length)
 
     def encode(
         self, query: str | Sequence[str], documents: Sequence[str], *, max_length: int | None = None,
@@ -439,6 +439,9 @@ class Reranker:
         """
         if isinstance(pairs, np.ndarray):  # as sentence-transformers reads one: 1-D is one pair, 2-D a list of them
             pairs = pairs.tolist()
+        if hasattr(pairs, "columns"):  # a DataFrame, whose iteration gives its column names
+            raise InvalidInputError("pairs", "must be a list of (query, document) pairs, got a DataFrame: pass "
+                                             "df[[query_column, document_column]].values.tolist()")
         if not isinstance(pairs, Sequence) and not isinstance(pairs, Mapping) and hasattr(pairs, "__len__"):
             pairs = list(pairs)  # a sized collection that is no Sequence (a datasets Column)
         if not isinstance(pairs, Sequence):

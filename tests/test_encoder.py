@@ -48,6 +48,7 @@ def test_dense_matches_sentence_transformers_on_all_minilm(minilm_path, rng):
     expected = SentenceTransformer(str(minilm_path), device="cpu").encode(texts, batch_size=32)
     encoder = Encoder(str(minilm_path), device="cpu", dtype=torch.float32, max_batch_tokens=1024)
     assert encoder.max_length == 256 and encoder.tokenize(texts).lengths.max() == 256
+    assert encoder.tokenize(texts, max_length=encoder.check_max_length(np.int64(16), "max_length")).lengths.max() == 16
     ours = encoder.encode(texts)
     assert ours.shape == expected.shape == (len(texts), 384) and ours.dtype == np.float32
     assert cosines(ours, expected).min() >= 0.99999

@@ -170,6 +170,9 @@ def test_bad_batch_size_top_k_and_max_length_are_refused_naming_them_and_numpy_i
             reranker.rank("What is Python?", GUIDE_DOCUMENTS, top_k=bad)
     with pytest.raises(InvalidInputError, match="^pairs: must be a list of \\(query, document\\) pairs"):
         reranker.predict(pair for pair in pairs)
+    pandas = pytest.importorskip("pandas")  # comes with ray[data], in the dev extras
+    with pytest.raises(InvalidInputError, match="got a DataFrame"):  # its iteration gives its column names
+        reranker.predict(pandas.DataFrame({"query": ["What is Python?"], "document": ["a language"]}))
     with pytest.raises(InvalidInputError) as error:
         reranker.rerank("What is Python?", GUIDE_DOCUMENTS, max_length=3)
     assert error.value.field == "max_length", "rerank's own keyword, not the score API's options.max_length"
@@ -178,6 +181,7 @@ def test_bad_batch_size_top_k_and_max_length_are_refused_naming_them_and_numpy_i
     assert [r["index"] for r in best] == [r["index"] for r in reranker.rerank("What is Python?", GUIDE_DOCUMENTS)][:2]
     assert len(reranker.score("What is Python?", GUIDE_DOCUMENTS, options={"top_k": np.int64(1)})["scores"]) == 1
     np.testing.assert_array_equal(reranker.predict(pairs, batch_size=np.int64(1)), reranker.predict(pairs))
+    assert reranker.encode("What is Python?", GUIDE_DOCUMENTS, max_length=np.int64(8)).lengths.max() == 8
 
 
 def test_truncation_options(reranker):
