@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=count, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=DTYPES, default=None,
-                        help="default: the engine's (bf16 on a CPU with native bf16, else fp32)")
+                        help="default: the engine's (sie.reranker.default_dtype)")
     parser.add_argument("--threads", type=count, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()

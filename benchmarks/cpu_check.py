@@ -168,7 +168,8 @@ def main() -> None:
     folder = (args.out / "cpu_check").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     native_bf16 = cpu_has_native_bf16()
-    cpu_default = str(default_dtype(torch.device("cpu"), published_int8=True)).removeprefix("torch.")  # the default model's
+    # The default model's: it ships its own int8 weights.
+    cpu_default = str(default_dtype(torch.device("cpu"), published_int8=True)).removeprefix("torch.")
     print(f"# {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"native bf16: {'yes' if native_bf16 else 'no (emulated)'}, sie's CPU default: {cpu_default}", flush=True)
 

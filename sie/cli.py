@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write only this column (repeatable) and the score, instead of every input column")
     score.add_argument("--score-column", default="score", help="name of the new column (default score)")
     score.add_argument("--dtype", choices=DTYPES, default=None,
-                       help="default float16 on CUDA, bfloat16 on a CPU with native bf16, else float32")
+                       help="default float16 on CUDA, bfloat16 on a CPU with native bf16 (the default model int8 "
+                            "where that is faster), else float32")
     score.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     score.add_argument("--max-batch-tokens", type=int, default=None, help="token budget of one packed batch")
     score.add_argument("--recipe", default=None,

@@ -64,8 +64,8 @@ def int8_is_the_faster_cpu_mode() -> bool:
     """Whether this CPU runs the int8 mode faster than bf16: int8 dot products (VNNI) and native bf16 without AMX,
     with sie's C++ CPU kernels, which run the int8 mode's quantization, rescale and attention.
 
-    Measured on the AVX512-BF16 EPYC of benchmarks/RESULTS.md: int8 at 1.2x bf16 for 1-5 documents, 1.3x for 20,
-    1.5-1.6x for 100. Where AMX multiplies bf16 (recent Xeons) bf16 was the faster mode when last measured; without
+    Measured on the AVX512-BF16 EPYC of benchmarks/RESULTS.md: int8 at 1.25-1.36x bf16 for 1-20 documents, 1.62x for
+    100. Where AMX multiplies bf16 (recent Xeons) bf16 was the faster mode when last measured; without
     the C++ kernels int8's eager passes cost more than its matmuls save on small requests (0.93x bf16)."""
     return (cpu_has_native_bf16() and cpu_has_int8_dot_products() and not torch.cpu._is_amx_tile_supported()
             and cpu_extension() is not None)

@@ -73,7 +73,9 @@ def read_tokenizer(path: Path, config: Any) -> Any:
         raise UnsupportedModelError(f"{path} holds no tokenizer: none of {', '.join(TOKENIZER_FILES)}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, KeyError, TypeError) as error:  # a JSONDecodeError is a ValueError
+    # A JSONDecodeError is a ValueError; tokenizers raises a bare Exception for a tokenizer.json it cannot read (one
+    # written by a newer version, say).
+    except Exception as error:
         raise UnsupportedModelError(f"the tokenizer in {path} cannot be read by transformers "
                                     f"({type(error).__name__}: {first_line(error)[:200]})") from None
     vocab_size = getattr(config, "vocab_size", None)
@@ -103,9 +105,9 @@ def load_model(
         model = family.module(config, kernels)
     state = family.convert_checkpoint(read_tensors(path), config)
     state = {key: _placed(state.pop(key), device, dtype) for key in list(state)}
-    expected = model.state_dict().keys()
-    missing = sorted(expected - state.keys())
-    unexpected = sorted(state.keys() - expected)
+    shapes = {key: tensor.shape for key, tensor in model.state_dict().items()}
+    missing = sorted(shapes.keys() - state.keys())
+    unexpected = sorted(state.keys() - shapes.keys())
     if missing or unexpected:
         raise UnsupportedModelError(
             f"the checkpoint in {path} does not match {type(model).__name__}: "
@@ -113,7 +115,6 @@ def load_model(
         )
     # A tensor of another shape than the config implies (a head with two labels, a vocabulary or width the config
     # does not state): named here, as the keys above, not load_state_dict's RuntimeError.
-    shapes = {key: tensor.shape for key, tensor in model.state_dict().items()}
     mismatched = [f"{key} {tuple(state[key].shape)}, expected {tuple(shapes[key])}" for key in sorted(state)
                   if state[key].shape != shapes[key]]
     if mismatched:

@@ -5,7 +5,8 @@ A request thread takes a ``Slot`` (admission against the bounded queue: ``QueueF
 the ones behind it while the token budget allows, waits up to ``max_wait_s`` only while other admitted
 requests are still tokenizing, runs one packed batch and hands each request the logits of exactly its own
 pairs. A batch that fails is rerun request by request, so a failure stays with the request that caused it.
-A request still waiting at its deadline is dropped (504); one already running is waited for. A consumer that
+A request still waiting at its deadline is dropped (504), and so is one whose client has closed its connection (499;
+the request thread asks every ``CLIENT_CHECK_S``); one already running is waited for. A consumer that
 has run a batch and then found no work for ``idle_s`` calls ``on_idle`` once (the worker trims its heap there).
 """
 

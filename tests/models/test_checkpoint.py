@@ -137,7 +137,8 @@ def test_a_tensor_of_another_shape_than_the_config_says_is_named(layouts, edit, 
         config["vocab_size"] += 7
         (broken / "config.json").write_text(json.dumps(config))
     expected = "out_proj.weight \\(2, " if edit == "two-label head" else "word_embeddings.weight .*expected"
-    with pytest.raises(UnsupportedModelError, match=f"checkpoint in {broken} does not match its config.json.*{expected}"):
+    with pytest.raises(UnsupportedModelError,
+                       match=f"checkpoint in {broken} does not match its config.json.*{expected}"):
         Reranker(str(broken), device="cpu")
 
 
@@ -159,6 +160,12 @@ def test_an_unreadable_tokenizer_file_is_named(layouts, tmp_path):
     shutil.copytree(layouts["single"], broken)
     (broken / "tokenizer.json").write_text("{not json")
     with pytest.raises(UnsupportedModelError, match=f"the tokenizer in {broken} cannot be read.*JSONDecodeError"):
+        Reranker(str(broken), device="cpu")
+    # JSON that tokenizers cannot read (a model type from a newer version): its bare Exception, named too.
+    written = json.loads((layouts["single"] / "tokenizer.json").read_text())
+    written["model"]["type"] = "FutureModel"
+    (broken / "tokenizer.json").write_text(json.dumps(written))
+    with pytest.raises(UnsupportedModelError, match=f"the tokenizer in {broken} cannot be read"):
         Reranker(str(broken), device="cpu")
 
 

@@ -39,11 +39,13 @@ class Recorder:
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
         self.batches: list[int] = []  # pairs per call
+        self.calls = 0  # calls begun, those waiting on the gate included
         self.stats: list[BatchStats] = []
         self.gate = threading.Event()
         self.gate.set()
 
     def __call__(self, encoded: EncodedPairs) -> np.ndarray:
+        self.calls += 1
         self.gate.wait()
         time.sleep(self.delay_s)
         self.batches.append(encoded.num_pairs)
@@ -54,6 +56,13 @@ def _batcher(run: Recorder, **overrides) -> Batcher:
     settings = dict(max_batch_tokens=10_000, max_wait_s=0.05, max_queue=1000, on_batch=run.stats.append)
     settings.update(overrides)
     return Batcher(run, **settings)
+
+
+def _wait_for(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the batcher never reached the state the test needs"
+        time.sleep(0.01)
 
 
 def _score(batcher: Batcher, encoded: EncodedPairs, timeout_s: float = 30.0) -> np.ndarray:
@@ -117,10 +126,9 @@ def test_a_request_whose_client_went_is_dropped_before_it_runs_and_one_running_i
 
     with ThreadPoolExecutor(2) as pool:
         running = pool.submit(score_until_gone, first)  # taken by the consumer, blocked on the gate
-        time.sleep(0.1)
+        _wait_for(lambda: run.calls == 1)
         waiting = pool.submit(score_until_gone, second)
-        time.sleep(0.1)
-        assert batcher.depth == 1
+        _wait_for(lambda: batcher.depth == 1 and batcher._tokenizing == 0)  # submitted, waiting its turn
         gone.set()
         with pytest.raises(ClientGoneError):
             waiting.result(timeout=5.0)
