@@ -284,8 +284,8 @@ class Reranker:
         ``instruction`` fills a decoder recipe's instruction slot, or is prepended to a cross-encoder's query. With
         ``truncate=False`` a pair past the limit raises InputTooLongError naming ``items[i]``, or the query (``query``,
         or ``items[i].query`` where pairs have their own) when it is too long even with an empty document, or
-        ``instruction`` when the query would fit without it. A text
-        that is not UTF-8 (a lone surrogate) raises InvalidInputError naming it the same way.
+        ``instruction`` when the query would fit without it. A text that is not UTF-8 (a lone surrogate) raises
+        InvalidInputError naming it the same way.
         """
         limit = self.max_length if max_length is None else self._check_max_length(max_length, "options.max_length")
         queries = [query] * len(documents) if isinstance(query, str) else query
