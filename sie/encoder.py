@@ -27,7 +27,7 @@ from sie.encoding.m3 import M3Heads, has_m3_heads, sparse_vectors
 from sie.encoding.params import EncodeParams, l2_normalize, parse_encode_params, parse_items, quantize
 from sie.errors import InvalidInputError, ModelNotFoundError
 from sie.hub import resolve_model
-from sie.inputs import check_utf8, is_integer, parse_text, positive_int
+from sie.inputs import check_utf8, is_integer, item_text, positive_int
 from sie.models import build_model, compute_dtype, family_of, head_dim_of, read_config, read_tokenizer, task_of
 from sie.models import pooling
 from sie.packing import PackedBatch, pack, plan_micro_batches
@@ -281,7 +281,7 @@ class Encoder:
         for index, text in enumerate(texts):
             field = "sentences" if single else f"sentences[{index}]"
             if isinstance(text, Mapping):  # an Item {"id"?, "text"}, as sentence-transformers reads {"text": ...}
-                texts[index] = parse_text(text, field)[0]
+                texts[index] = item_text(text, field)
             elif not isinstance(text, str):
                 raise InvalidInputError(field, f"must be a string, got {type(text).__name__}")
         batch_size = None if batch_size is None else positive_int(batch_size, "batch_size")

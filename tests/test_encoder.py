@@ -206,6 +206,8 @@ def test_encode_reads_an_item_as_its_text_never_as_its_keys(bert_embedder):
     assert alone.shape == (32,), "one Item is one input, as sentence-transformers reads {'text': ...}"
     np.testing.assert_array_equal(alone, encoder.encode("a cat"))
     np.testing.assert_array_equal(encoder.encode([{"text": "a cat"}, "a dog"]), encoder.encode(["a cat", "a dog"]))
+    np.testing.assert_array_equal(encoder.encode({"id": 7, "text": "a cat"}), alone,
+                                  err_msg="encode returns no ids, so an Item's id of any type is not its concern")
     for bad, field in (({"id": "x"}, "sentences.text"), ([{"text": 3}], "sentences[0].text")):
         with pytest.raises(InvalidInputError) as error:
             encoder.encode(bad)
