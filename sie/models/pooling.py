@@ -25,18 +25,12 @@ def sequence_lengths(batch: PackedBatch) -> torch.Tensor:
     return (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]).float()[:, None]
 
 
-def membership(batch: PackedBatch, total_tokens: int) -> torch.Tensor:
-    """fp32 ``(batch, total_tokens)``: 1 where a row belongs to the sequence, else 0. Not a padded batch: one
-    entry per (sequence, packed row), so that pooling is one matmul."""
-    rows = torch.arange(total_tokens, device=batch.cu_seqlens.device)
-    starts, ends = batch.cu_seqlens[:-1, None], batch.cu_seqlens[1:, None]
-    return ((rows >= starts) & (rows < ends)).float()
-
-
 def sum_pool(states: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
-    """The fp32 sum of each sequence's rows, ``(batch, hidden)`` fp32: one matmul with the membership matrix
-    (an index_add over the rows is an order of magnitude slower on CPU)."""
-    return membership(batch, states.shape[0]) @ states.float()
+    """The fp32 sum of each sequence's rows, ``(batch, hidden)`` fp32: a segmented sum over the packed rows, in
+    time and memory linear in the tokens (a ``(batch, total_tokens)`` membership matmul took 0.8 s and 70 MB on
+    CPU for 2,730 three-token texts, and would take GiBs at a GPU's token budget; an index_add is slower)."""
+    lengths = batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]
+    return torch.segment_reduce(states.float(), "sum", lengths=lengths, axis=0)
 
 
 def mean_pool(states: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
