@@ -195,13 +195,13 @@ def _op_choices(op: str) -> tuple[str, ...]:
 
 
 @functools.cache
-def _checked(op: str, backend: str, device: torch.device, dtype: torch.dtype) -> str:
-    """Validate a per-call backend name once per (op, backend, device, dtype)."""
+def _checked(op: str, backend: str, device: torch.device, dtype: torch.dtype, head_dim: int | None) -> str:
+    """Validate a per-call backend name once per (op, backend, device, dtype, attention head_dim)."""
     if backend not in _op_choices(op):
         raise BackendError(f"unknown {op} backend {backend!r}; expected auto or one of {', '.join(_op_choices(op))}")
-    available = available_backends(device, dtype)[_BACKEND_FIELD[op]]
+    available = available_backends(device, dtype, head_dim)[_BACKEND_FIELD[op]]
     if backend not in available:
-        raise _unavailable(op, backend, device, dtype, available)
+        raise _unavailable(op, backend, device, dtype, available, head_dim)
     return backend
 
 
@@ -215,11 +215,12 @@ def _unavailable(
                         f"{', '.join(available)}. {backend} needs {_NEEDS[backend]}")
 
 
-def _implementation(op: str, backend: str, device: torch.device, dtype: torch.dtype):
+def _implementation(op: str, backend: str, device: torch.device, dtype: torch.dtype, head_dim: int | None = None):
+    """The implementation of ``op`` for a call; attention passes its head_dim, which decides flash and cpu."""
     if backend == "auto":
-        backend = getattr(resolve_backends(device, dtype), _BACKEND_FIELD[op])
+        backend = getattr(resolve_backends(device, dtype, head_dim=head_dim), _BACKEND_FIELD[op])
     else:
-        backend = _checked(op, backend, device, dtype)
+        backend = _checked(op, backend, device, dtype, head_dim)
     return _load(op, backend)
 
 
@@ -272,7 +273,7 @@ def varlen_attention(
     elif max_seqlen_q is None:
         max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
     scale = q.shape[-1] ** -0.5 if softmax_scale is None else softmax_scale
-    run = _implementation("attention", backend, q.device, q.dtype)
+    run = _implementation("attention", backend, q.device, q.dtype, q.shape[-1])
     return run(q, k, v, cu_seqlens, max_seqlen, cu_seqlens_q, max_seqlen_q, causal=causal, softmax_scale=scale,
                window=tuple(window))
 

@@ -210,3 +210,29 @@ def test_auto_orders_attention_backends_by_measured_time(caplog):
         return timings[backend]
 
     assert fastest_first(("flash", "triton", "torch"), failing) == ("flash", "torch", "triton")
+
+
+def test_attention_op_picks_its_backend_for_its_head_dim(monkeypatch):
+    """The public op resolves for q's head dim: the C++ kernel, fastest where it runs, does not run head dim 80, so
+    auto takes another backend and asking for it by name raises BackendError."""
+    from sie.kernels import cpu_attention
+
+    monkeypatch.setattr(dispatch, "cpu_attention_runs_on",
+                        lambda device, dtype, head_dim=None: head_dim in (None, *cpu_attention.HEAD_DIMS))
+    monkeypatch.setattr(dispatch, "attention_seconds",
+                        lambda run, device, dtype, head_dim: 0.0 if run.__module__ == cpu_attention.__name__ else 1.0)
+    monkeypatch.setattr(cpu_attention, "cpu_extension", lambda: None)  # not run: it would fail on head dim 80
+    q, k, v = torch.randn(3, 5, 2, 80).to(torch.bfloat16)
+    cu_seqlens = torch.tensor([0, 2, 5], dtype=torch.int32)
+    dispatch._resolve.cache_clear()
+    dispatch._checked.cache_clear()
+    try:
+        out = varlen_attention(q, k, v, cu_seqlens, 3)
+        with pytest.raises(BackendError, match="'cpu' is not available on cpu with torch.bfloat16 and head_dim 80"):
+            varlen_attention(q, k, v, cu_seqlens, 3, backend="cpu")
+    finally:
+        dispatch._resolve.cache_clear()
+        dispatch._checked.cache_clear()
+    expected = reference.varlen_attention_torch(q, k, v, cu_seqlens, 3, cu_seqlens, 3, causal=False,
+                                                softmax_scale=80**-0.5)
+    assert torch.equal(out, expected)
