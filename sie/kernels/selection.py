@@ -66,12 +66,15 @@ def attention_seconds(run: Callable[..., torch.Tensor], device: torch.device, dt
             call()
             wall.append(time.perf_counter() - start)
         return min(wall)
+    # The kernels launch on the stream of the tensors' GPU; the current device may be another (cuda:0 in a worker
+    # serving cuda:1), whose stream would time nothing.
+    stream = torch.cuda.current_stream(device)
     seconds = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        start.record(stream)
         call()
-        end.record()
+        end.record(stream)
         end.synchronize()
         seconds.append(start.elapsed_time(end) / 1000)
     return statistics.median(seconds)
