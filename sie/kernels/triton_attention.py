@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_support import autotune, check_kernel_dtype, check_tensors, on_device, upcast_bf16
+from .triton_support import AUTOTUNED_LAUNCH, autotune, check_kernel_dtype, check_tensors, on_device, upcast_bf16
 
 LOG2_E = 1.4426950408889634
 
@@ -228,7 +228,7 @@ def varlen_attention_triton(
     def grid(meta):
         return (triton.cdiv(max_seqlen_q, meta["BLOCK_M"]), batch, nheads)
 
-    with on_device(q):
+    with on_device(q), AUTOTUNED_LAUNCH:
         kernel[grid](
             q, k, v, out, cu_seqlens_q, cu_seqlens,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1),

@@ -1,6 +1,7 @@
 """What the Triton kernels share: interpreter detection and the launch configurations to tune over."""
 
 import contextlib
+import threading
 
 import torch
 import triton
@@ -12,6 +13,11 @@ from .environment import triton_interpreted
 INTERPRETED = triton_interpreted()
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+# Triton's Autotuner keeps a launch's arguments on itself (``nargs``) from pruning through the timing runs to the
+# launch, and clears them after: two threads launching one autotuned kernel at once (two models' batchers, or a
+# model loading beside one serving) read each other's arguments, or None. Every autotuned launch holds this lock.
+AUTOTUNED_LAUNCH = threading.Lock()
 
 
 def autotune(configs: list[triton.Config], interpreted: triton.Config, key: list[str], prune=None):

@@ -183,3 +183,46 @@ def test_cold_start_compiles_only_the_configs_a_launch_can_use():
     assert tiles(_FULL_CONFIGS, torch.bfloat16, 128) == [(128, 64), (64, 64)]
     assert tiles(_FULL_CONFIGS, torch.float32, 32) == [(64, 64)]
     assert tiles(_ROWS_CONFIGS, torch.float32, 128) == [(16, 64), (16, 128)]
+
+
+def test_triton_launches_from_two_threads_while_one_autotunes(monkeypatch, device):
+    """A model's batcher launches the kernel while another thread times its configs for a new head dim: Triton's
+    autotuner holds the launch's arguments on itself, so a launch that ends in between cleared the other's (a
+    TypeError). Two configs, as on a GPU; the timing waits (up to a second) for the other thread's launch."""
+    import threading
+
+    import triton
+
+    from sie.kernels import triton_attention
+
+    dtype = torch.float32
+    skip_unless_available("attention", "triton", device, dtype)
+    timing, launched = threading.Event(), threading.Event()
+
+    def slow_timing(kernel_call, quantiles=None, **kwargs):
+        timing.set()
+        launched.wait(timeout=1.0)
+        return [1.0, 1.0, 1.0]
+
+    configs = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}), triton.Config({"BLOCK_M": 16, "BLOCK_N": 32})]
+    monkeypatch.setattr(triton_attention, "_attention_full", triton.autotune(
+        configs=configs, key=triton_attention._KEY, do_bench=slow_timing)(triton_attention._attention_kernel))
+    generator = torch.Generator().manual_seed(0)
+    cases = {head_dim: packed_qkv([20], 1, head_dim, dtype, device, generator) for head_dim in (16, 32)}
+
+    def attend(head_dim):
+        q, k, v, cu_seqlens = cases[head_dim]
+        return varlen_attention(q, k, v, cu_seqlens, 20, backend="triton")
+
+    attend(16)  # tuned before the other thread starts
+    results = {}
+    tuning = threading.Thread(target=lambda: results.update(tuned=attend(32)))
+    tuning.start()
+    assert timing.wait(timeout=30)
+    results["tuned_before"] = attend(16)
+    launched.set()
+    tuning.join(timeout=60)
+    for head_dim, out in ((32, results.get("tuned")), (16, results["tuned_before"])):
+        q, k, v, cu_seqlens = cases[head_dim]
+        assert out is not None, "the autotuning thread failed"
+        assert_matches(out, reference_attention(q, k, v, cu_seqlens, cu_seqlens, False, head_dim**-0.5), dtype)
