@@ -56,7 +56,7 @@ def layer_norm_triton(
     )
     n_rows, hidden = x.shape
     out = torch.empty((n_rows, hidden), dtype=x.dtype, device=x.device)
-    if n_rows == 0:
+    if n_rows == 0 or hidden == 0:
         return out
     block_h = triton.next_power_of_2(hidden)
     block_r = rows_per_program(block_h)

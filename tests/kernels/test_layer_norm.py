@@ -42,3 +42,13 @@ def test_strided_rows_and_fp32_weights(backend, device):
     bias = torch.randn(96, generator=generator).to(device)
     out = layer_norm(x, weight, bias, 1e-5, residual, backend=backend)
     assert_matches(out, reference_layer_norm(x, weight, bias, 1e-5, residual), dtype)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("shape", [(0, 384), (3, 0)], ids=["no-rows", "no-columns"])
+def test_empty_inputs_give_empty_outputs(shape, backend, device):
+    dtype = torch.float32
+    skip_unless_available("layer_norm", backend, device, dtype)
+    x = torch.randn(shape, device=device)
+    weight, bias = torch.ones(shape[1], device=device), torch.zeros(shape[1], device=device)
+    assert layer_norm(x, weight, bias, 1e-5, x, backend=backend).shape == shape
