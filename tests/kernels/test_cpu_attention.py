@@ -96,3 +96,15 @@ def test_a_zero_scale_is_uniform_attention_and_a_negative_or_infinite_one_is_ref
     for scale in (-0.5, float("inf")):
         with pytest.raises(RuntimeError, match="softmax_scale must be finite and not negative"):
             varlen_attention(q, k, v, cu_seqlens, 63, softmax_scale=scale, backend="cpu")
+
+
+@pytest.mark.parametrize(("keys", "queries"), [([0, 4, 5], [0, 4, 5]), ([0, 4, 3], [0, 4, 3]), ([0, 4, 5], [0, 1, 2]),
+                                               ([0, 1, 2], [0, 4, 5]), ([-1, 4, 4], [0, 1, 2])],
+                         ids=["past-the-tokens", "decreasing", "keys-past", "queries-past", "negative"])
+def test_bounds_outside_the_tensors_are_refused(keys, queries, seed):
+    """The kernel reads and writes the rows cu_seqlens and cu_seqlens_q bound: bounds past q's or k's tokens read
+    other memory and write past the output (a crash further on), so they are refused."""
+    q, k, v, _ = _fused_projection([4], 2, 2, 32, torch.Generator().manual_seed(seed))
+    cu_seqlens, cu_seqlens_q = (torch.tensor(bounds, dtype=torch.int32) for bounds in (keys, queries))
+    with pytest.raises(RuntimeError, match="cu_seqlens must not decrease and must lie in"):
+        varlen_attention(q, k, v, cu_seqlens, 5, cu_seqlens_q=cu_seqlens_q, max_seqlen_q=5, backend="cpu")

@@ -271,6 +271,12 @@ at::Tensor varlen_attention_bf16(const at::Tensor& q, const at::Tensor& k, const
   const int32_t* ck = bounds_k.const_data_ptr<int32_t>();
   const int32_t* cq = bounds_q.const_data_ptr<int32_t>();
   const int64_t batch = bounds_k.size(0) - 1, heads = q.size(1), groups = heads / k.size(1);
+  for (int64_t b = 0; b < batch; ++b) {  // the kernel reads and writes the rows they bound, unchecked
+    TORCH_CHECK(0 <= ck[b] && ck[b] <= ck[b + 1] && ck[b + 1] <= k.size(0) && 0 <= cq[b] && cq[b] <= cq[b + 1] &&
+                cq[b + 1] <= q.size(0), "sie cpu attention: cu_seqlens must not decrease and must lie in [0, ",
+                k.size(0), "] (k and v's tokens), cu_seqlens_q in [0, ", q.size(0), "] (q's); sequence ", b,
+                " has keys [", ck[b], ", ", ck[b + 1], ") and queries [", cq[b], ", ", cq[b + 1], ")");
+  }
   at::Tensor out = at::empty(q.sizes(), q.options());
   const auto* qd = reinterpret_cast<const uint16_t*>(q.const_data_ptr<c10::BFloat16>());
   const auto* kd = reinterpret_cast<const uint16_t*>(k.const_data_ptr<c10::BFloat16>());
