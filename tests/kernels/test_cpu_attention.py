@@ -108,3 +108,11 @@ def test_bounds_outside_the_tensors_are_refused(keys, queries, seed):
     cu_seqlens, cu_seqlens_q = (torch.tensor(bounds, dtype=torch.int32) for bounds in (keys, queries))
     with pytest.raises(RuntimeError, match="cu_seqlens must not decrease and must lie in"):
         varlen_attention(q, k, v, cu_seqlens, 5, cu_seqlens_q=cu_seqlens_q, max_seqlen_q=5, backend="cpu")
+
+
+def test_no_key_value_heads_is_refused(sie_cpu_ops):
+    """The op itself, as the engine calls it: no key/value heads is an error, not a division by zero."""
+    q, k = torch.zeros(4, 2, 32, dtype=torch.bfloat16), torch.zeros(4, 0, 32, dtype=torch.bfloat16)
+    cu_seqlens = torch.tensor([0, 4], dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="head shapes differ"):
+        sie_cpu_ops.varlen_attention_bf16(q, k, k, cu_seqlens, cu_seqlens, False, 32**-0.5, -1, -1)

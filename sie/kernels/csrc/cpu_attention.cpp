@@ -260,7 +260,8 @@ at::Tensor varlen_attention_bf16(const at::Tensor& q, const at::Tensor& k, const
                 "sie cpu attention: q, k and v must be CPU bf16 [tokens, heads, head_dim] with contiguous heads");
   }
   TORCH_CHECK(k.sizes() == v.sizes(), "sie cpu attention: k and v shapes differ");
-  TORCH_CHECK(q.size(2) == k.size(2) && q.size(1) % k.size(1) == 0, "sie cpu attention: head shapes differ");
+  TORCH_CHECK(q.size(2) == k.size(2) && k.size(1) > 0 && q.size(1) % k.size(1) == 0,
+              "sie cpu attention: head shapes differ");
   TORCH_CHECK(cu_seqlens.scalar_type() == at::kInt && cu_seqlens_q.scalar_type() == at::kInt &&
               cu_seqlens.sizes() == cu_seqlens_q.sizes(), "sie cpu attention: int32 cu_seqlens of one shape");
   const HeadKernel kernel = head_kernel(q.size(2));
