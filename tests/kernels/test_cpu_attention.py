@@ -116,3 +116,12 @@ def test_no_key_value_heads_is_refused(sie_cpu_ops):
     cu_seqlens = torch.tensor([0, 4], dtype=torch.int32)
     with pytest.raises(RuntimeError, match="head shapes differ"):
         sie_cpu_ops.varlen_attention_bf16(q, k, k, cu_seqlens, cu_seqlens, False, 32**-0.5, -1, -1)
+
+
+@pytest.mark.parametrize("window", [(-1, 2**31 - 1), (2**32, -1), (2**32 + 3, 2**40)])
+def test_a_window_wider_than_any_sequence_bounds_nothing(window, seed):
+    """Sides past the int range (2^32 wrapped to 0) or near its top (overflowing a sum with a position) are as wide
+    as no bound at all, as in the other backends."""
+    q, k, v, cu_seqlens = _fused_projection([1, 17, 40], 2, 2, 32, torch.Generator().manual_seed(seed))
+    out = varlen_attention(q, k, v, cu_seqlens, 40, window=window, backend="cpu")
+    assert_matches(out, reference_attention(q, k, v, cu_seqlens, cu_seqlens, False, 32**-0.5), torch.bfloat16)

@@ -283,7 +283,11 @@ at::Tensor varlen_attention_bf16(const at::Tensor& q, const at::Tensor& k, const
   const auto* kd = reinterpret_cast<const uint16_t*>(k.const_data_ptr<c10::BFloat16>());
   const auto* vd = reinterpret_cast<const uint16_t*>(v.const_data_ptr<c10::BFloat16>());
   auto* od = reinterpret_cast<uint16_t*>(out.mutable_data_ptr<c10::BFloat16>());
-  const Mask mask{causal, static_cast<int>(window_left), static_cast<int>(window_right)};
+  // A window side as wide as q's and k's tokens together bounds nothing (no key is that far from a query): no bound,
+  // rather than a side cast to int that wraps (2^32 -> 0) or that overflows the kernel's int sums with positions.
+  const int64_t widest = q.size(0) + k.size(0);
+  const auto side = [widest](int64_t w) { return w < 0 || w >= widest ? -1 : static_cast<int>(w); };
+  const Mask mask{causal, side(window_left), side(window_right)};
   const float scale = static_cast<float>(softmax_scale);
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
     Scratch scratch;
