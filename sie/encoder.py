@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from sie.dtypes import resolve_dtype
 from sie.encoding.folder import read_embedder_config
 from sie.encoding.m3 import M3Heads, has_m3_heads, sparse_vectors
-from sie.encoding.params import EncodeParams, l2_normalize, parse_encode_params, parse_items, quantize
+from sie.encoding.params import (OUTPUT_DTYPES, EncodeParams, l2_normalize, parse_encode_params, parse_items,
+                                 quantize)
 from sie.errors import InvalidInputError, ModelNotFoundError
 from sie.hub import resolve_model
 from sie.inputs import check_utf8, is_integer, item_text, positive_int
@@ -290,6 +291,8 @@ class Encoder:
                 raise InvalidInputError("prompt_name", f"{prompt_name!r} is not one of this model's prompts: "
                                                        f"{', '.join(self.settings.prompts) or 'none'}")
             prompt = self.settings.prompts[prompt_name]
+        if precision not in OUTPUT_DTYPES:
+            raise InvalidInputError("precision", f"must be one of {', '.join(OUTPUT_DTYPES)}, got {precision!r:.80}")
         params = parse_encode_params({"output_dtype": precision,
                                       "options": {"normalize": True} if normalize_embeddings else {}}, field="")
         encoded = self.tokenize(texts, is_query=is_query, instruction=prompt, field="sentences")

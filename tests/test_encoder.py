@@ -230,6 +230,7 @@ def test_bad_input_names_its_field(bert_embedder):
         (lambda: Encoder(model, device="cpu").encode(["a", "cut \ud83d"]), "sentences[1]"),
         (lambda: sie.encode(model, [{"text": "a"}, {"text": "cut \udc00"}]), "items[1].text"),
         (lambda: Encoder(model, device="cpu").encode("a", prompt_name="nope"), "prompt_name"),
+        (lambda: Encoder(model, device="cpu").encode("a", precision="int4"), "precision"),
     ]
     for call, field in cases:
         with pytest.raises(InvalidInputError) as error:
