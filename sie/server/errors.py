@@ -174,7 +174,12 @@ def error_response(error: BaseException) -> Response:
     if isinstance(error, HTTPException):
         # Routing errors (unknown path, wrong method) from Flask itself.
         code = (error.name or "error").upper().replace(" ", "_")
-        return _error_body(error.code or 500, {"code": code, "message": error.description or error.name})
+        response = _error_body(error.code or 500, {"code": code, "message": error.description or error.name})
+        # Its own headers other than the HTML body's type: a 405 must say which methods are allowed (Allow).
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
     kind = kind_of(error)
     if kind is INTERNAL:
         logger.exception("unhandled error while serving a request", exc_info=error)

@@ -91,9 +91,10 @@ def test_an_unexpected_exception_is_a_500_without_its_message():
 
 
 def test_routing_errors_keep_their_status():
-    response = error_response(MethodNotAllowed())
+    response = error_response(MethodNotAllowed(valid_methods=["POST"]))
     assert response.status_code == 405
     assert json.loads(response.get_data())["detail"]["code"] == "METHOD_NOT_ALLOWED"
+    assert response.headers["Allow"] == "POST" and response.mimetype == "application/json"
 
 
 @pytest.mark.parametrize("message, expected", [
