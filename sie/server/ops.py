@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from sie.server.errors import NotReadyLoadFailedError, NotReadyLoadingError
+from sie.server.errors import ModelNotServedError, NotReadyLoadFailedError, NotReadyLoadingError
 from sie.server.state import state
 from sie.server.wire import encode_response
 
@@ -36,6 +36,17 @@ def readyz() -> Response:
 def models() -> Response:
     """Loaded, loading, failed and installed models, with max length, dtype, device and backends when loaded."""
     return encode_response({"models": state().registry.describe()}, as_msgpack=False)
+
+
+@ops.get("/v1/models/<path:model>")
+def model_info(model: str) -> Response:
+    """One model's entry of ``GET /v1/models`` (sie-sdk's ``get_model``); 404 ``MODEL_NOT_FOUND`` for one not
+    listed there. Loads nothing."""
+    described = state().registry.describe()
+    for info in described:
+        if info["name"] == model:
+            return encode_response(info, as_msgpack=False)
+    raise ModelNotServedError(model, [info["name"] for info in described])
 
 
 @ops.get("/metrics")

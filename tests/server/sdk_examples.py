@@ -60,6 +60,9 @@ for entry in result["scores"]:
     print(f"{entry['item_id']}: rank={entry['rank']}, score={entry['score']:.3f}", file=sys.stderr)
 out["ids"] = result
 
+# --- The client's model lookups: the list, and one model by name
+out["models"] = {"listed": [model["name"] for model in client.list_models()], "one": client.get_model(MODEL)}
+
 
 # --- Errors arrive as the client's typed exceptions.
 def error_of(call):

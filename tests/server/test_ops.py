@@ -32,6 +32,15 @@ def test_models_lists_loaded_and_installed_models(client):
     assert TINY_XLMR in models
 
 
+def test_one_models_entry_answers_at_its_own_url(client):
+    # sie-sdk's client.get_model(name) reads GET /v1/models/{name}.
+    listed = {model["name"]: model for model in client.get("/v1/models").data()["models"]}
+    assert client.get(f"/v1/models/{TINY_BERT}").data() == listed[TINY_BERT]
+    missing = client.get("/v1/models/no/such-model")
+    assert missing.status == 404 and missing.data()["detail"]["code"] == "MODEL_NOT_FOUND"
+    assert TINY_BERT in missing.data()["detail"]["available"]
+
+
 def test_readyz_is_503_until_the_models_are_loaded(tiny_models_dir):
     with tiny_server(tiny_models_dir, "--model", f"{TINY_BERT},{TINY_XLMR}").start(wait_ready=False) as booting:
         states = []

@@ -140,6 +140,9 @@ def test_sie_sdk_runs_the_guide_examples(clients_python, default_server):
     relevant = {f"doc-{i}" for i in range(0, 100, 7)}
     assert set(out["stage2"]["top_10_ids"]) <= relevant
 
+    assert DEFAULT_MODEL in out["models"]["listed"]
+    assert out["models"]["one"]["name"] == DEFAULT_MODEL and out["models"]["one"]["loaded"]
+
     errors = out["errors"]
     assert errors["unknown_option"]["type"] == "RequestError" and errors["unknown_option"]["status"] == 400
     assert "beam" in errors["unknown_option"]["message"]
