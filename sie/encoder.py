@@ -81,6 +81,8 @@ class Encoder:
         max_length: tokens per input; default the model's limit (sentence-transformers' ``max_seq_length`` when the
             folder sets one).
         max_batch_tokens: token budget of one packed micro-batch.
+        truncate_dim: the width ``encode`` cuts dense vectors to (Matryoshka), as sentence-transformers'
+            ``truncate_dim``; default the folder's ``truncate_dim``, else the full width. ``embed`` gives full vectors.
 
     ``encode`` (with ``encode_query`` and ``encode_document``) behaves as sentence-transformers'; ``embed`` is the
     encode API (``sie.encode``, ``POST /v1/encode/{model}``): dense, sparse and multivector outputs per item.
@@ -95,6 +97,7 @@ class Encoder:
         backend: str = "auto",
         max_length: int | None = None,
         max_batch_tokens: int | None = None,
+        truncate_dim: int | None = None,
     ) -> None:
         self.model_id = str(model)
         self.path = resolve_model(self.model_id)
@@ -126,6 +129,8 @@ class Encoder:
         if self.heads is not None:
             self.dimensions.update(sparse=self.vocab_size, multivector=self.heads.multivector_dim)
         self.max_batch_tokens = batch_token_budget(max_batch_tokens, self.device)
+        self.truncate_dim = self.check_truncate_dim(
+            self.settings.truncate_dim if truncate_dim is None else truncate_dim, "truncate_dim")
         self._lock = threading.Lock()
         logger.info("loaded %s (%s, %s pooling%s) on %s in %s, backends %s", self.model_id, self.architecture,
                     "+".join(self.settings.pooling), ", sparse and multivector heads" if self.heads else "",
@@ -142,8 +147,16 @@ class Encoder:
         return self.kernels.backends.as_dict()
 
     def get_sentence_embedding_dimension(self) -> int:
-        """The dense vector's width (sentence-transformers' name)."""
-        return self.dimensions["dense"]
+        """The width of ``encode``'s vectors (sentence-transformers' name): the dense width, or ``truncate_dim``."""
+        return self.truncate_dim or self.dimensions["dense"]
+
+    def check_truncate_dim(self, truncate_dim: int | None, field: str) -> int | None:
+        """``truncate_dim`` when it is None or a width from 1 to the dense vector's; else InvalidInputError naming
+        ``field``."""
+        width = self.dimensions["dense"]
+        if truncate_dim is not None and not (is_integer(truncate_dim) and 1 <= truncate_dim <= width):
+            raise InvalidInputError(field, f"must be an integer from 1 to {width}, got {truncate_dim!r:.80}")
+        return None if truncate_dim is None else int(truncate_dim)
 
     def __repr__(self) -> str:
         return (f"Encoder({self.model_id!r}, device={self.device}, dtype={self.dtype}, max_length={self.max_length}, "
@@ -266,12 +279,13 @@ class Encoder:
         self, sentences: str | Sequence[str], batch_size: int | None = None, show_progress_bar: bool | None = None,
         convert_to_numpy: bool = True, convert_to_tensor: bool = False, normalize_embeddings: bool = False,
         prompt_name: str | None = None, prompt: str | None = None, precision: str = "float32",
-        is_query: bool | None = None,
+        is_query: bool | None = None, truncate_dim: int | None = None,
     ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
         """sentence-transformers' ``SentenceTransformer.encode``: dense embeddings ``(len(sentences), dim)`` in input
         order (``(dim,)`` for one string or one Item ``{"id"?, "text"}``; a list may hold Items too).
 
-        The folder's Normalize module applies, and ``normalize_embeddings=True`` normalises in any case.
+        The folder's Normalize module applies, then the cut to ``truncate_dim`` (default the Encoder's), then
+        ``normalize_embeddings=True`` normalises, in sentence-transformers' order.
         ``prompt`` (or a prompt of the model's by ``prompt_name``) goes before every sentence. ``batch_size`` caps the
         sentences of one micro-batch on top of the token budget (``max_batch_tokens``), which alone decides by
         default. ``precision``: ``float32``, ``int8``, ``uint8``, ``binary`` or ``ubinary`` (as ``OUTPUT_DTYPES``).
@@ -293,12 +307,14 @@ class Encoder:
             prompt = self.settings.prompts[prompt_name]
         if precision not in OUTPUT_DTYPES:
             raise InvalidInputError("precision", f"must be one of {', '.join(OUTPUT_DTYPES)}, got {precision!r:.80}")
-        params = parse_encode_params({"output_dtype": precision,
-                                      "options": {"normalize": True} if normalize_embeddings else {}}, field="")
+        width = self.check_truncate_dim(truncate_dim, "truncate_dim") or self.truncate_dim
         encoded = self.tokenize(texts, is_query=is_query, instruction=prompt, field="sentences")
         raw = self.run(encoded, ("dense",), batch_size=batch_size, show_progress_bar=bool(show_progress_bar))
-        vectors = [self.finish(outputs, params)["dense"] for outputs in raw]
-        embeddings = np.stack(vectors) if vectors else np.zeros((0, self.dimensions["dense"]), np.float32)
+        as_the_model_gives = parse_encode_params({}, field="")
+        vectors = [self.finish(outputs, as_the_model_gives)["dense"][:width] for outputs in raw]
+        dense = np.stack(vectors) if vectors else np.zeros((0, width or self.dimensions["dense"]), np.float32)
+        embeddings = quantize(l2_normalize(dense) if normalize_embeddings else dense, precision)
+        vectors = list(embeddings)
         if convert_to_tensor:
             embeddings = torch.from_numpy(embeddings)
         elif not convert_to_numpy:

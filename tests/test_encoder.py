@@ -5,6 +5,7 @@ packing invariance, no padded tensor, the API's result shape and dtypes, and bad
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -125,6 +126,34 @@ def test_the_folders_settings_are_read_as_sentence_transformers_reads_them(tmp_p
     np.testing.assert_allclose(encoder.encode(texts), model.encode(texts), rtol=0, atol=2e-5)
     np.testing.assert_allclose(encoder.encode(texts, prompt_name="passage"), model.encode(texts, prompt_name="passage"),
                                rtol=0, atol=2e-5)
+
+
+def test_truncate_dim_cuts_as_sentence_transformers_cuts(bert_embedder, tmp_path, rng):
+    """After the folder's Normalize module and before ``normalize_embeddings``, from the argument, the constructor
+    or the folder's ``truncate_dim``; precisions quantize the cut vector."""
+    texts = texts_of(rng, (3, 17))
+    model = SentenceTransformer(str(bert_embedder), device="cpu")
+    encoder = Encoder(str(bert_embedder), device="cpu", dtype=torch.float32)
+    for arguments in ({}, {"normalize_embeddings": True}, {"precision": "ubinary"}):
+        np.testing.assert_allclose(encoder.encode(texts, truncate_dim=12, **arguments),
+                                   model.encode(texts, truncate_dim=12, **arguments), rtol=0, atol=2e-5)
+    cut = Encoder(str(bert_embedder), device="cpu", dtype=torch.float32, truncate_dim=8)
+    assert cut.get_sentence_embedding_dimension() == 8 and cut.encode(texts[0]).shape == (8,)
+    np.testing.assert_allclose(cut.encode(texts), model.encode(texts, truncate_dim=8), rtol=0, atol=2e-5)
+    assert cut.encode([], precision="binary").shape == (0, 1)
+    saved = tmp_path / "saved"
+    shutil.copytree(bert_embedder, saved)
+    settings = json.loads((saved / "config_sentence_transformers.json").read_text())
+    (saved / "config_sentence_transformers.json").write_text(json.dumps({**settings, "truncate_dim": 16}))
+    from_folder = SentenceTransformer(str(saved), device="cpu")
+    assert from_folder.truncate_dim == 16
+    np.testing.assert_allclose(Encoder(str(saved), device="cpu", dtype=torch.float32).encode(texts),
+                               from_folder.encode(texts), rtol=0, atol=2e-5)
+    for bad in (0, 33, 2.5):
+        with pytest.raises(InvalidInputError, match="^truncate_dim: must be an integer from 1 to 32"):
+            encoder.encode(texts, truncate_dim=bad)
+    with pytest.raises(InvalidInputError, match="^truncate_dim"):
+        Encoder(str(bert_embedder), device="cpu", truncate_dim=64)
 
 
 def test_an_input_encodes_the_same_alone_batched_and_reordered(rng, tmp_path):

@@ -46,6 +46,7 @@ class EmbedderConfig:
         default_prompt_name: the prompt used when the caller names none.
         max_seq_length: sentence-transformers' length limit, when the folder sets one.
         lowercase: whether inputs are lower-cased before tokenization (``do_lower_case``).
+        truncate_dim: the width ``encode`` cuts dense vectors to by default (Matryoshka), when the folder sets one.
     """
 
     pooling: tuple[str, ...] = ("mean",)
@@ -54,6 +55,7 @@ class EmbedderConfig:
     default_prompt_name: str | None = None
     max_seq_length: int | None = None
     lowercase: bool = False
+    truncate_dim: int | None = None
 
     def prompt(self, is_query: bool | None) -> str | None:
         """The prompt for a query (``is_query``), a document (``is_query=False``), or neither (None: the default
@@ -98,7 +100,8 @@ def read_embedder_config(folder: Path, m3_heads: bool = False) -> EmbedderConfig
     bert_file = folder / "sentence_bert_config.json"
     bert_config = _json(bert_file) if bert_file.is_file() else {}
     common = dict(prompts=prompts, default_prompt_name=default_prompt_name,
-                  max_seq_length=bert_config.get("max_seq_length"), lowercase=bool(bert_config.get("do_lower_case")))
+                  max_seq_length=bert_config.get("max_seq_length"), lowercase=bool(bert_config.get("do_lower_case")),
+                  truncate_dim=st_config.get("truncate_dim"))
 
     modules_file = folder / "modules.json"
     if not modules_file.is_file():
