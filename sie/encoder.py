@@ -26,7 +26,7 @@ from sie.encoding.folder import read_embedder_config
 from sie.encoding.m3 import M3Heads, has_m3_heads, sparse_vectors
 from sie.encoding.params import (OUTPUT_DTYPES, EncodeParams, l2_normalize, parse_encode_params, parse_items,
                                  quantize)
-from sie.errors import InvalidInputError, ModelNotFoundError
+from sie.errors import InvalidInputError, ModelNotFoundError, UnsupportedModelError
 from sie.hub import resolve_model
 from sie.inputs import check_utf8, is_integer, item_text, positive_int
 from sie.models import build_model, compute_dtype, family_of, head_dim_of, read_config, read_tokenizer, task_of
@@ -129,8 +129,8 @@ class Encoder:
         if self.heads is not None:
             self.dimensions.update(sparse=self.vocab_size, multivector=self.heads.multivector_dim)
         self.max_batch_tokens = batch_token_budget(max_batch_tokens, self.device)
-        self.truncate_dim = self.check_truncate_dim(
-            self.settings.truncate_dim if truncate_dim is None else truncate_dim, "truncate_dim")
+        self.truncate_dim = (self.check_truncate_dim(truncate_dim, "truncate_dim") if truncate_dim is not None
+                             else self._folder_truncate_dim())
         self._lock = threading.Lock()
         logger.info("loaded %s (%s, %s pooling%s) on %s in %s, backends %s", self.model_id, self.architecture,
                     "+".join(self.settings.pooling), ", sparse and multivector heads" if self.heads else "",
@@ -149,6 +149,17 @@ class Encoder:
     def get_sentence_embedding_dimension(self) -> int:
         """The width of ``encode``'s vectors (sentence-transformers' name): the dense width, or ``truncate_dim``."""
         return self.truncate_dim or self.dimensions["dense"]
+
+    def _folder_truncate_dim(self) -> int | None:
+        """The folder's ``truncate_dim``; None where it sets none or one past the dense width, which cuts nothing
+        in sentence-transformers."""
+        width = self.settings.truncate_dim
+        if width is None:
+            return None
+        if not (is_integer(width) and width >= 1):
+            raise UnsupportedModelError(f"config_sentence_transformers.json's truncate_dim must be a positive integer, "
+                                        f"got {width!r:.80}")
+        return int(width) if width < self.dimensions["dense"] else None
 
     def check_truncate_dim(self, truncate_dim: int | None, field: str) -> int | None:
         """``truncate_dim`` when it is None or a width from 1 to the dense vector's; else InvalidInputError naming

@@ -149,6 +149,11 @@ def test_truncate_dim_cuts_as_sentence_transformers_cuts(bert_embedder, tmp_path
     assert from_folder.truncate_dim == 16
     np.testing.assert_allclose(Encoder(str(saved), device="cpu", dtype=torch.float32).encode(texts),
                                from_folder.encode(texts), rtol=0, atol=2e-5)
+    (saved / "config_sentence_transformers.json").write_text(json.dumps({**settings, "truncate_dim": 64}))
+    assert Encoder(str(saved), device="cpu").encode(texts[0]).shape == (32,), "a folder's wider width cuts nothing"
+    (saved / "config_sentence_transformers.json").write_text(json.dumps({**settings, "truncate_dim": "16"}))
+    with pytest.raises(UnsupportedModelError, match="truncate_dim must be a positive integer"):
+        Encoder(str(saved), device="cpu")
     for bad in (0, 33, 2.5):
         with pytest.raises(InvalidInputError, match="^truncate_dim: must be an integer from 1 to 32"):
             encoder.encode(texts, truncate_dim=bad)
