@@ -247,6 +247,9 @@ class BufferingThreadWorker(ThreadWorker):
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
         self._read_request(conn)
+        # Read what made it readable now: a stopping worker's murder_pending closes a connection that has sent nothing,
+        # and a request already on its way would get no answer (gthread answers it, with Connection: close).
+        self.on_request_bytes(conn, client)
 
     def _read_request(self, conn: BufferedConn, pending: bytes = b"") -> None:
         """Puts ``conn`` on the poller until its next request is buffered in full."""

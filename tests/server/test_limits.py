@@ -7,9 +7,11 @@ keys kept out of gunicorn's access log, the queue bound, the deadline and shutdo
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import re
+import signal
 import socket
 import sys
 import threading
@@ -205,3 +207,25 @@ def test_shutdown_lets_the_request_in_flight_finish(slow, heavy):
     assert exit_status == 0
     assert time.monotonic() - started < 30
     assert re.search(r"Shutting down|Handling signal: term", slow.log)
+
+
+def test_shutdown_answers_a_request_sent_on_a_kept_alive_connection(tiny_models_dir):
+    # A stopping worker keeps its kept-alive connections open for a moment (gunicorn's STOP_KEEPALIVE_LINGER, 2 s):
+    # a request a client sends on one then is answered, with Connection: close, not dropped without an answer.
+    body = json.dumps({"query": "q", "items": ["a"]})
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    with tiny_server(tiny_models_dir) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        connection.request("POST", f"/v1/score/{TINY_BERT}", body, headers)
+        first = connection.getresponse()
+        first.read()
+        assert first.status == 200 and first.getheader("Connection") != "close"
+        server.process.send_signal(signal.SIGTERM)
+        while "Handling signal: term" not in server.log:
+            time.sleep(0.02)
+        time.sleep(0.2)  # the worker is stopping (the arbiter signals it as it logs that line)
+        connection.request("POST", f"/v1/score/{TINY_BERT}", body, headers)
+        second = connection.getresponse()
+        assert second.status == 200 and len(json.loads(second.read())["scores"]) == 1
+        assert second.getheader("Connection") == "close"
+        assert server.stop() == 0
