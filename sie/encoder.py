@@ -65,7 +65,9 @@ def model_task(model: str | os.PathLike[str]) -> str:
         architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures")
     except (OSError, ValueError, AttributeError):
         return "score"
-    return task_of(architectures) or "score"
+    if not isinstance(architectures, list):  # a hand-written config's 5 or {...}: nothing a family runs
+        return "score"
+    return task_of([name for name in architectures if isinstance(name, str)]) or "score"
 
 
 class Encoder:

@@ -6,6 +6,7 @@ The endpoints' answers are checked in process; start-up (a worker that answers w
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -90,6 +91,22 @@ def test_a_damaged_checkpoint_is_named_without_the_servers_directories(make_app,
     assert models["test/damaged"]["last_error"]["message"].startswith(failure)
     for shown in (ready.body, reply.body, broken.get("/v1/models").body):
         assert str(tmp_path) not in shown.decode()
+
+
+def test_a_malformed_installed_config_leaves_the_model_list_to_the_others(make_app, tmp_path, monkeypatch):
+    # The list reads each installed model's config for its task: one whose architectures is not a list of names
+    # answered GET /v1/models with a 500 for every model (TypeError in task_of).
+    models_dir = tmp_path / "models"
+    make_random_checkpoint(models_dir / TINY_BERT, "bert", seed=3)
+    config = make_random_checkpoint(models_dir / "test/odd", "bert", seed=5) / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "architectures": 5}))
+    monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
+    served = make_app()
+    assert wait_ready(served).status == 200
+    reply = served.get("/v1/models")
+    assert reply.status == 200, reply.body
+    models = {model["name"]: model for model in reply.data()["models"]}
+    assert models[TINY_BERT]["state"] == "loaded" and models["test/odd"]["state"] == "available"
 
 
 def test_a_locally_installed_model_loads_on_demand(client):
