@@ -228,6 +228,15 @@ class BufferingThreadWorker(ThreadWorker):
         self.lingering: deque[tuple[float, socket.socket]] = deque()
         self.buffering = not self.cfg.is_ssl and self.cfg.http2_cleartext == "off"
 
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """gthread's; a stopping worker also closes its listening sockets. The arbiter has closed its own, so once every
+        stopping worker has, a new connection is refused at once (clients retry elsewhere) instead of waiting in the
+        listen backlog, which nobody accepts from, for up to the graceful timeout and then being reset."""
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:
+            for listener in self.sockets:
+                listener.close()
+
     def accept(self, listener: socket.socket) -> None:
         if not self.buffering:
             return super().accept(listener)

@@ -229,3 +229,32 @@ def test_shutdown_answers_a_request_sent_on_a_kept_alive_connection(tiny_models_
         assert second.status == 200 and len(json.loads(second.read())["scores"]) == 1
         assert second.getheader("Connection") == "close"
         assert server.stop() == 0
+
+
+def test_a_stopping_server_refuses_new_connections_at_once(tiny_models_dir):
+    # A client still sending its request keeps the stopping worker up (up to --read-timeout), and is answered.
+    # Meanwhile a new connection must be refused, not left in the listen backlog, which nobody accepts from any
+    # more, to be reset when the worker exits.
+    body = json.dumps({"query": "q", "items": ["a"]}).encode()
+    with tiny_server(tiny_models_dir, "--read-timeout", "20") as server:
+        sending = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        sending.sendall(f"POST /v1/score/{TINY_BERT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:5])
+        while not re.search(r"^sie_buffered_request_bytes\{[^}]*\} [1-9]", server.client.get("/metrics").body.decode(),
+                            re.MULTILINE):
+            time.sleep(0.02)  # until the worker holds it: one still in the listen backlog is reset, not waited for
+        server.process.send_signal(signal.SIGTERM)
+        while "Handling signal: term" not in server.log:
+            time.sleep(0.02)
+        deadline, refused = time.monotonic() + 5, False
+        while not refused and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+                time.sleep(0.1)
+            except ConnectionRefusedError:
+                refused = True
+        assert refused, "new connections were still queued 5 s after SIGTERM"
+        sending.sendall(body[5:])
+        answer = sending.makefile("rb").read()
+        assert answer.startswith(b"HTTP/1.1 200 ") and b'"scores"' in answer, answer[:200]
+        assert server.stop() == 0
