@@ -136,8 +136,14 @@ class ModelRegistry:
     @property
     def default_model(self) -> str:
         """The model of scoring requests that name none (the TEI and Cohere rerank endpoints): the first configured
-        model that scores (the first configured, when none does)."""
-        return self._first_configured("score") or self._config.models[0]
+        model that scores, else the first configured scoring model that failed to load (its request gets the 502
+        that says why), else the first configured."""
+        chosen = self._first_configured("score")
+        if chosen is not None:
+            return chosen
+        with self._lock:
+            failed = [name for name in self._config.models if name in self._failed]
+        return next((name for name in failed if model_task(name) == "score"), self._config.models[0])
 
     def default_encoder(self) -> str:
         """The model of encode requests that name none (TEI's ``/embed``): the first configured model that encodes;

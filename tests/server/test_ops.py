@@ -14,6 +14,7 @@ import torch
 
 from sie.reranker import default_dtype
 from sie.testing.checkpoints import make_random_checkpoint
+from sie.testing.embedders import make_random_embedder
 from tests.server.conftest import TINY_BERT, TINY_XLMR, tiny_server, wait_ready
 
 
@@ -107,6 +108,22 @@ def test_a_malformed_installed_config_leaves_the_model_list_to_the_others(make_a
     assert reply.status == 200, reply.body
     models = {model["name"]: model for model in reply.data()["models"]}
     assert models[TINY_BERT]["state"] == "loaded" and models["test/odd"]["state"] == "available"
+
+
+def test_requests_naming_no_model_report_the_reranker_that_failed(make_app, tmp_path, monkeypatch):
+    # An embedding model first, a reranker that fails to load second: /rerank and /v1/rerank answered 400 INVALID_INPUT
+    # that the embedding model is not a reranker (a model the client never named), hiding the failure.
+    models_dir = tmp_path / "models"
+    make_random_embedder(models_dir / "test/embedder", "bert", seed=42)
+    weights = make_random_checkpoint(models_dir / "test/damaged", "bert", seed=5) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
+    served = make_app(models=["test/embedder", "test/damaged"])
+    assert wait_ready(served).data()["detail"]["code"] == "MODEL_LOAD_FAILED"
+    for path, body in (("/rerank", {"query": "q", "texts": ["a"]}), ("/v1/rerank", {"query": "q", "documents": ["a"]})):
+        reply = served.post(path, body, msgpack_in=False)
+        assert reply.status == 502 and reply.data()["detail"]["code"] == "MODEL_LOAD_FAILED", (path, reply.body)
+        assert "test/damaged" in reply.data()["detail"]["message"]
 
 
 def test_a_locally_installed_model_loads_on_demand(client):
