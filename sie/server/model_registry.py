@@ -133,22 +133,22 @@ class ModelRegistry:
                     return name
         return None
 
+    def _first_failed(self, task: str) -> str | None:
+        """The first configured model of ``task`` that failed to load (its request gets the 502 that says why)."""
+        with self._lock:
+            failed = [name for name in self._config.models if name in self._failed]
+        return next((name for name in failed if model_task(name) == task), None)
+
     @property
     def default_model(self) -> str:
         """The model of scoring requests that name none (the TEI and Cohere rerank endpoints): the first configured
-        model that scores, else the first configured scoring model that failed to load (its request gets the 502
-        that says why), else the first configured."""
-        chosen = self._first_configured("score")
-        if chosen is not None:
-            return chosen
-        with self._lock:
-            failed = [name for name in self._config.models if name in self._failed]
-        return next((name for name in failed if model_task(name) == "score"), self._config.models[0])
+        model that scores, else the first configured scoring model that failed to load, else the first configured."""
+        return self._first_configured("score") or self._first_failed("score") or self._config.models[0]
 
     def default_encoder(self) -> str:
-        """The model of encode requests that name none (TEI's ``/embed``): the first configured model that encodes;
-        raises NoEncoderError when none does."""
-        name = self._first_configured("encode")
+        """The model of encode requests that name none (TEI's ``/embed``): the first configured model that encodes,
+        else the first configured embedding model that failed to load; raises NoEncoderError when none does."""
+        name = self._first_configured("encode") or self._first_failed("encode")
         if name is None:
             raise NoEncoderError(self.available())
         return name

@@ -126,6 +126,22 @@ def test_requests_naming_no_model_report_the_reranker_that_failed(make_app, tmp_
         assert "test/damaged" in reply.data()["detail"]["message"]
 
 
+def test_embed_requests_naming_no_model_report_the_embedding_model_that_failed(make_app, tmp_path, monkeypatch):
+    # The twin: a reranker first, an embedding model that fails to load second. /embed answered 400 "configure an
+    # embedding model", as if none were.
+    models_dir = tmp_path / "models"
+    make_random_checkpoint(models_dir / "test/reranker", "bert", seed=5)
+    weights = make_random_embedder(models_dir / "test/damaged", "bert", seed=42) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
+    served = make_app(models=["test/reranker", "test/damaged"])
+    assert wait_ready(served).data()["detail"]["code"] == "MODEL_LOAD_FAILED"
+    for path, body in (("/embed", {"inputs": "a"}), ("/v1/embeddings", {"input": "a"})):
+        reply = served.post(path, body, msgpack_in=False)
+        assert reply.status == 502 and reply.data()["detail"]["code"] == "MODEL_LOAD_FAILED", (path, reply.body)
+        assert "test/damaged" in reply.data()["detail"]["message"]
+
+
 def test_a_locally_installed_model_loads_on_demand(client):
     path = f"/v1/score/{TINY_XLMR}"
     body = {"query": "what", "items": ["python", "rain"]}
