@@ -16,7 +16,9 @@ import numpy as np
 
 from sie.errors import InvalidInputError
 
-SCORE_OPTIONS = ("top_k", "raw_scores", "max_length", "truncate")
+SCORE_OPTIONS = ("top_k", "raw_scores", "max_length", "truncate", "profile")
+# sie-sdk's options may name a model profile; sie serves each model in one, the default.
+DEFAULT_PROFILE = "default"
 # A Python str may hold lone UTF-16 surrogates (a JSON "\ud83d" escape, an emoji cut in half by a substring), which
 # are no UTF-8 text: no tokenizer takes them.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -81,6 +83,13 @@ def parse_bool(value: Any, field: str) -> bool:
     return value
 
 
+def check_profile(value: Any, field: str) -> None:
+    """InvalidInputError naming ``field`` unless ``value`` (sie-sdk's ``options.profile``) is None or the one profile
+    sie serves, ``"default"``."""
+    if value is not None and value != DEFAULT_PROFILE:
+        raise InvalidInputError(field, f"sie serves each model in one profile, {DEFAULT_PROFILE!r}; got {value!r:.80}")
+
+
 def parse_options(options: Mapping[str, Any] | None, field: str = "options") -> ScoreOptions:
     """Checks a score request's ``options`` map; unknown keys are an error that names them."""
     if options is None:
@@ -90,6 +99,7 @@ def parse_options(options: Mapping[str, Any] | None, field: str = "options") -> 
     unknown = sorted(str(key) for key in options if key not in SCORE_OPTIONS)
     if unknown:
         raise InvalidInputError(field, f"unknown option(s) {', '.join(unknown)}; supported: {', '.join(SCORE_OPTIONS)}")
+    check_profile(options.get("profile"), f"{field}.profile")
     top_k = options.get("top_k")
     max_length = options.get("max_length")
     return ScoreOptions(

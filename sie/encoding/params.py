@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 
 from sie.errors import InvalidInputError
-from sie.inputs import item_list, parse_bool, parse_text, positive_int
+from sie.inputs import check_profile, item_list, parse_bool, parse_text, positive_int
 
 OUTPUT_TYPES = ("dense", "sparse", "multivector")
 OUTPUT_DTYPES = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 PARAMS = ("output_types", "instruction", "output_dtype", "options")
-ENCODE_OPTIONS = ("is_query", "max_length", "truncate", "normalize")
+ENCODE_OPTIONS = ("is_query", "max_length", "truncate", "normalize", "profile")
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ def parse_encode_params(params: Mapping[str, Any] | None, field: str = "params")
         raise InvalidInputError(_name(field, "output_dtype"), f"must be one of {', '.join(OUTPUT_DTYPES)}, "
                                                               f"got {dtype!r:.80}")
     option = _name(field, "options")
+    check_profile(options.get("profile"), f"{option}.profile")
     is_query, normalize, max_length = (options.get(key) for key in ("is_query", "normalize", "max_length"))
     return EncodeParams(
         output_types=_output_types(params.get("output_types"), _name(field, "output_types")),

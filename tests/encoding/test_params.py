@@ -27,7 +27,8 @@ def test_defaults_and_a_full_request():
     ({"instruction": 3}, "params.instruction"),
     ({"options": {"is_query": "yes"}}, "params.options.is_query"),
     ({"options": {"max_length": 0}}, "params.options.max_length"),
-    ({"options": {"profile": "fast"}}, "params.options"),
+    ({"options": {"profile": "fast"}}, "params.options.profile"),
+    ({"options": {"beam": 2}}, "params.options"),
     ({"options": []}, "params.options"),
     ({"dimensions": 3}, "params"),
 ])

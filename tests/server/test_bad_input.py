@@ -64,6 +64,8 @@ CASES = [
     ("unknown options", _packed({**GOOD, "options": {"top_k": 1, "beam": 2, "temperature": 0}}), MSGPACK, 400,
      "INVALID_INPUT", "options", "beam, temperature"),
     ("options not a map", _packed({**GOOD, "options": [1]}), MSGPACK, 400, "INVALID_INPUT", "options", "map"),
+    ("a profile sie does not serve", _packed({**GOOD, "options": {"profile": "sparse"}}), MSGPACK, 400,
+     "INVALID_INPUT", "options.profile", "one profile, 'default'"),
     ("negative top_k", _packed({**GOOD, "options": {"top_k": -1}}), MSGPACK, 400, "INVALID_INPUT",
      "options.top_k", "positive"),
     ("max_length over the model's limit", _packed({**GOOD, "options": {"max_length": 100000}}), MSGPACK, 400,
@@ -96,6 +98,13 @@ def test_a_bad_value_is_shown_cut_short(client):
     reply = client.request("POST", PATH, _packed({**GOOD, "options": {"top_k": "x" * 100_000}}), MSGPACK)
     assert reply.status == 400 and reply.data()["detail"]["param"] == "options.top_k"
     assert "got 'xxx" in reply.data()["detail"]["message"] and len(reply.body) < 500, len(reply.body)
+
+
+def test_the_default_profile_is_the_one_sie_serves(client):
+    """sie-sdk's options may select a model profile by name; the default one is the model as served."""
+    plain = client.request("POST", PATH, _packed(GOOD), MSGPACK)
+    named = client.request("POST", PATH, _packed({**GOOD, "options": {"profile": "default"}}), MSGPACK)
+    assert named.status == plain.status == 200 and named.data()["scores"] == plain.data()["scores"]
 
 
 def test_metadata_may_have_any_keys_msgpack_allows(client):

@@ -146,7 +146,8 @@ def test_output_dtypes_on_the_wire(client, m3, output_dtype, wire_type, width):
 def test_is_query_and_instruction_pick_the_prompt(client, embedder):
     for options, params in (({"is_query": True}, {"options": {"is_query": True}}),
                             ({"is_query": False}, {"options": {"is_query": False}}),
-                            ({"instruction": "Represent: "}, {"instruction": "Represent: "})):
+                            ({"instruction": "Represent: "}, {"instruction": "Represent: "}),
+                            ({}, {"options": {"profile": "default"}})):
         result = client.post(f"/v1/encode/{TINY_EMBEDDER}", {"items": ["rain in paris"], "params": params}).data()
         expected = embedder.embed(["rain in paris"], **options)[0]["dense"]
         np.testing.assert_allclose(array(result["items"][0]["dense"]["values"]), expected, atol=1e-6)
@@ -167,6 +168,8 @@ BAD = [
      "params.output_dtype"),
     (f"/v1/encode/{TINY_M3}", {"items": ["a"], "params": {"options": {"beam": 2}}}, 400, "INVALID_INPUT",
      "params.options"),
+    (f"/v1/encode/{TINY_M3}", {"items": ["a"], "params": {"options": {"profile": "sparse"}}}, 400, "INVALID_INPUT",
+     "params.options.profile"),
     (f"/v1/encode/{TINY_M3}", {"items": ["a"], "params": {"options": {"max_length": 4096}}}, 400,
      "INVALID_INPUT", "params.options.max_length"),
     (f"/v1/encode/{TINY_M3}", {"items": ["a", "long " * 200], "params": {"options": {"truncate": False}}}, 400,
