@@ -4,6 +4,6 @@
 the default cross-encoder without a model hub; ``onnx_convert`` reads its int8 ONNX graph.
 """
 
-from sie.hub.resolve import is_model_dir, local_models, models_dir, offline, resolve_model
+from sie.hub.resolve import folder_state, is_model_dir, local_models, models_dir, offline, resolve_model
 
-__all__ = ["is_model_dir", "local_models", "models_dir", "offline", "resolve_model"]
+__all__ = ["folder_state", "is_model_dir", "local_models", "models_dir", "offline", "resolve_model"]

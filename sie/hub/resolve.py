@@ -34,6 +34,27 @@ def is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and any((path / name).is_file() for name in checkpoint.LAYOUTS)
 
 
+def folder_state(model: str | os.PathLike[str]) -> tuple[tuple[str, int, int], ...] | None:
+    """What a local model's folder holds: (file, size, mtime_ns) of each file under it, sorted; None for a model that
+    is no folder in the sie models directory nor a path (a hub id). Compared across time, it says whether the
+    folder changed (a copy finished, a file replaced)."""
+    folder = models_dir() / model
+    if not folder.is_dir():
+        folder = Path(model)
+        if not folder.is_dir():
+            return None
+    state = []
+    for directory, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(directory, name)
+            try:
+                stat = os.stat(path)
+            except OSError:  # removed under the walk, or a broken link: its absence is the state
+                continue
+            state.append((os.path.relpath(path, folder), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(state))
+
+
 def local_models() -> list[str]:
     """Ids of the models in the sie models directory (``org/name`` or ``name``), sorted."""
     root = models_dir()

@@ -2,7 +2,9 @@
 
 ``/readyz`` answers 503 until every configured model is loaded. A request for a model that is installed
 in the sie models directory but not loaded starts loading it (``load_on_demand``) and gets 503
-``MODEL_LOADING`` meanwhile, which sie-sdk retries; any other model gets 404 listing what is available.
+``MODEL_LOADING`` meanwhile, which sie-sdk retries; any other model gets 404 listing what is available. A model that
+failed to load answers 502 until its folder changes (a copy that was not finished, a file replaced): the next request
+then loads it again.
 A model scores (a ``Reranker``) or encodes (an ``Encoder`` behind ``encode_runner.EncodeRunner``), as its
 config's architecture says.
 """
@@ -20,7 +22,7 @@ import torch
 from sie.dtypes import resolve_dtype
 from sie.encoder import model_task
 from sie.errors import InvalidInputError, first_line
-from sie.hub import local_models
+from sie.hub import folder_state, local_models
 from sie.reranker import Reranker
 from sie.server.batcher import Batcher, BatchStats
 from sie.server.config import ServerConfig
@@ -33,6 +35,15 @@ logger = logging.getLogger(__name__)
 
 # Set by gunicorn_conf.post_fork: which of the ``workers`` processes this is, to pick its GPU.
 WORKER_SLOT_ENV = "SIE_WORKER_SLOT"
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """Why a model did not load (``"TypeError: ..."``, the first line), and its folder's ``folder_state`` when the
+    load began."""
+
+    message: str
+    folder: tuple[tuple[str, int, int], ...] | None
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._served: dict[str, ServedModel] = {}
         self._loading: set[str] = set()
-        self._failed: dict[str, str] = {}
+        self._failed: dict[str, LoadFailure] = {}
 
     def start(self) -> None:
         """Loads the configured models one after another on a background thread."""
@@ -84,6 +95,7 @@ class ModelRegistry:
             self._load(name)
 
     def _load(self, name: str) -> None:
+        folder = folder_state(name)
         try:
             reranker, encoding = None, None
             if model_task(name) == "encode":
@@ -106,7 +118,8 @@ class ModelRegistry:
             with self._lock:
                 self._loading.discard(name)
                 # Clients see the first line, without the server's directories; the log above has it all.
-                self._failed[name] = f"{type(error).__name__}: {without_local_paths(first_line(error))}"
+                self._failed[name] = LoadFailure(f"{type(error).__name__}: {without_local_paths(first_line(error))}",
+                                                 folder)
             return
         self._metrics.track_queue(name, lambda: batcher.depth)
         with self._lock:
@@ -119,10 +132,13 @@ class ModelRegistry:
         self.heap_trimmer.after_batch()
 
     def pending(self) -> dict[str, str]:
-        """Configured models that are not loaded, each with its state (``loading`` or the failure)."""
+        """Configured models that are not loaded, each with its state (``loading`` or the failure); one that failed
+        and has changed since loads again."""
+        for name in self._config.models:
+            self._retry_if_changed(name)
         with self._lock:
-            return {name: self._failed.get(name, "loading") for name in self._config.models
-                    if name not in self._served}
+            return {name: self._failed[name].message if name in self._failed else "loading"
+                    for name in self._config.models if name not in self._served}
 
     def _first_configured(self, task: str) -> str | None:
         """The first configured model that does ``task``, or is still loading (its request then waits); None."""
@@ -163,6 +179,7 @@ class ModelRegistry:
     def get(self, name: str, task: str | None = None) -> ServedModel:
         """The served model ``name``; raises ModelLoadingError, ModelLoadFailedError or ModelNotServedError, and
         InvalidInputError when it does not do ``task`` (``"score"`` or ``"encode"``, when given)."""
+        self._retry_if_changed(name)
         with self._lock:
             known = self._known(name, task)
         if known is not None:
@@ -179,6 +196,20 @@ class ModelRegistry:
             threading.Thread(target=self._load, args=(name,), name=f"sie-load-{name}", daemon=True).start()
         raise ModelLoadingError(f"model {name!r} is loading; retry shortly")
 
+    def _retry_if_changed(self, name: str) -> None:
+        """Loads ``name`` again when it failed and its folder changed since that load began."""
+        with self._lock:
+            failure = self._failed.get(name)
+        if failure is None or folder_state(name) == failure.folder:
+            return
+        with self._lock:
+            if self._failed.get(name) is not failure:
+                return  # another request retried it meanwhile
+            del self._failed[name]
+            self._loading.add(name)
+        logger.info("model %s changed since it failed to load: loading it again", name)
+        threading.Thread(target=self._load, args=(name,), name=f"sie-load-{name}", daemon=True).start()
+
     def _known(self, name: str, task: str | None) -> ServedModel | None:
         """Under the lock: the served model ``name``, or None when it was never asked for; raises
         ModelLoadingError or ModelLoadFailedError while it loads or once it failed."""
@@ -187,7 +218,7 @@ class ModelRegistry:
         if name in self._loading:
             raise ModelLoadingError(f"model {name!r} is loading; retry shortly")
         if name in self._failed:
-            raise ModelLoadFailedError(f"model {name!r} failed to load: {self._failed[name]}")
+            raise ModelLoadFailedError(f"model {name!r} failed to load: {self._failed[name].message}")
         return None
 
     def available(self, installed: list[str] | None = None) -> list[str]:
@@ -203,7 +234,7 @@ class ModelRegistry:
         with self._lock:
             served = dict(self._served)
             loading = set(self._loading)
-            failed = dict(self._failed)
+            failed = {name: failure.message for name, failure in self._failed.items()}
         installed = set(local_models())
         names = sorted(set(served) | loading | set(failed) | installed)
         return [self._info(name, served.get(name), name in loading, failed.get(name), name in installed)

@@ -142,6 +142,41 @@ def test_embed_requests_naming_no_model_report_the_embedding_model_that_failed(m
         assert "test/damaged" in reply.data()["detail"]["message"]
 
 
+def _until_not_loading(client, method: str, path: str, body=None):
+    deadline = time.monotonic() + 60
+    while True:
+        reply = client.post(path, body) if method == "POST" else client.get(path)
+        if reply.status != 503 or reply.data()["detail"]["code"] != "MODEL_LOADING":
+            return reply
+        assert time.monotonic() < deadline, "the model never finished loading"
+        time.sleep(0.02)
+
+
+def test_a_model_that_failed_to_load_loads_again_once_its_folder_changed(make_app, tmp_path, monkeypatch):
+    """A model copied into the models folder is seen before its weights are all there: its load fails. It answered
+    502 until the server restarted; once the copy finishes, the next request (or readiness probe) loads it."""
+    models_dir = tmp_path / "models"
+    weights = make_random_checkpoint(models_dir / "test/copied", "bert", seed=5) / "model.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])
+    monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
+    path, body = "/v1/score/test/copied", {"query": "q", "items": ["a"]}
+    served = make_app(models=["test/copied"])
+    assert wait_ready(served).data()["detail"]["code"] == "MODEL_LOAD_FAILED"
+    assert served.post(path, body).status == 502 and served.post(path, body).status == 502, "no retry, unchanged"
+    weights.write_bytes(whole)
+    assert _until_not_loading(served, "GET", "/readyz").status == 200
+    assert served.post(path, body).status == 200
+    later_weights = make_random_checkpoint(models_dir / "test/later", "bert", seed=6) / "model.safetensors"
+    later_whole = later_weights.read_bytes()
+    later_weights.write_bytes(later_whole[: len(later_whole) // 2])
+    on_demand = make_app(models=["test/copied"])
+    later = "/v1/score/test/later"  # installed, not configured: loaded when asked for
+    assert _until_not_loading(on_demand, "POST", later, body).status == 502
+    later_weights.write_bytes(later_whole)
+    assert _until_not_loading(on_demand, "POST", later, body).status == 200
+
+
 def test_a_locally_installed_model_loads_on_demand(client):
     path = f"/v1/score/{TINY_XLMR}"
     body = {"query": "what", "items": ["python", "rain"]}
