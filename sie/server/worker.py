@@ -406,16 +406,19 @@ class BufferingThreadWorker(ThreadWorker):
         now = time.monotonic()
         expired = [conn for conn in self.reading_conns
                    if conn.read_deadline <= now or (not self.alive and not conn.buffer)]
-        for conn in expired:
-            if conn.buffer:
-                self._refuse(conn, 408, "REQUEST_TIMEOUT", f"the request did not arrive within "
-                                                           f"{self.config.read_timeout_s:g} s")
-            else:  # at shutdown, a connection that has sent nothing of a request: nothing to answer
-                self._stop_reading(conn)
-                self._close(conn)
-        if expired:
-            self.log.info("closed %d connection(s) whose request did not arrive within %g s", len(expired),
+        late = [conn for conn in expired if conn.buffer]
+        idle = [conn for conn in expired if not conn.buffer]  # at shutdown, sent nothing of a request: no answer
+        for conn in late:
+            self._refuse(conn, 408, "REQUEST_TIMEOUT", f"the request did not arrive within "
+                                                       f"{self.config.read_timeout_s:g} s")
+        for conn in idle:
+            self._stop_reading(conn)
+            self._close(conn)
+        if late:
+            self.log.info("closed %d connection(s) whose request did not arrive within %g s", len(late),
                           self.config.read_timeout_s)
+        if idle:
+            self.log.info("closed %d idle connection(s): the worker is stopping", len(idle))
         while self.lingering and self.lingering[0][0] <= now:
             _, sock = self.lingering.popleft()
             if sock.fileno() >= 0:
