@@ -1,7 +1,7 @@
 """``Encoder``: a loaded embedding model that encodes texts into dense, sparse and multivector embeddings on packed
 batches, the sibling of ``Reranker``.
 
-The body is a model family's (task ``"encode"``: BERT, XLM-RoBERTa, ModernBERT without any head); the folder's
+The body is a model family's (task ``"encode"``: BERT, XLM-RoBERTa, ModernBERT, Qwen3 without any head); the folder's
 sentence-transformers files say how its hidden states are pooled and normalised and which prompts go before
 queries and documents (``sie.encoding.folder``); bge-m3's sparse and multivector heads are read from beside the
 checkpoint (``sie.encoding.m3``). Texts are tokenized in one call, packed into token-budget micro-batches (the
@@ -52,22 +52,25 @@ RawOutputs = dict[str, Any]
 
 
 def model_task(model: str | os.PathLike[str]) -> str:
-    """What ``model`` does, ``"encode"`` (an Encoder) or ``"score"`` (a Reranker), by its config's ``architectures``.
+    """What ``model`` does, ``"encode"`` (an Encoder) or ``"score"`` (a Reranker), by its config's ``architectures``;
+    for a name both run (Qwen3ForCausalLM), ``"encode"`` when the folder is a sentence-transformers one
+    (``modules.json``: Qwen3-Embedding), else ``"score"`` (Qwen3-Reranker).
 
     A model that does not resolve, or whose architecture no family runs, counts as ``"score"``: loading it as a
     Reranker then fetches the default model or raises the error that says why.
     """
     try:
-        config = resolve_model(model) / "config.json"
+        folder = resolve_model(model)
     except ModelNotFoundError:
         return "score"
     try:
-        architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures")
+        architectures = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures")
     except (OSError, ValueError, AttributeError):
         return "score"
     if not isinstance(architectures, list):  # a hand-written config's 5 or {...}: nothing a family runs
         return "score"
-    return task_of([name for name in architectures if isinstance(name, str)]) or "score"
+    return task_of([name for name in architectures if isinstance(name, str)],
+                   sentence_transformers=(folder / "modules.json").is_file()) or "score"
 
 
 class Encoder:

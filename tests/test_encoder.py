@@ -1,6 +1,7 @@
 """``sie.Encoder`` and ``sie.encode``: dense embeddings equal sentence-transformers' ``encode`` (the real
-all-MiniLM-L6-v2, and random BERT, XLM-RoBERTa and ModernBERT folders with every pooling mode and prompts),
-packing invariance, no padded tensor, the API's result shape and dtypes, and bad input named by field."""
+all-MiniLM-L6-v2, random BERT, XLM-RoBERTa and ModernBERT folders with every pooling mode and prompts, and random
+Qwen3-Embedding folders), packing invariance, no padded tensor, the API's result shape and dtypes, and bad input named
+by field."""
 
 from __future__ import annotations
 
@@ -14,11 +15,17 @@ from sentence_transformers import SentenceTransformer
 
 import sie
 from sie import Encoder, InputTooLongError, InvalidInputError, Reranker, UnsupportedModelError
+from sie.testing.checkpoints import make_random_checkpoint
 from sie.testing.embedders import make_random_embedder
 from sie.testing.words import random_text
 from tests.models.test_bert import ShapeRecorder
 
 PROMPTS = {"query": "query: ", "document": "passage: ", "cluster": "Identify the topic: "}
+# Qwen3-Embedding's config_sentence_transformers.json: an instruction before queries, nothing before documents.
+QWEN3_PROMPTS = {
+    "query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
+    "document": "",
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +40,16 @@ def bert_embedder(tmp_path_factory):
     """A tiny random BERT folder with mean pooling, Normalize and query/document prompts."""
     return make_random_embedder(tmp_path_factory.mktemp("embedder") / "bert", "bert", pooling="mean",
                                 prompts=PROMPTS, default_prompt_name="cluster", seed=31, max_seq_length=64)
+
+
+@pytest.fixture(scope="module")
+def qwen3_embedders(tmp_path_factory):
+    """Tiny random Qwen3-Embedding folders (last-token pooling, Normalize, its prompts, a 64-token limit), weights
+    saved as the body (key ``body``) and as the whole causal LM (``causal-lm``: ``model.`` keys, ``lm_head``)."""
+    root = tmp_path_factory.mktemp("qwen3-embedding")
+    return {name: make_random_embedder(root / name, "qwen3", shape="tiny-gqa", pooling="lasttoken",
+                                       prompts=QWEN3_PROMPTS, max_seq_length=64, causal_lm=name == "causal-lm", seed=33)
+            for name in ("body", "causal-lm")}
 
 
 def cosines(ours: np.ndarray, expected: np.ndarray) -> np.ndarray:
@@ -284,3 +301,50 @@ def test_each_engine_refuses_the_other_tasks_models(bert_embedder, random_bert_p
         Encoder(str(random_bert_path), device="cpu")
     assert sie.encoder.model_task(str(bert_embedder)) == "encode"
     assert sie.encoder.model_task(str(random_bert_path)) == "score"
+
+
+@pytest.mark.parametrize("weights", ["body", "causal-lm"])
+def test_qwen3_embedding_matches_sentence_transformers(qwen3_embedders, weights, rng):
+    """The causal body pooled at the ``<|endoftext|>`` its tokenizer appends, normalised: the ids equal
+    sentence-transformers' (an over-long text keeps that token last, as it does), and so do the vectors, packed
+    several texts of different lengths to a micro-batch, for queries (the instruction prompt), documents and plain."""
+    path = qwen3_embedders[weights]
+    model = SentenceTransformer(str(path), device="cpu")
+    encoder = Encoder(str(path), device="cpu", dtype=torch.float32, max_batch_tokens=128)
+    texts = texts_of(rng, (0, 1, 3, 12, 40, 200, *rng.integers(1, 30, 6)))  # 200 words: past the 64-token limit
+    assert config_architectures(path) == ["Qwen3ForCausalLM"] and encoder.family.name == "qwen3-encoder"
+
+    features = model.tokenize(texts)
+    expected_ids = [ids[mask.bool()].tolist() for ids, mask in zip(features["input_ids"], features["attention_mask"],
+                                                                    strict=True)]
+    encoded = encoder.tokenize(texts)
+    assert [ids.tolist() for ids in np.split(encoded.input_ids, np.cumsum(encoded.lengths)[:-1])] == expected_ids
+    eos = model.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert all(ids[-1] == eos for ids in expected_ids) and encoded.lengths.max() == 64
+
+    pairs = [(encoder.encode_query(texts), model.encode_query(texts, batch_size=4)),
+             (encoder.encode_document(texts), model.encode_document(texts, batch_size=4)),
+             (encoder.encode(texts), model.encode(texts, batch_size=4))]
+    for ours, expected in pairs:
+        assert ours.shape == expected.shape == (len(texts), 64)
+        np.testing.assert_allclose(ours, expected, rtol=0, atol=2e-5)
+    assert np.abs(pairs[0][1] - pairs[1][1]).max() > 1e-3, "the query prompt changed nothing"
+    query = sie.encode(str(path), texts[3], is_query=True)["dense"]
+    np.testing.assert_allclose(query, pairs[0][1][3], rtol=0, atol=2e-5)
+
+
+def config_architectures(path) -> list[str]:
+    return json.loads((path / "config.json").read_text())["architectures"]
+
+
+def test_qwen3_for_causal_lm_is_an_embedding_model_in_a_sentence_transformers_folder_else_a_reranker(
+        qwen3_embedders, tmp_path):
+    """Qwen3-Embedding and Qwen3-Reranker both name Qwen3ForCausalLM: the folder routes each to its engine."""
+    reranker = make_random_checkpoint(tmp_path / "reranker", "qwen3", shape="tiny-gqa")
+    assert config_architectures(reranker) == ["Qwen3ForCausalLM"]
+    for path in qwen3_embedders.values():
+        assert sie.encoder.model_task(str(path)) == "encode"
+    assert sie.encoder.model_task(str(reranker)) == "score"
+    Reranker(str(reranker), device="cpu", recipe="qwen3-reranker")
+    with pytest.raises(UnsupportedModelError, match=r"is an embedding model .*sie\.Encoder"):
+        Reranker(str(qwen3_embedders["body"]), device="cpu")

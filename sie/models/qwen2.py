@@ -1,9 +1,11 @@
-"""Qwen2 decoders read as rerankers (mxbai-rerank-base/large-v2), on packed variable-length batches.
+"""Qwen2 decoders read as rerankers (mxbai-rerank-base/large-v2), on packed variable-length batches, and the
+decoder body that Qwen3's embedding models (``sie.models.qwen3``) build on.
 
-One causal forward, no KV cache: every layer but the last runs on all ``(total_tokens, hidden)`` rows; the last
-computes queries, attention output and MLP for the last token of each sequence only (keys and values still
-cover every token), the final norm runs on those rows, and the score reads two rows of the output embedding
-(the recipe's score tokens) or the checkpoint's one-label ``score`` head: never a ``(tokens, vocab)`` tensor.
+One causal forward, no KV cache: every layer but the last runs on all ``(total_tokens, hidden)`` rows; for a
+reranker the last computes queries, attention output and MLP for the last token of each sequence only (keys and
+values still cover every token), the final norm runs on those rows, and the score reads two rows of the output
+embedding (the recipe's score tokens) or the checkpoint's one-label ``score`` head: never a ``(tokens, vocab)``
+tensor. An embedding model's body runs the last layer on every row and has no vocabulary projection at all.
 
 Attribute names mirror the checkpoint keys (``model.layers.0.self_attn.o_proj``) with two fusions:
 ``q_proj``/``k_proj``/``v_proj`` -> ``qkv_proj`` and ``gate_proj``/``up_proj`` -> ``gate_up_proj``.
@@ -140,16 +142,31 @@ class Qwen2Model(nn.Module):
         self.rotary = RotaryEmbedding(head_dim_of(config), rope_theta_of(config))
         self.kernels = kernels
 
-    def forward(self, batch: PackedBatch) -> torch.Tensor:
-        """The final-norm hidden state of each sequence's last token, ``(batch, hidden)``."""
+    def forward(self, batch: PackedBatch, last_only: bool = True) -> torch.Tensor:
+        """The final-norm hidden state of each sequence's last token, ``(batch, hidden)``, or with ``last_only``
+        False of every token, ``(total_tokens, hidden)``."""
         x = self.embed_tokens(batch.input_ids)
         rotary = self.rotary.cos_sin(batch.position_ids, x.dtype)
         residual = None
         *layers, last = self.layers
         for layer in layers:
             x, residual = layer(x, residual, batch, rotary)
-        x, residual = last(x, residual, batch, rotary, last_only=True)
+        x, residual = last(x, residual, batch, rotary, last_only=last_only)
         return self.kernels.rms_norm(x, self.norm.weight, self.norm.eps, residual)[0]
+
+
+class Qwen2ForEmbedding(Qwen2Model):
+    """The decoder body without the vocabulary projection, for embedding models (Qwen3-Embedding's
+    sentence-transformers folders): its attributes are the base model's checkpoint keys, and ``sie.Encoder`` pools
+    the hidden states it returns (by the last token: with causal attention, the one row that sees the whole text)."""
+
+    position_offset = 0
+
+    def forward(self, batch: PackedBatch, cls_only: bool = False) -> torch.Tensor:
+        """The final-norm hidden states, ``(total_tokens, hidden)``, or each sequence's first row, ``(batch, hidden)``,
+        when ``cls_only`` (a causal first row sees only itself, so nothing is saved by computing it alone)."""
+        states = super().forward(batch, last_only=False)
+        return states[batch.cls_rows] if cls_only else states
 
 
 class Qwen2ForReranking(nn.Module):
@@ -211,8 +228,16 @@ def convert_checkpoint(tensors: Tensors, config: Any) -> StateDict:
     return converted
 
 
-def check_config(config: Any) -> None:
-    """Raises UnsupportedModelError for a Qwen config this module does not implement."""
+def convert_encoder_checkpoint(tensors: Tensors, config: Any) -> StateDict:
+    """A Qwen base checkpoint in the keys of ``Qwen2ForEmbedding``: the ``model.`` prefix a causal LM saves its body
+    under removed (Qwen3-Embedding's folders come with and without it), the vocabulary projection ``lm_head``
+    dropped, q/k/v and gate/up fused."""
+    body = ((key.removeprefix("model."), tensor) for key, tensor in tensors if key != "lm_head.weight")
+    return convert_checkpoint(body, config)
+
+
+def check_body_config(config: Any) -> None:
+    """Raises UnsupportedModelError for a Qwen decoder body this module does not implement."""
     if config.hidden_act != "silu":
         raise UnsupportedModelError(f"hidden_act {config.hidden_act!r} is not supported; sie runs 'silu'")
     rope_type = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
@@ -220,6 +245,11 @@ def check_config(config: Any) -> None:
         raise UnsupportedModelError(f"rope_type {rope_type!r} is not supported; sie runs 'default'")
     if getattr(config, "use_sliding_window", False):
         raise UnsupportedModelError("sliding-window attention layers are not supported")
+
+
+def check_config(config: Any) -> None:
+    """Raises UnsupportedModelError for a Qwen reranker config this module does not implement."""
+    check_body_config(config)
     if not is_causal_lm(config) and config.num_labels != 1:
         raise UnsupportedModelError(f"the classifier has {config.num_labels} labels; sie runs exactly one")
 

@@ -1,4 +1,5 @@
-"""Qwen3 decoders read as rerankers (Qwen3-Reranker-0.6B/4B/8B): Qwen2's module with two differences.
+"""Qwen3 decoders read as rerankers (Qwen3-Reranker-0.6B/4B/8B) and as embedding models' bodies
+(Qwen3-Embedding-0.6B/4B/8B): Qwen2's modules with two differences.
 
 Queries and keys are RMS-normalised per head (``q_norm``, ``k_norm``) before the rotation, and the q/k/v
 projections carry a bias only when ``attention_bias`` says so (Qwen3 checkpoints have none).
@@ -13,6 +14,7 @@ import torch
 
 from sie.kernels import Kernels
 from sie.models import qwen2
+from sie.models.family import ModelFamily
 
 
 class Qwen3Attention(qwen2.Qwen2Attention):
@@ -44,8 +46,24 @@ class Qwen3ForReranking(qwen2.Qwen2ForReranking):
     model_class = Qwen3Model
 
 
+class Qwen3ForEmbedding(qwen2.Qwen2ForEmbedding):
+    layer_class = Qwen3DecoderLayer
+
+
 # Qwen2's families with this module: checkpoint conversion, length rule, config checks and heads are the same.
 CAUSAL_LM = dataclasses.replace(qwen2.CAUSAL_LM, name="qwen3", architectures=("Qwen3ForCausalLM",),
                                 module=Qwen3ForReranking)
 CLASSIFIER = dataclasses.replace(qwen2.CLASSIFIER, name="qwen3-classifier",
                                  architectures=("Qwen3ForSequenceClassification",), module=Qwen3ForReranking)
+# The body alone, for embedding models: Qwen3-Embedding's sentence-transformers folders name the causal LM (their
+# checkpoint holds the body, with or without the ``model.`` prefix) and pool its last token. Qwen3ForCausalLM is
+# then registered for both tasks; ``sie.encoder.model_task`` tells a reranker's folder from an embedding model's.
+ENCODER = ModelFamily(
+    name="qwen3-encoder",
+    architectures=("Qwen3Model", "Qwen3ForCausalLM"),
+    module=Qwen3ForEmbedding,
+    convert_checkpoint=qwen2.convert_encoder_checkpoint,
+    max_length=qwen2.max_length,
+    check_config=qwen2.check_body_config,
+    task="encode",
+)

@@ -2,7 +2,8 @@
 
 Adding an architecture is a new file under ``sie/models/`` that defines its ``FAMILY``, plus one line below. A family
 scores (a reranker: ``sie.Reranker``) or encodes (an embedding model's body: ``sie.Encoder``); a family's body is
-often registered twice, under its classifier's and its base model's architecture names.
+often registered twice, under its classifier's and its base model's architecture names. A name belongs to at most one
+family per task: Qwen3ForCausalLM is both Qwen3-Reranker's (scoring) and Qwen3-Embedding's (encoding).
 """
 
 from __future__ import annotations
@@ -24,24 +25,43 @@ FAMILIES: tuple[ModelFamily, ...] = (
     bert.ENCODER,
     xlm_roberta.ENCODER,
     modernbert.ENCODER,
+    qwen3.ENCODER,
 )
 TASKS = ("score", "encode")
 # How each task is run, for the error that sends a checkpoint of the other task there.
 _RUN_WITH = {"score": "sie.Reranker (POST /v1/score)", "encode": "sie.Encoder (POST /v1/encode)"}
 
-_BY_ARCHITECTURE = {architecture: family for family in FAMILIES for architecture in family.architectures}
+
+def _by_architecture(families: tuple[ModelFamily, ...]) -> dict[str, dict[str, ModelFamily]]:
+    """architecture name -> task -> the family that runs the name for the task."""
+    index: dict[str, dict[str, ModelFamily]] = {}
+    for family in families:
+        for name in family.architectures:
+            index.setdefault(name, {})[family.task] = family
+    return index
+
+
+_BY_ARCHITECTURE = _by_architecture(FAMILIES)
 
 
 def supported_architectures(task: str | None = None) -> list[str]:
     """Every ``config.architectures`` name some family runs (for ``task``, when given), sorted."""
-    return sorted(name for name, family in _BY_ARCHITECTURE.items() if task in (None, family.task))
+    return sorted(name for name, tasks in _BY_ARCHITECTURE.items() if task is None or task in tasks)
 
 
-def task_of(architectures: list[str] | tuple[str, ...] | None) -> str | None:
-    """What a checkpoint with these ``architectures`` names does, ``"score"`` or ``"encode"``; None if unknown."""
+def task_of(architectures: list[str] | tuple[str, ...] | None, sentence_transformers: bool = False) -> str | None:
+    """What a checkpoint with these ``architectures`` names does, ``"score"`` or ``"encode"``; None if unknown.
+
+    The first name some family runs decides. A name both tasks run (Qwen3ForCausalLM) does not say which the
+    checkpoint is, its folder does: an embedding model's when it is a sentence-transformers folder
+    (``sentence_transformers``: Qwen3-Embedding), else a reranker's (Qwen3-Reranker).
+    """
     for name in architectures or ():
-        if name in _BY_ARCHITECTURE:
-            return _BY_ARCHITECTURE[name].task
+        tasks = _BY_ARCHITECTURE.get(name)
+        if tasks:
+            if len(tasks) == 1:
+                return next(iter(tasks))
+            return "encode" if sentence_transformers else "score"
     return None
 
 
@@ -59,12 +79,15 @@ def family_of(config: Any, task: str = "score") -> ModelFamily:
                                     f"the field to pick a family: one of {', '.join(supported_architectures(task))}")
     known = [(name, _BY_ARCHITECTURE[name]) for name in names if name in _BY_ARCHITECTURE]
     # A config may list several (the body and a head): the first that runs ``task`` wins.
-    for name, family in known:
-        if family.task == task:
+    for name, tasks in known:
+        if task in tasks:
+            family = tasks[task]
             family.check_config(config)
             return family
     if known:
-        name, family = known[0]
+        # No known name runs ``task``: each runs the other task only.
+        name, tasks = known[0]
+        family = next(iter(tasks.values()))
         kind = "an embedding model" if family.task == "encode" else "a reranker"
         raise UnsupportedModelError(f"{name} is {kind}; it runs with {_RUN_WITH[family.task]}, not "
                                     f"{_RUN_WITH[task]}")

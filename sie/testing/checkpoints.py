@@ -147,9 +147,10 @@ def make_random_checkpoint(
     body alone as embedding models save it (``BertModel``, ``XLMRobertaModel``, ``ModernBertModel``). ``config``
     overrides entries of the transformers config (ModernBERT's ``local_attention`` or biases, say). Qwen2 and Qwen3 are
     ``...ForCausalLM`` (with ``tie_word_embeddings`` as given), or ``...ForSequenceClassification`` with one
-    label when ``classifier``. ``shape`` is a name in ``SHAPES`` or a ``Shape``. The vocabulary is the
-    tokenizer's (a few hundred tokens), so even large shapes stay small on disk apart from their layers. The weights
-    are saved in ``dtype`` (real decoder checkpoints ship in bf16).
+    label when ``classifier``, or with ``base_model`` the body alone (``Qwen3Model``: keys without ``model.``).
+    ``shape`` is a name in ``SHAPES`` or a ``Shape``. The vocabulary is the tokenizer's (a few hundred tokens), so even
+    large shapes stay small on disk apart from their layers. The weights are saved in ``dtype`` (real decoder
+    checkpoints ship in bf16).
     """
     from transformers import PreTrainedTokenizerFast
 
@@ -159,7 +160,8 @@ def make_random_checkpoint(
     if arch in ("bert", "xlm-roberta", "modernbert"):
         model, tokenizer, specials = _encoder(arch, dims, max_position_embeddings, base_model, config or {})
     else:
-        model, tokenizer, specials = _decoder(arch, dims, max_position_embeddings, classifier, tie_word_embeddings)
+        model, tokenizer, specials = _decoder(arch, dims, max_position_embeddings, classifier, tie_word_embeddings,
+                                              base_model)
     path = Path(path)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -209,7 +211,8 @@ def _encoder(arch: str, dims: Shape, max_position_embeddings: int, base_model: b
     return model_class(config), tokenizer, specials
 
 
-def _decoder(arch: str, dims: Shape, max_position_embeddings: int, classifier: bool, tie_word_embeddings: bool):
+def _decoder(arch: str, dims: Shape, max_position_embeddings: int, classifier: bool, tie_word_embeddings: bool,
+             base_model: bool):
     import transformers
 
     tokenizer = _qwen_tokenizer()
@@ -224,6 +227,6 @@ def _decoder(arch: str, dims: Shape, max_position_embeddings: int, classifier: b
         tie_word_embeddings=tie_word_embeddings and not classifier, num_labels=1, pad_token_id=pad_id,
         eos_token_id=tokenizer.token_to_id("<|im_end|>"),
     )
-    head = "ForSequenceClassification" if classifier else "ForCausalLM"
+    head = "Model" if base_model else "ForSequenceClassification" if classifier else "ForCausalLM"
     model = getattr(transformers, f"{prefix}{head}")(config)
     return model, tokenizer, dict(eos_token="<|im_end|>", pad_token="<|endoftext|>")

@@ -1,6 +1,7 @@
 """Random embedding models packaged as sentence-transformers saves them, optionally with bge-m3's heads.
 
-A base checkpoint of ``make_random_checkpoint`` (``BertModel``, ``XLMRobertaModel``, ``ModernBertModel``) with
+A base checkpoint of ``make_random_checkpoint`` (``BertModel``, ``XLMRobertaModel``, ``ModernBertModel``, or Qwen3
+packaged as Qwen3-Embedding is) with
 ``modules.json``, ``1_Pooling/config.json``, ``2_Normalize``, ``sentence_bert_config.json`` and
 ``config_sentence_transformers.json`` (prompts) beside it; with ``m3_heads``, random ``sparse_linear.pt`` and
 ``colbert_linear.pt`` as FlagEmbedding saves them (``{"weight", "bias"}`` of a linear layer).
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, processors
 
 from sie.testing.checkpoints import SHAPES, Shape, make_random_checkpoint
 
@@ -31,15 +33,23 @@ def make_random_embedder(
     seed: int = 0,
     max_position_embeddings: int = 512,
     config: dict | None = None,
+    causal_lm: bool = False,
 ) -> Path:
     """Writes a random embedding model of ``arch`` to ``path`` as a sentence-transformers folder.
 
     ``pooling`` names sentence-transformers' modes (``cls``, ``mean``, ``max``, ``mean_sqrt_len_tokens``,
     ``lasttoken``), written in the legacy ``pooling_mode_*`` form that most published folders use. ``m3_heads``
     adds bge-m3's sparse head and a multivector head of ``multivector_dim`` (default: the hidden size).
+
+    ``qwen3`` is packaged as Qwen3-Embedding's folders are (``_as_qwen3_embedding``); its weights are the body alone
+    (keys without ``model.``), or with ``causal_lm`` the whole causal LM's (``model.`` keys and an untied
+    ``lm_head.weight``): the published folders come in both forms.
     """
-    path = make_random_checkpoint(path, arch, shape=shape, seed=seed, base_model=True,
-                                  max_position_embeddings=max_position_embeddings, config=config)
+    path = make_random_checkpoint(path, arch, shape=shape, seed=seed, base_model=not causal_lm,
+                                  tie_word_embeddings=not causal_lm, max_position_embeddings=max_position_embeddings,
+                                  config=config)
+    if arch == "qwen3":
+        _as_qwen3_embedding(path)
     hidden = (SHAPES[shape] if isinstance(shape, str) else shape).hidden
     modes = (pooling,) if isinstance(pooling, str) else tuple(pooling)
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -65,3 +75,24 @@ def make_random_embedder(
         torch.save({"weight": 0.2 * torch.randn(width, hidden, generator=generator),
                     "bias": 0.1 * torch.randn(width, generator=generator)}, path / "colbert_linear.pt")
     return path
+
+
+def _as_qwen3_embedding(path: Path) -> None:
+    """Qwen3-Embedding's packaging of a Qwen3 checkpoint: the config names the causal LM whatever the weights
+    hold, and the tokenizer (transformers' Qwen2Tokenizer, padding on the left) appends ``<|endoftext|>`` to every
+    text in its post-processor: the row that last-token pooling reads."""
+    config_file = path / "config.json"
+    config = json.loads(config_file.read_text())
+    config["architectures"] = ["Qwen3ForCausalLM"]
+    config_file.write_text(json.dumps(config, indent=2))
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    eos = "<|endoftext|>"
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A:0 {eos}:0", pair=f"$A:0 {eos}:0 $B:1 {eos}:1",
+        special_tokens=[(eos, tokenizer.token_to_id(eos))],
+    )
+    tokenizer.save(str(path / "tokenizer.json"))
+    tokenizer_config_file = path / "tokenizer_config.json"
+    tokenizer_config = json.loads(tokenizer_config_file.read_text())
+    tokenizer_config.update(padding_side="left", tokenizer_class="Qwen2Tokenizer")
+    tokenizer_config_file.write_text(json.dumps(tokenizer_config, indent=2))

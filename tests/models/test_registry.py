@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import pytest
-from transformers import BertConfig, DebertaV2Config, ModernBertConfig, XLMRobertaConfig
+from transformers import BertConfig, DebertaV2Config, ModernBertConfig, Qwen3Config, XLMRobertaConfig
 
 from sie import UnsupportedModelError
 from sie.models import FAMILIES, family_of, supported_architectures, task_of
-from sie.models import bert, modernbert, xlm_roberta
+from sie.models import bert, modernbert, qwen3, xlm_roberta
 
 
-def test_each_architecture_name_belongs_to_one_family():
-    names = [name for family in FAMILIES for name in family.architectures]
+def test_each_architecture_name_belongs_to_one_family_per_task():
+    names = [(name, family.task) for family in FAMILIES for name in family.architectures]
     assert len(names) == len(set(names))
-    assert supported_architectures() == sorted(names)
+    assert supported_architectures() == sorted({name for name, _ in names})
+    # Qwen3-Reranker and Qwen3-Embedding both name the causal LM; no other name is shared.
+    shared = {name for name, task in names if task == "score"} & {name for name, task in names if task == "encode"}
+    assert shared == {"Qwen3ForCausalLM"}
     assert [family.name for family in FAMILIES] == ["bert", "xlm-roberta", "qwen2", "qwen2-classifier", "qwen3",
                                                     "qwen3-classifier", "modernbert", "bert-encoder",
-                                                    "xlm-roberta-encoder", "modernbert-encoder"]
+                                                    "xlm-roberta-encoder", "modernbert-encoder", "qwen3-encoder"]
     assert [family.name for family in FAMILIES if family.prompted] == ["qwen2", "qwen2-classifier", "qwen3",
                                                                        "qwen3-classifier"]
     assert [family.name for family in FAMILIES if family.task == "encode"] == [
-        "bert-encoder", "xlm-roberta-encoder", "modernbert-encoder"]
+        "bert-encoder", "xlm-roberta-encoder", "modernbert-encoder", "qwen3-encoder"]
     assert {family.task for family in FAMILIES} == {"score", "encode"}
 
 
@@ -55,6 +58,28 @@ def test_a_checkpoint_of_the_other_task_is_sent_where_it_runs():
     assert task_of(["BertForSequenceClassification"]) == "score" and task_of(["Unknown"]) is None
 
 
+@pytest.mark.parametrize("architecture", ["Qwen3ForCausalLM", "Qwen3Model"])
+def test_qwen3_embedding_finds_its_body_for_encoding(architecture):
+    config = Qwen3Config(architectures=[architecture])
+    assert family_of(config, task="encode") is qwen3.ENCODER
+
+
+def test_a_name_both_tasks_run_is_told_apart_by_the_folder():
+    """Qwen3ForCausalLM is Qwen3-Reranker's and Qwen3-Embedding's: a sentence-transformers folder is the latter."""
+    config = Qwen3Config(architectures=["Qwen3ForCausalLM"])
+    assert family_of(config) is qwen3.CAUSAL_LM and family_of(config, task="encode") is qwen3.ENCODER
+    assert task_of(["Qwen3ForCausalLM"]) == "score"
+    assert task_of(["Qwen3ForCausalLM"], sentence_transformers=True) == "encode"
+    # A name of one task stays that task's, whatever the folder.
+    assert task_of(["BertForSequenceClassification"], sentence_transformers=True) == "score"
+    assert task_of(["Qwen3Model"]) == "encode"
+    for architecture in ("Qwen2ForCausalLM", "Qwen3ForSequenceClassification"):
+        with pytest.raises(UnsupportedModelError, match=rf"{architecture} is a reranker; .*sie\.Reranker"):
+            family_of(Qwen3Config(architectures=[architecture], num_labels=1), task="encode")
+    with pytest.raises(UnsupportedModelError, match=r"Qwen3Model is an embedding model; .*sie\.Encoder"):
+        family_of(Qwen3Config(architectures=["Qwen3Model"]))
+
+
 def test_a_config_naming_a_body_and_a_head_finds_the_family_of_the_task_asked_for():
     config = BertConfig(architectures=["BertModel", "BertForSequenceClassification"], num_labels=1)
     assert family_of(config).task == "score" and family_of(config, task="encode").task == "encode"
@@ -66,7 +91,8 @@ def test_an_unknown_architecture_is_refused_naming_every_supported_one():
         family_of(config)
     assert all(name in str(error.value) for name in supported_architectures("score"))
     named = set(str(error.value).replace(",", " ").split())
-    assert not named & set(supported_architectures("encode")), "embedding bodies are no answer for scoring"
+    encode_only = set(supported_architectures("encode")) - set(supported_architectures("score"))
+    assert not named & encode_only, "embedding bodies are no answer for scoring"
 
 
 def test_modernbert_refuses_what_its_module_does_not_implement():

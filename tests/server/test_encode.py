@@ -320,3 +320,36 @@ def _multi_request_batches(metrics: str) -> int:
     count = value(rf'sie_batch_requests_count{{model="{TINY_M3}"[^}}]*}} (\S+)')
     single = value(rf'sie_batch_requests_bucket{{le="1.0",model="{TINY_M3}"[^}}]*}} (\S+)')
     return int(count - single)
+
+
+def test_qwen3_embedding_and_qwen3_reranker_are_each_served_by_their_route(tmp_path, rng):
+    """Both name Qwen3ForCausalLM: the sentence-transformers folder is served as an embedding model, the other as
+    a reranker, and each route sends the other's requests where they belong."""
+    embedding, reranker = "test/tiny-qwen3-embedding", "test/tiny-qwen3-reranker"
+    make_random_embedder(tmp_path / embedding, "qwen3", shape="tiny-gqa", pooling="lasttoken", seed=43,
+                         prompts={"query": "Instruct: find it\nQuery:", "document": ""}, max_seq_length=64)
+    make_random_checkpoint(tmp_path / reranker, "qwen3", shape="tiny-gqa", seed=44)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SIE_MODELS_DIR", str(tmp_path))
+        application = create_app({"models": [reranker, embedding], "device": "cpu",
+                                  "recipes": f"{reranker}=qwen3-reranker"})
+        try:
+            client = AppClient(application)
+            assert wait_ready(client).status == 200
+            models = {model["name"]: model for model in client.get("/v1/models").data()["models"]}
+            assert models[embedding]["task"] == "encode" and models[embedding]["architecture"] == "Qwen3ForCausalLM"
+            assert models[reranker]["task"] == "score"
+            texts = [random_text(rng, 3), random_text(rng, 20)]
+            reply = client.post(f"/v1/encode/{embedding}", {"items": [{"text": text} for text in texts],
+                                                              "params": {"options": {"is_query": True}}})
+            assert reply.status == 200, reply.body
+            expected = Encoder(str(tmp_path / embedding), device="cpu").encode_query(texts)
+            np.testing.assert_allclose([array(item["dense"]["values"]) for item in reply.data()["items"]], expected,
+                                       atol=1e-6)
+            assert client.post(f"/v1/score/{reranker}", {"query": "q", "items": ["a", "b"]}).status == 200
+            detail = client.post(f"/v1/score/{embedding}", {"query": "q", "items": ["a"]}).data()["detail"]
+            assert f"POST /v1/encode/{embedding}" in detail["message"]
+            detail = client.post(f"/v1/encode/{reranker}", {"items": ["a"]}).data()["detail"]
+            assert f"POST /v1/score/{reranker}" in detail["message"]
+        finally:
+            application.extensions[EXTENSION].registry.close()
