@@ -134,6 +134,9 @@ class ServerConfig:
                                  f"not {getattr(self, name)!r}")
             object.__setattr__(self, name, value)
         object.__setattr__(self, "device", self.device.strip().lower() or "auto")
+        # Blank is the default here too: gunicorn binds an empty host to every interface (0.0.0.0), which would
+        # open the server to the network when SIE_HOST is set but empty.
+        object.__setattr__(self, "host", self.host.strip() or self.__dataclass_fields__["host"].default)
         if not _DEVICE.fullmatch(self.device):
             raise ValueError(f"{env_name('device')} (--device) must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         if not 0 <= self.port <= 65535:

@@ -30,3 +30,9 @@ def test_each_new_worker_takes_the_lowest_free_slot():
     replacement = SimpleNamespace()
     pre_fork(arbiter, replacement)
     assert replacement.sie_slot == 1
+
+
+def test_a_blank_host_binds_the_default_loopback_address_not_every_interface():
+    # gunicorn reads an empty host as 0.0.0.0: a SIE_HOST= left empty must not open the server to the network.
+    for host in ("", " "):
+        assert settings(ServerConfig.from_env({"SIE_HOST": host}))["bind"] == ["127.0.0.1:8080"]
