@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import os
+import signal
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -188,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
+    except BrokenPipeError:
+        # The reader of stdout left early (`sie rerank ... | head`): not an error to report. Point stdout at
+        # /dev/null so that the interpreter's last flush does not raise it again, and exit as SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (SieError, OSError) as error:  # OSError: a file that is missing, unreadable or not a folder
         print(f"sie: {error}", file=sys.stderr)
         return 2

@@ -110,3 +110,18 @@ def test_kernels_build_builds_or_loads_them(sie_cpu_ops):
     assert result.returncode == 0, result.stderr
     assert f"sie's C++ CPU kernels are built, in {extensions_dir()}" in result.stdout
     assert any(Path(extensions_dir()).rglob("sie_cpu_kernels_*/*.so"))
+
+
+def test_rerank_into_a_reader_that_stops_early_exits_quietly(random_bert_path):
+    """`sie rerank ... | head`: the pipe closing is no error to report ("sie: [Errno 32] Broken pipe", exit 2)."""
+    documents = "".join(f"document {number} {'word ' * 150}\n" for number in range(400))  # rows past a pipe's buffer
+    with subprocess.Popen([*SIE, "rerank", "-q", "q", "--model", str(random_bert_path), "--device", "cpu",
+                           "--width", "800", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as process:
+        process.stdin.write(documents)
+        process.stdin.close()
+        assert process.stdout.readline().split() == ["rank", "score", "line", "text"]
+        process.stdout.close()  # as head does after its lines
+        stderr = process.stderr.read()
+        assert process.wait(timeout=300) == 141, stderr  # 128 + SIGPIPE, as a shell reports `yes | head`
+    assert "Broken pipe" not in stderr and "Traceback" not in stderr, stderr
