@@ -150,6 +150,10 @@ class ServerConfig:
             if not 0 <= getattr(self, name) <= most:
                 raise ValueError(f"{env_name(name)} ({SETTINGS[name].flag}) must be from 0 to {most:g}, not "
                                  f"{getattr(self, name)}")
+        # mallopt takes a C int: a negative threshold was ignored without a word, a larger one wrapped around.
+        if not 0 <= self.malloc_mmap_threshold <= 2**31 - 1:
+            raise ValueError(f"{env_name('malloc_mmap_threshold')} (--malloc-mmap-threshold) must be from 0 (glibc's "
+                             f"default) to {2**31 - 1} bytes, not {self.malloc_mmap_threshold}")
         for name in ("workers", "threads", "max_queue", "max_items", "max_body_bytes", "max_response_bytes",
                      "max_connections", "max_batch_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
