@@ -163,11 +163,20 @@ def _run(
 
 def check_arguments(input: Path, output: Path, options: ScoreFileOptions) -> tuple[str, str]:
     """The input's and the output's formats, once the arguments that need no model are checked (the CLI checks them
-    before it loads one): extensions, the input's existence and columns, ``on_error`` and ``chunk_rows``."""
+    before it loads one): extensions, the input's existence and columns, three distinct files (input, output,
+    rejects), ``on_error`` and ``chunk_rows``."""
     input_format = file_format(input, INPUT_FORMATS, "input")
     output_format = file_format(output, OUTPUT_FORMATS, "output")
     if not input.is_file():
         raise InvalidInputError("input", f"{input}: no such file")
+    # A job replaces OUTPUT and (with --overwrite) replaces or deletes the rejects file: either one naming the input
+    # destroys it, and rejects written where OUTPUT goes are lost under it.
+    rejects = _Paths.beside(output, options.rejects).rejects.resolve()
+    for field, path, others in (("output", output, (("input", input),)),
+                                ("rejects", rejects, (("input", input), ("output", output)))):
+        for name, other in others:
+            if path == other:
+                raise InvalidInputError(field, f"{path} is the {name} file too: choose another file")
     if options.on_error not in ON_ERROR:
         raise InvalidInputError("on_error", f"must be one of {', '.join(ON_ERROR)}, got {options.on_error!r}")
     if isinstance(options.chunk_rows, bool) or not isinstance(options.chunk_rows, int) or options.chunk_rows < 1:

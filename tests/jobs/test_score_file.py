@@ -384,3 +384,19 @@ def test_a_parquet_file_with_repeated_columns_or_cut_short_is_refused_naming_it(
     cut.write_bytes(whole.read_bytes()[:100])
     with pytest.raises(InvalidInputError, match="not a readable Parquet file"):
         score_file(cut, tmp_path / "b.parquet", tiny_reranker)
+
+
+def test_an_output_or_rejects_file_naming_the_input_or_output_is_refused_before_any_work(tiny_reranker, seed,
+                                                                                          tmp_path):
+    """--overwrite replaced the input with the output, or deleted it as an earlier run's rejects file; rejects
+    written where OUTPUT goes were lost under it."""
+    path = write_input(tmp_path / "pairs.jsonl", pairs_table(seed, 10))
+    before = path.read_bytes()
+    for output, rejects, words in ((path, None, "output: .*pairs.jsonl is the input file too"),
+                                   (tmp_path / "scores.jsonl", path, "rejects: .*pairs.jsonl is the input file too"),
+                                   (tmp_path / "scores.jsonl", tmp_path / "scores.jsonl",
+                                    "rejects: .*scores.jsonl is the output file too")):
+        with pytest.raises(InvalidInputError, match=words):
+            score_file(path, output, tiny_reranker, ScoreFileOptions(on_error="skip", rejects=rejects, overwrite=True))
+    assert path.read_bytes() == before
+    assert sorted(tmp_path.iterdir()) == [path]
