@@ -177,12 +177,27 @@ def check_arguments(input: Path, output: Path, options: ScoreFileOptions) -> tup
         for name, other in others:
             if path == other:
                 raise InvalidInputError(field, f"{path} is the {name} file too: choose another file")
+    _check_writable(output, "output")
+    if options.on_error == "skip":
+        _check_writable(rejects, "rejects")
     if options.on_error not in ON_ERROR:
         raise InvalidInputError("on_error", f"must be one of {', '.join(ON_ERROR)}, got {options.on_error!r}")
     if isinstance(options.chunk_rows, bool) or not isinstance(options.chunk_rows, int) or options.chunk_rows < 1:
         raise InvalidInputError("chunk_rows", f"must be a positive integer, got {options.chunk_rows!r}")
     _check_columns(input, input_format, options)
     return input_format, output_format
+
+
+def _check_writable(path: Path, field: str) -> None:
+    """Refuses a file ``path`` that could not be written: a folder, or one under a file or in a folder this process
+    cannot write in; else that shows only once the model has loaded, as an error naming a lock file or a parent."""
+    if path.is_dir():
+        raise InvalidInputError(field, f"{path} is a folder: name a file")
+    folder = next(parent for parent in path.parents if parent.exists())  # created when missing
+    if not folder.is_dir():
+        raise InvalidInputError(field, f"{path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidInputError(field, f"{path}: cannot write in {folder}")
 
 
 def _score_part(

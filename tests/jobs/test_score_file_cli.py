@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,3 +101,20 @@ def test_arguments_that_need_no_model_are_checked_before_it_loads(tmp_path):
                           capture_output=True, text=True, timeout=300, env={**os.environ,
                                                                             "SIE_MODELS_DIR": str(tmp_path)})
     assert done.returncode == 2 and "unknown extension '.txt'" in done.stderr, done.stderr
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_model_loads(tmp_path):
+    """It failed once the model had loaded, naming a parent or the lock file (`sie: [Errno 17] File exists:
+    '.../notes.txt'`), or, for a folder, once every row was scored."""
+    source = write_input(tmp_path / "pairs.parquet", pairs_table(0, 3))
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    (tmp_path / "folder.jsonl").mkdir()
+    for flags, words in ((["-o", str(tmp_path / "notes.txt" / "s.jsonl")],
+                          "output: .*notes.txt is a file, not a folder"),
+                         (["-o", str(tmp_path / "folder.jsonl"), "--overwrite"], "output: .*folder.jsonl is a folder"),
+                         (["-o", str(tmp_path / "s.jsonl"), "--on-error", "skip", "--rejects",
+                           str(tmp_path / "notes.txt" / "r.jsonl")], "rejects: .*notes.txt is a file, not a folder")):
+        done = subprocess.run([*SIE, "score-file", str(source), *flags, "-m", "nobody/absent"], capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "SIE_MODELS_DIR": str(tmp_path)})
+        assert done.returncode == 2 and re.search(words, done.stderr), done.stderr
+        assert "nobody/absent" not in done.stderr, "the model was looked for first"
