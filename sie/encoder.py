@@ -121,8 +121,13 @@ class Encoder:
         family_limit = self.family.max_length(config)
         self.model_max_length = (min(family_limit, self.settings.max_seq_length) if self.settings.max_seq_length
                                  else max_sequence_length(family_limit, hf_tokenizer))
+        # The arguments are checked before the weights load: a bad one costs no wait.
         self.max_length = (self.model_max_length if max_length is None
                            else self.check_max_length(max_length, "max_length"))
+        self.max_batch_tokens = batch_token_budget(max_batch_tokens, self.device)
+        self.dimensions = {"dense": config.hidden_size * len(self.settings.pooling)}
+        self.truncate_dim = (self.check_truncate_dim(truncate_dim, "truncate_dim") if truncate_dim is not None
+                             else self._folder_truncate_dim())
         self.model, self.kernels = build_model(self.path, self.family, config, self.device, self.dtype, backend,
                                                head_dim_of(config))
         self.heads = M3Heads.load(self.path, config.hidden_size, compute_dtype(self.dtype), self.device)
@@ -130,12 +135,8 @@ class Encoder:
         self._special_ids = sorted({token for token in (hf_tokenizer.cls_token_id, hf_tokenizer.eos_token_id,
                                                         hf_tokenizer.pad_token_id, hf_tokenizer.unk_token_id)
                                     if token is not None})
-        self.dimensions = {"dense": config.hidden_size * len(self.settings.pooling)}
         if self.heads is not None:
             self.dimensions.update(sparse=self.vocab_size, multivector=self.heads.multivector_dim)
-        self.max_batch_tokens = batch_token_budget(max_batch_tokens, self.device)
-        self.truncate_dim = (self.check_truncate_dim(truncate_dim, "truncate_dim") if truncate_dim is not None
-                             else self._folder_truncate_dim())
         self._lock = threading.Lock()
         logger.info("loaded %s (%s, %s pooling%s) on %s in %s, backends %s", self.model_id, self.architecture,
                     "+".join(self.settings.pooling), ", sparse and multivector heads" if self.heads else "",

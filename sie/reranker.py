@@ -225,13 +225,14 @@ class Reranker:
         hf_tokenizer = read_tokenizer(self.path, config)
         self.model_max_length = max_sequence_length(self.family.max_length(config), hf_tokenizer)
         self.tokenizer, self.recipe = self._tokenizer(config, hf_tokenizer, recipe)
+        # The arguments are checked before the weights load: a bad one costs no wait.
+        default_length = min(self.tokenizer.default_max_length or self.model_max_length, self.model_max_length)
+        self.max_length = default_length if max_length is None else self._check_max_length(max_length, "max_length")
+        self.max_batch_tokens = batch_token_budget(max_batch_tokens, self.device)
         self.model, self.kernels = build_model(self.path, self.family, config, self.device, self.dtype, backend,
                                                head_dim_of(config))
         self.architecture = next(name for name in config.architectures if name in self.family.architectures)
         self.activation_fn = declared_activation(config)
-        default_length = min(self.tokenizer.default_max_length or self.model_max_length, self.model_max_length)
-        self.max_length = default_length if max_length is None else self._check_max_length(max_length, "max_length")
-        self.max_batch_tokens = batch_token_budget(max_batch_tokens, self.device)
         use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         self._graphed = GraphedForward(self._forward, self.device) if use_graphs else None
         self._overlap = self.device.type == "cuda" if overlap_tokenization is None else overlap_tokenization

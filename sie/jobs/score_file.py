@@ -184,6 +184,8 @@ def check_arguments(input: Path, output: Path, options: ScoreFileOptions) -> tup
         raise InvalidInputError("on_error", f"must be one of {', '.join(ON_ERROR)}, got {options.on_error!r}")
     if isinstance(options.chunk_rows, bool) or not isinstance(options.chunk_rows, int) or options.chunk_rows < 1:
         raise InvalidInputError("chunk_rows", f"must be a positive integer, got {options.chunk_rows!r}")
+    if not options.score_column:
+        raise InvalidInputError("score column", "must be a name, got an empty one")
     # A column written twice: Parquet refuses it once every row is scored, JSON keeps one of the two keys.
     repeated = next((name for name in options.id_columns if options.id_columns.count(name) > 1), None)
     if repeated is not None:

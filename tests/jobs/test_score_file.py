@@ -137,6 +137,8 @@ def test_wrong_columns_are_refused_before_any_work(tiny_reranker, seed, tmp_path
         score_file(path, tmp_path / "a.txt", tiny_reranker)
     with pytest.raises(InvalidInputError, match="id column: 'id' is named twice"):  # Parquet failed after scoring
         score_file(path, tmp_path / "a.parquet", tiny_reranker, ScoreFileOptions(id_columns=("id", "query", "id")))
+    with pytest.raises(InvalidInputError, match="score column: must be a name"):  # a column named "" was written
+        score_file(path, tmp_path / "a.parquet", tiny_reranker, ScoreFileOptions(score_column=""))
     assert not list(tmp_path.glob("a.*"))
 
 
