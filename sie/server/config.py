@@ -41,11 +41,14 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def _bool(value: str) -> bool:
+def _bool(value: str) -> bool | None:
+    """A boolean, or None (the setting's default) for a blank value."""
     lowered = value.strip().lower()
+    if not lowered:
+        return None
     if lowered in ("1", "true", "yes", "on"):
         return True
-    if lowered in ("0", "false", "no", "off", ""):
+    if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"expected a boolean (1/0, true/false), got {value!r}")
 
@@ -168,16 +171,19 @@ class ServerConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
-        """Defaults overlaid with the ``SIE_*`` variables that are set (raises ValueError naming a bad one)."""
+        """Defaults overlaid with the ``SIE_*`` variables that are set (raises ValueError naming a bad one); a value
+        a parser reads as None (a blank boolean, dtype or budget) leaves the default."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for name, setting in SETTINGS.items():
             variable = env_name(name)
             if variable in environ:
                 try:
-                    values[name] = setting.parse(environ[variable])
+                    parsed = setting.parse(environ[variable])
                 except ValueError as error:
                     raise ValueError(f"{variable} ({setting.flag}): {error}") from None
+                if parsed is not None:
+                    values[name] = parsed
         return cls(**values)
 
     def override(self, overrides: Mapping[str, Any] | None) -> ServerConfig:

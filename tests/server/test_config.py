@@ -61,8 +61,10 @@ def test_backend_and_log_level_are_read_in_any_case_and_blank_is_the_default():
     accept the same values."""
     config = ServerConfig.from_env({"SIE_BACKEND": " TORCH", "SIE_LOG_LEVEL": "DEBUG", "SIE_DEVICE": " cuda:1 "})
     assert (config.backend, config.log_level, config.device) == ("torch", "debug", "cuda:1")
-    config = ServerConfig.from_env({"SIE_BACKEND": "", "SIE_LOG_LEVEL": " ", "SIE_DEVICE": ""})
+    config = ServerConfig.from_env({"SIE_BACKEND": "", "SIE_LOG_LEVEL": " ", "SIE_DEVICE": "",
+                                    "SIE_LOAD_ON_DEMAND": "", "SIE_ACCESS_LOG": " "})
     assert (config.backend, config.log_level, config.device) == ("auto", "info", "auto")
+    assert config.load_on_demand is True and config.access_log is False, "a blank boolean is its default too"
     # What the library and gunicorn take: devices with an index, gunicorn's levels, dtypes as torch spells them.
     config = ServerConfig.from_env({"SIE_DEVICE": "cpu:0", "SIE_LOG_LEVEL": "critical", "SIE_DTYPE": "torch.int8"})
     assert (config.device, config.log_level, config.dtype) == ("cpu:0", "critical", "int8")
