@@ -110,33 +110,24 @@ def test_a_malformed_installed_config_leaves_the_model_list_to_the_others(make_a
     assert models[TINY_BERT]["state"] == "loaded" and models["test/odd"]["state"] == "available"
 
 
-def test_requests_naming_no_model_report_the_reranker_that_failed(make_app, tmp_path, monkeypatch):
-    # An embedding model first, a reranker that fails to load second: /rerank and /v1/rerank answered 400 INVALID_INPUT
-    # that the embedding model is not a reranker (a model the client never named), hiding the failure.
+@pytest.mark.parametrize("failing", ["reranker", "embedder"])
+def test_requests_naming_no_model_report_the_model_of_their_task_that_failed(make_app, tmp_path, monkeypatch,
+                                                                            failing):
+    """A model of the other task first, one of the route's task that fails to load second: /rerank and /v1/rerank
+    answered 400 INVALID_INPUT that the embedding model is not a reranker (a model the client never named), /embed
+    and /v1/embeddings 400 "configure an embedding model", as if none were; each hid the failure."""
     models_dir = tmp_path / "models"
-    make_random_embedder(models_dir / "test/embedder", "bert", seed=42)
-    weights = make_random_checkpoint(models_dir / "test/damaged", "bert", seed=5) / "model.safetensors"
+    make = {"reranker": make_random_checkpoint, "embedder": make_random_embedder}
+    make["embedder" if failing == "reranker" else "reranker"](models_dir / "test/working", "bert", seed=42)
+    weights = make[failing](models_dir / "test/damaged", "bert", seed=5) / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
-    served = make_app(models=["test/embedder", "test/damaged"])
+    served = make_app(models=["test/working", "test/damaged"])
     assert wait_ready(served).data()["detail"]["code"] == "MODEL_LOAD_FAILED"
-    for path, body in (("/rerank", {"query": "q", "texts": ["a"]}), ("/v1/rerank", {"query": "q", "documents": ["a"]})):
-        reply = served.post(path, body, msgpack_in=False)
-        assert reply.status == 502 and reply.data()["detail"]["code"] == "MODEL_LOAD_FAILED", (path, reply.body)
-        assert "test/damaged" in reply.data()["detail"]["message"]
-
-
-def test_embed_requests_naming_no_model_report_the_embedding_model_that_failed(make_app, tmp_path, monkeypatch):
-    # The twin: a reranker first, an embedding model that fails to load second. /embed answered 400 "configure an
-    # embedding model", as if none were.
-    models_dir = tmp_path / "models"
-    make_random_checkpoint(models_dir / "test/reranker", "bert", seed=5)
-    weights = make_random_embedder(models_dir / "test/damaged", "bert", seed=42) / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
-    served = make_app(models=["test/reranker", "test/damaged"])
-    assert wait_ready(served).data()["detail"]["code"] == "MODEL_LOAD_FAILED"
-    for path, body in (("/embed", {"inputs": "a"}), ("/v1/embeddings", {"input": "a"})):
+    routes = {"reranker": (("/rerank", {"query": "q", "texts": ["a"]}),
+                           ("/v1/rerank", {"query": "q", "documents": ["a"]})),
+              "embedder": (("/embed", {"inputs": "a"}), ("/v1/embeddings", {"input": "a"}))}
+    for path, body in routes[failing]:
         reply = served.post(path, body, msgpack_in=False)
         assert reply.status == 502 and reply.data()["detail"]["code"] == "MODEL_LOAD_FAILED", (path, reply.body)
         assert "test/damaged" in reply.data()["detail"]["message"]
