@@ -28,9 +28,14 @@ def sequence_lengths(batch: PackedBatch) -> torch.Tensor:
 def sum_pool(states: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
     """The fp32 sum of each sequence's rows, ``(batch, hidden)`` fp32: a segmented sum over the packed rows, in
     time and memory linear in the tokens (a ``(batch, total_tokens)`` membership matmul took 0.8 s and 70 MB on
-    CPU for 2,730 three-token texts, and would take GiBs at a GPU's token budget; an index_add is slower)."""
-    lengths = batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]
-    return torch.segment_reduce(states.float(), "sum", lengths=lengths, axis=0)
+    CPU for 2,730 three-token texts, and would take GiBs at a GPU's token budget; an index_add is slower).
+
+    By ``offsets``, not ``lengths``: with lengths torch checks their sum with ``.item()``, a host sync that fails a
+    CUDA graph's capture (ModernBERT's mean pooling) and stalls the host otherwise. Nor are offsets checked against
+    the rows, which they would read past: the rows are checked here, on the host, against the batch's tokens."""
+    if states.shape[0] != batch.input_ids.shape[0]:
+        raise ValueError(f"sum_pool: {states.shape[0]} rows for a batch of {batch.input_ids.shape[0]} tokens")
+    return torch.segment_reduce(states.float(), "sum", offsets=batch.cu_seqlens, axis=0)
 
 
 def mean_pool(states: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
