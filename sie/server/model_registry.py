@@ -39,11 +39,12 @@ WORKER_SLOT_ENV = "SIE_WORKER_SLOT"
 
 @dataclass(frozen=True)
 class LoadFailure:
-    """Why a model did not load (``"TypeError: ..."``, the first line), and its folder's ``folder_state`` when the
-    load began."""
+    """Why a model did not load (``"TypeError: ..."``, the first line), its folder's ``folder_state`` when the load
+    began, and its ``task`` as the load read it (``"score"`` or ``"encode"``)."""
 
     message: str
     folder: tuple[tuple[str, int, int], ...] | None
+    task: str
 
 
 @dataclass(frozen=True)
@@ -96,9 +97,11 @@ class ModelRegistry:
 
     def _load(self, name: str) -> None:
         folder = folder_state(name)
+        task = "score"  # a model that does not resolve counts as a reranker (model_task)
         try:
             reranker, encoding = None, None
-            if model_task(name) == "encode":
+            task = model_task(name)
+            if task == "encode":
                 encoding = served_encoder(name, self._device, self._dtype, self._config.backend,
                                           self._config.max_batch_tokens)
                 loaded, run = encoding.encoder, encoding.run
@@ -119,7 +122,7 @@ class ModelRegistry:
                 self._loading.discard(name)
                 # Clients see the first line, without the server's directories; the log above has it all.
                 self._failed[name] = LoadFailure(f"{type(error).__name__}: {without_local_paths(first_line(error))}",
-                                                 folder)
+                                                 folder, task)
             return
         self._metrics.track_queue(name, lambda: batcher.depth)
         with self._lock:
@@ -150,10 +153,11 @@ class ModelRegistry:
         return None
 
     def _first_failed(self, task: str) -> str | None:
-        """The first configured model of ``task`` that failed to load (its request gets the 502 that says why)."""
+        """The first configured model of ``task`` that failed to load (its request gets the 502 that says why). The
+        task is the failed load's: reading it again would resolve the model, a download for a hub id, per request."""
         with self._lock:
-            failed = [name for name in self._config.models if name in self._failed]
-        return next((name for name in failed if model_task(name) == task), None)
+            return next((name for name in self._config.models
+                         if name in self._failed and self._failed[name].task == task), None)
 
     @property
     def default_model(self) -> str:

@@ -124,6 +124,12 @@ def test_requests_naming_no_model_report_the_model_of_their_task_that_failed(mak
     monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
     served = make_app(models=["test/working", "test/damaged"])
     assert wait_ready(served).data()["detail"]["code"] == "MODEL_LOAD_FAILED"
+
+    def resolves_again(name):
+        raise AssertionError(f"a request resolved {name} again (for a hub id, a download)")
+
+    # The failed model's task is the failed load's: a request does not resolve the model to read it again.
+    monkeypatch.setattr("sie.server.model_registry.model_task", resolves_again)
     routes = {"reranker": (("/rerank", {"query": "q", "texts": ["a"]}),
                            ("/v1/rerank", {"query": "q", "documents": ["a"]})),
               "embedder": (("/embed", {"inputs": "a"}), ("/v1/embeddings", {"input": "a"}))}
