@@ -37,12 +37,14 @@ def is_model_dir(path: Path) -> bool:
 def folder_state(model: str | os.PathLike[str]) -> tuple[tuple[str, int, int], ...] | None:
     """What a local model's folder holds: (file, size, mtime_ns) of each file under it, sorted; None for a model that
     is no folder in the sie models directory nor a path (a hub id). Compared across time, it says whether the
-    folder changed (a copy finished, a file replaced)."""
-    folder = models_dir() / model
-    if not folder.is_dir():
-        folder = Path(model)
-        if not folder.is_dir():
-            return None
+    folder changed (a copy finished, a file replaced). A path is read as ``resolve_model`` reads it: ``~`` expanded,
+    and one that is absolute or starts with ``.`` never looked for in the models directory."""
+    explicit = Path(model).expanduser()
+    is_path = explicit.is_absolute() or str(model).startswith(".")
+    folder = next((place for place in ((explicit,) if is_path else (models_dir() / model, explicit))
+                   if place.is_dir()), None)
+    if folder is None:
+        return None
     state = []
     for directory, _, files in os.walk(folder):
         for name in files:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sie import ModelNotFoundError, Reranker, UnsupportedModelError
-from sie.hub import local_models, resolve_model
+from sie.hub import folder_state, local_models, resolve_model
 
 
 def test_missing_model_names_every_place_looked_at(tmp_path, monkeypatch):
@@ -30,6 +30,21 @@ def test_models_directory_and_explicit_paths_resolve(tmp_path, monkeypatch, rand
     assert resolve_model("acme/tiny-reranker") == tmp_path / "acme" / "tiny-reranker"
     assert resolve_model(str(random_bert_path)) == random_bert_path
     assert local_models() == ["acme/tiny-reranker"]
+
+
+def test_folder_state_reads_a_path_as_resolve_model_does(tmp_path, monkeypatch):
+    # "~/..." was looked for literally (no state: a failed load never retried), and "./x" in the models directory.
+    home, models = tmp_path / "home", tmp_path / "models"
+    (home / "x").mkdir(parents=True)
+    (home / "x" / "config.json").write_text("{}")
+    (models / "x").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SIE_MODELS_DIR", str(models))
+    monkeypatch.chdir(home)
+    assert folder_state("~/x") == (("config.json", 2, (home / "x" / "config.json").stat().st_mtime_ns),)
+    assert folder_state("./x") == folder_state("~/x")
+    assert folder_state("x") == ()  # a name: the models directory's folder
+    assert folder_state("absent") is None
 
 
 @pytest.mark.parametrize(
