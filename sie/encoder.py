@@ -113,6 +113,11 @@ class Encoder:
         config = read_config(self.path)
         self.family = family_of(config, task="encode")
         self.architecture = next(name for name in config.architectures if name in self.family.architectures)
+        # Qwen3ForCausalLM is Qwen3-Reranker's name too: outside a sentence-transformers folder it is a reranker.
+        if task_of(config.architectures, sentence_transformers=(self.path / "modules.json").is_file()) == "score":
+            raise UnsupportedModelError(f"{self.model_id} is a reranker (a folder of {self.architecture} without "
+                                        "sentence-transformers' modules.json); it runs with sie.Reranker "
+                                        "(POST /v1/score), not sie.Encoder (POST /v1/encode)")
         self.settings = read_embedder_config(self.path, m3_heads=has_m3_heads(self.path))
         hf_tokenizer = read_tokenizer(self.path, config)
         self.tokenizer = TextTokenizer(hf_tokenizer.backend_tokenizer, lowercase=self.settings.lowercase)

@@ -348,3 +348,5 @@ def test_qwen3_for_causal_lm_is_an_embedding_model_in_a_sentence_transformers_fo
     Reranker(str(reranker), device="cpu", recipe="qwen3-reranker")
     with pytest.raises(UnsupportedModelError, match=r"is an embedding model .*sie\.Encoder"):
         Reranker(str(qwen3_embedders["body"]), device="cpu")
+    with pytest.raises(UnsupportedModelError, match=r"is a reranker .*sie\.Reranker"):
+        Encoder(str(reranker), device="cpu")
