@@ -39,10 +39,13 @@ def folder_state(model: str | os.PathLike[str]) -> tuple[tuple[str, int, int], .
     is no folder in the sie models directory nor a path (a hub id). Compared across time, it says whether the
     folder changed (a copy finished, a file replaced). A path is read as ``resolve_model`` reads it: ``~`` expanded,
     and one that is absolute or starts with ``.`` never looked for in the models directory."""
-    explicit = Path(model).expanduser()
-    is_path = explicit.is_absolute() or str(model).startswith(".")
-    folder = next((place for place in ((explicit,) if is_path else (models_dir() / model, explicit))
-                   if place.is_dir()), None)
+    try:
+        explicit = Path(model).expanduser()
+        is_path = explicit.is_absolute() or str(model).startswith(".")
+        folder = next((place for place in ((explicit,) if is_path else (models_dir() / model, explicit))
+                       if place.is_dir()), None)
+    except (OSError, RuntimeError):  # a parent this process may not search, a ~user without a home: no folder seen
+        return None
     if folder is None:
         return None
     state = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,6 +46,18 @@ def test_folder_state_reads_a_path_as_resolve_model_does(tmp_path, monkeypatch):
     assert folder_state("./x") == folder_state("~/x")
     assert folder_state("x") == ()  # a name: the models directory's folder
     assert folder_state("absent") is None
+    assert folder_state("~nobody-by-this-name/x") is None  # expanduser raises: the model's load says why
+
+
+def test_folder_state_of_a_folder_that_cannot_be_searched_is_none(tmp_path, monkeypatch):
+    # It runs before a model's load, outside its error handling: raising there left the model loading for ever and
+    # stopped the loader thread before the next configured model.
+    def no_search(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setenv("SIE_MODELS_DIR", str(tmp_path))
+    monkeypatch.setattr(Path, "is_dir", no_search)
+    assert folder_state("org/model") is None
 
 
 @pytest.mark.parametrize(
