@@ -78,7 +78,7 @@ class Encoder:
 
     Args:
         model: a model id (``org/name``) or a folder: a sentence-transformers folder, or a bge-m3-shaped one.
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        device: ``"auto"`` (CUDA when available, the CPU for the int8 mode), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         dtype: activation and weight dtype, a torch dtype or its name (``"bfloat16"``); default fp32 on CPU, fp16
             on CUDA. ``torch.int8`` is the int8 mode (CPU): int8 linear layers with per-token activation scales, the
             rest in fp32 (``sie.quantization``).

@@ -178,7 +178,7 @@ class Reranker:
 
     Args:
         model: a model id (``org/name``) or a checkpoint folder; default ``cross-encoder/ms-marco-MiniLM-L-12-v2``.
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        device: ``"auto"`` (CUDA when available, the CPU for the int8 mode), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         dtype: activation and weight dtype, a torch dtype or its name (``"bfloat16"``); default
             ``default_dtype``: fp16 on CUDA; on a CPU with native bf16, bf16 (for the default model the int8 mode,
             where the CPU runs it faster: VNNI without AMX); else fp32. ``torch.int8`` is the
