@@ -310,7 +310,8 @@ class Encoder:
         ``normalize_embeddings=True`` normalises, in sentence-transformers' order.
         ``prompt`` (or a prompt of the model's by ``prompt_name``) goes before every sentence. ``batch_size`` caps the
         sentences of one micro-batch on top of the token budget (``max_batch_tokens``), which alone decides by
-        default. ``precision``: ``float32``, ``int8``, ``uint8``, ``binary`` or ``ubinary`` (as ``OUTPUT_DTYPES``).
+        default. ``precision``: ``float32``, ``float16``, ``int8``, ``uint8``, ``binary`` or ``ubinary``
+        (``OUTPUT_DTYPES``).
         ``convert_to_tensor`` gives one tensor, ``convert_to_numpy=False`` a list of tensors.
         """
         single = isinstance(sentences, (str, Mapping))
