@@ -1,7 +1,7 @@
 """``sie.Encoder`` and ``sie.encode``: dense embeddings equal sentence-transformers' ``encode`` (the real
 all-MiniLM-L6-v2, random BERT, XLM-RoBERTa and ModernBERT folders with every pooling mode and prompts, and random
-Qwen3-Embedding folders), packing invariance, no padded tensor, the API's result shape and dtypes, and bad input named
-by field."""
+Qwen3-Embedding folders, whose bf16 and int8 modes stay close to fp32 and rank alike), packing invariance, no padded
+tensor, the API's result shape and dtypes, and bad input named by field."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from sentence_transformers import SentenceTransformer
 
 import sie
 from sie import Encoder, InputTooLongError, InvalidInputError, Reranker, UnsupportedModelError
-from sie.testing.checkpoints import make_random_checkpoint
+from sie.packing import plan_micro_batches
+from sie.testing.checkpoints import Shape, make_random_checkpoint
 from sie.testing.embedders import make_random_embedder
 from sie.testing.words import random_text
 from tests.models.test_bert import ShapeRecorder
@@ -331,6 +332,62 @@ def test_qwen3_embedding_matches_sentence_transformers(qwen3_embedders, weights,
     assert np.abs(pairs[0][1] - pairs[1][1]).max() > 1e-3, "the query prompt changed nothing"
     query = sie.encode(str(path), texts[3], is_query=True)["dense"]
     np.testing.assert_allclose(query, pairs[0][1][3], rtol=0, atol=2e-5)
+
+
+# Qwen3-Embedding's shape in small: grouped-query heads of 32 (a width sie's C++ CPU attention kernel runs, so the
+# bf16 and int8 modes exercise it where the CPU has AVX512-BF16), three layers, a 64-token limit.
+QWEN3_SMALL = Shape(num_layers=3, hidden=128, heads=4, intermediate=192, kv_heads=2, head_dim=32)
+CPU_MODES = {"bf16": (torch.bfloat16, 0.999), "int8": (torch.int8, 0.995)}
+
+
+@pytest.fixture(scope="module")
+def qwen3_small(tmp_path_factory):
+    return make_random_embedder(tmp_path_factory.mktemp("qwen3-small") / "qwen3", "qwen3", shape=QWEN3_SMALL,
+                                pooling="lasttoken", prompts=QWEN3_PROMPTS, max_seq_length=64, causal_lm=True,
+                                seed=37)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("mode", list(CPU_MODES))
+def test_qwen3_embedding_in_each_cpu_dtype_is_close_to_fp32_and_ranks_documents_alike(qwen3_small, mode, backend,
+                                                                                       rng):
+    """bf16 and the int8 mode (linear layers in int8; attention in bf16 where sie's C++ kernel runs, which "auto"
+    picks on such a CPU) move each vector by rounding only: its cosine to the fp32 vector, and the order of
+    documents by similarity to a query wherever fp32 separates them by more than that rounding can move."""
+    dtype, min_cosine = CPU_MODES[mode]
+    queries = texts_of(rng, (4, 9, 2))
+    documents = texts_of(rng, rng.integers(1, 60, size=12))
+    encoder = Encoder(str(qwen3_small), device="cpu", dtype=dtype, backend=backend, max_batch_tokens=256)
+    reference = Encoder(str(qwen3_small), device="cpu", dtype=torch.float32)
+    ours = np.concatenate([encoder.encode_query(queries), encoder.encode_document(documents)])
+    expected = np.concatenate([reference.encode_query(queries), reference.encode_document(documents)])
+    assert ours.dtype == np.float32 and np.isfinite(ours).all()
+    assert cosines(ours, expected).min() > min_cosine, cosines(ours, expected)
+    similarities, expected_similarities = (vectors[:3] @ vectors[3:].T for vectors in (ours, expected))
+    # Unit vectors at cosine c lie sqrt(2 (1 - c)) apart: a query-document similarity moves by at most twice that,
+    # the difference of two similarities by at most four times.
+    margin = 4 * np.sqrt(2 * (1 - cosines(ours, expected).min()))
+    for got, want in zip(similarities, expected_similarities, strict=True):
+        apart = np.abs(want[:, None] - want[None, :]) > margin
+        assert apart.mean() > 0.5, "the documents are too close for the ranking to say anything"
+        same_order = np.sign(got[:, None] - got[None, :]) == np.sign(want[:, None] - want[None, :])
+        assert same_order[apart].all()
+
+
+@pytest.mark.parametrize("mode", ["fp32", *CPU_MODES])
+def test_qwen3_embedding_encodes_a_text_the_same_alone_batched_and_reordered(qwen3_small, mode, rng):
+    """The decoder body in each CPU dtype: causal attention within each packed sequence, and per-token scales in the
+    int8 mode, so no text moves another's vector."""
+    dtype = torch.float32 if mode == "fp32" else CPU_MODES[mode][0]
+    encoder = Encoder(str(qwen3_small), device="cpu", dtype=dtype, max_batch_tokens=200)
+    texts = texts_of(rng, rng.integers(0, 70, size=12))
+    together = encoder.encode(texts)
+    alone = np.stack([encoder.encode(text) for text in texts])
+    order = rng.permutation(len(texts))
+    reordered = encoder.encode([texts[i] for i in order])
+    assert len(plan_micro_batches(encoder.tokenize(texts).lengths, 200, None)) > 1
+    np.testing.assert_allclose(alone, together, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(reordered, together[order], rtol=0, atol=1e-5)
 
 
 def config_architectures(path) -> list[str]:
