@@ -238,12 +238,14 @@ class Encoder:
 
     def _forward(self, batch: PackedBatch, lengths: np.ndarray, wanted: frozenset[str]) -> list[RawOutputs]:
         """One packed micro-batch through the body, the pooling and the heads ``wanted`` needs."""
-        cls_only = wanted <= {"dense"} and self.settings.pooling == ("cls",)
-        states = self.model(batch, cls_only=cls_only)
+        # The dense vector alone, pooled from one row per text by the mode the body can compute alone ("cls" for
+        # BERT-likes, "lasttoken" for a decoder): the last layer runs on those rows only.
+        pooled_only = wanted <= {"dense"} and self.settings.pooling == (self.model.row_pooling,)
+        states = self.model(batch, pooled_only=pooled_only)
         outputs: list[RawOutputs] = [{} for _ in range(batch.batch_size)]
         if "dense" in wanted:
-            pooled = states if cls_only else torch.cat([POOLERS[mode](states, batch)
-                                                        for mode in self.settings.pooling], dim=1)
+            pooled = states if pooled_only else torch.cat([POOLERS[mode](states, batch)
+                                                           for mode in self.settings.pooling], dim=1)
             for output, vector in zip(outputs, pooled.float().cpu().numpy(), strict=True):
                 output["dense"] = vector
         if "sparse" in wanted:

@@ -15,7 +15,8 @@ from sentence_transformers import SentenceTransformer
 
 import sie
 from sie import Encoder, InputTooLongError, InvalidInputError, Reranker, UnsupportedModelError
-from sie.packing import plan_micro_batches
+from sie.encoder import POOLERS
+from sie.packing import pack, plan_micro_batches
 from sie.testing.checkpoints import Shape, make_random_checkpoint
 from sie.testing.embedders import make_random_embedder
 from sie.testing.words import random_text
@@ -388,6 +389,30 @@ def test_qwen3_embedding_encodes_a_text_the_same_alone_batched_and_reordered(qwe
     assert len(plan_micro_batches(encoder.tokenize(texts).lengths, 200, None)) > 1
     np.testing.assert_allclose(alone, together, rtol=0, atol=1e-5)
     np.testing.assert_allclose(reordered, together[order], rtol=0, atol=1e-5)
+
+
+def test_last_token_pooling_runs_the_last_layer_on_the_last_rows_only(qwen3_small, rng):
+    """A Qwen3-Embedding body asked for its last-token pooling alone computes the last layer's queries, MLP and final
+    norm for each text's last row only, and those rows equal the full computation's (fp32 within 1e-5)."""
+    encoder = Encoder(str(qwen3_small), device="cpu", dtype=torch.float32, max_batch_tokens=200)
+    assert encoder.model.row_pooling == "lasttoken" and encoder.settings.pooling == ("lasttoken",)
+    texts = texts_of(rng, rng.integers(0, 70, size=10))
+    encoded = encoder.tokenize(texts)
+    rows_seen: list[int] = []
+    hook = encoder.model.layers[-1].mlp.register_forward_hook(lambda _, args, out: rows_seen.append(args[0].shape[0]))
+    try:
+        vectors = encoder.encode(texts, normalize_embeddings=False)
+    finally:
+        hook.remove()
+    assert sum(rows_seen) == len(texts) < encoded.num_tokens
+    with torch.inference_mode():
+        batch = pack(encoded, np.arange(len(texts)), 0, torch.device("cpu"))
+        alone = encoder.model(batch, pooled_only=True)
+        full = POOLERS["lasttoken"](encoder.model(batch), batch)
+    assert alone.shape == (len(texts), 128)
+    np.testing.assert_allclose(alone.numpy(), full.numpy(), rtol=0, atol=1e-5)
+    expected = full.numpy() / np.linalg.norm(full.numpy(), axis=1, keepdims=True)  # the folder's Normalize
+    np.testing.assert_allclose(vectors, expected, rtol=0, atol=1e-5)
 
 
 def config_architectures(path) -> list[str]:

@@ -155,13 +155,15 @@ class BertForEmbedding(BertModel):
     its attributes are the base checkpoint's keys, and ``sie.Encoder`` pools the hidden states it returns."""
 
     position_offset = 0
+    row_pooling = "cls"
 
     def __init__(self, config, kernels: Kernels) -> None:
         super().__init__(config, kernels, add_pooling_layer=False)
 
-    def forward(self, batch: PackedBatch, cls_only: bool = False) -> torch.Tensor:
-        """The last layer's hidden states, ``(total_tokens, hidden)``, or its CLS rows, ``(batch, hidden)``."""
-        return super().forward(batch, cls_only)
+    def forward(self, batch: PackedBatch, pooled_only: bool = False) -> torch.Tensor:
+        """The last layer's hidden states, ``(total_tokens, hidden)``, or with ``pooled_only`` its CLS rows alone,
+        ``(batch, hidden)`` (the last layer's queries are those rows only)."""
+        return super().forward(batch, cls_only=pooled_only)
 
 
 class BertForSequenceClassification(nn.Module):

@@ -37,8 +37,10 @@ class ModelFamily:
         architectures: the ``config.architectures`` names it runs, e.g. ``("BertForSequenceClassification",)``.
         module: the module class, built as ``module(config, kernels)``; its ``position_offset`` is where positions
             start in each sequence. A scoring module's ``forward(PackedBatch)`` returns ``(batch, outputs)`` logits;
-            an encoding module's ``forward(PackedBatch, cls_only)`` returns the last layer's hidden states,
-            ``(total_tokens, hidden)``, or ``(batch, hidden)`` for the CLS rows alone when ``cls_only``.
+            an encoding module's ``forward(PackedBatch, pooled_only)`` returns the last layer's hidden states,
+            ``(total_tokens, hidden)``, or with ``pooled_only`` ``(batch, hidden)``: the one row per sequence that
+            the pooling mode it names as ``row_pooling`` reads (``"cls"``, the first; ``"lasttoken"``, the last),
+            computed alone in the last layer.
         convert_checkpoint: (a transformers checkpoint's ``Tensors``, config) -> the module's state dict (renames,
             fused projections; entries sie never uses dropped). Keys it does not know are kept, so the strict load
             names them. It keeps what it needs as the tensors arrive (fusing a group as soon as its last part

@@ -155,6 +155,12 @@ class ModernBertForEmbedding(ModernBertModel):
     """The body alone, for embedding models; ``sie.Encoder`` pools what it returns."""
 
     position_offset = 0
+    row_pooling = "cls"
+
+    def forward(self, batch: PackedBatch, pooled_only: bool = False) -> torch.Tensor:
+        """The final-norm hidden states, ``(total_tokens, hidden)``, or with ``pooled_only`` the CLS rows alone,
+        ``(batch, hidden)``."""
+        return super().forward(batch, cls_only=pooled_only)
 
 
 class ModernBertPredictionHead(nn.Module):

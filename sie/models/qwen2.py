@@ -5,7 +5,8 @@ One causal forward, no KV cache: every layer but the last runs on all ``(total_t
 reranker the last computes queries, attention output and MLP for the last token of each sequence only (keys and
 values still cover every token), the final norm runs on those rows, and the score reads two rows of the output
 embedding (the recipe's score tokens) or the checkpoint's one-label ``score`` head: never a ``(tokens, vocab)``
-tensor. An embedding model's body runs the last layer on every row and has no vocabulary projection at all.
+tensor. An embedding model's body has no vocabulary projection at all; it runs the last layer on the last rows
+alone, as the reranker does, when only its last-token pooling is asked for, else on every row.
 
 Attribute names mirror the checkpoint keys (``model.layers.0.self_attn.o_proj``) with two fusions:
 ``q_proj``/``k_proj``/``v_proj`` -> ``qkv_proj`` and ``gate_proj``/``up_proj`` -> ``gate_up_proj``.
@@ -161,12 +162,13 @@ class Qwen2ForEmbedding(Qwen2Model):
     the hidden states it returns (by the last token: with causal attention, the one row that sees the whole text)."""
 
     position_offset = 0
+    row_pooling = "lasttoken"
 
-    def forward(self, batch: PackedBatch, cls_only: bool = False) -> torch.Tensor:
-        """The final-norm hidden states, ``(total_tokens, hidden)``, or each sequence's first row, ``(batch, hidden)``,
-        when ``cls_only`` (a causal first row sees only itself, so nothing is saved by computing it alone)."""
-        states = super().forward(batch, last_only=False)
-        return states[batch.cls_rows] if cls_only else states
+    def forward(self, batch: PackedBatch, pooled_only: bool = False) -> torch.Tensor:
+        """The final-norm hidden states, ``(total_tokens, hidden)``, or with ``pooled_only`` each sequence's last
+        row alone, ``(batch, hidden)``: the last layer's queries, attention output, MLP and the final norm run on
+        those rows (keys and values on every token)."""
+        return super().forward(batch, last_only=pooled_only)
 
 
 class Qwen2ForReranking(nn.Module):

@@ -64,9 +64,10 @@ class XLMRobertaForEmbedding(bert.BertForEmbedding):
         self.padding_idx = config.pad_token_id
         self.position_offset = self.padding_idx + 1
 
-    def forward(self, batch: PackedBatch, cls_only: bool = False) -> torch.Tensor:
-        """The last layer's hidden states, ``(total_tokens, hidden)``, or its CLS rows, ``(batch, hidden)``."""
-        return super().forward(roberta_positions(batch, self.padding_idx), cls_only)
+    def forward(self, batch: PackedBatch, pooled_only: bool = False) -> torch.Tensor:
+        """The last layer's hidden states, ``(total_tokens, hidden)``, or with ``pooled_only`` its CLS rows alone,
+        ``(batch, hidden)``."""
+        return super().forward(roberta_positions(batch, self.padding_idx), pooled_only)
 
 
 def convert_checkpoint(tensors: Tensors, config: Any) -> StateDict:

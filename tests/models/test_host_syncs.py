@@ -76,7 +76,7 @@ def test_every_family_runs_on_tensors_without_values(checkpoints, name):
 
 @pytest.mark.parametrize("name", list(ENCODERS))
 def test_every_encoding_family_runs_on_tensors_without_values(embedders, name):
-    """The body, for every token and for the first rows alone, and every pooling mode."""
+    """The body, for every token and for the rows of its ``row_pooling`` alone, and every pooling mode."""
     config = AutoConfig.from_pretrained(embedders[name])
     family = family_of(config, task="encode")
     kernels = dataclasses.replace(resolve_kernels(torch.device("cpu"), torch.float32, "torch"),
@@ -87,7 +87,7 @@ def test_every_encoding_family_runs_on_tensors_without_values(embedders, name):
         batch = meta_batch(lengths)
         states = model(batch)
         pooled = [POOLERS[mode](states, batch) for mode in POOLERS]
-        alone = model(batch, cls_only=True)
+        alone = model(batch, pooled_only=True)
     assert states.device.type == "meta" and states.shape == (sum(lengths), config.hidden_size)
     assert all(vectors.shape == (len(lengths), config.hidden_size) for vectors in pooled + [alone])
 
