@@ -20,6 +20,7 @@ import logging
 import os
 import platform
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,8 @@ _FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx51
 EXTENSION_NAME = "sie_cpu_kernels_" + re.sub(r"\W", "_", torch.__version__)
 # The lines of a failed build that are not why it failed: ninja's progress, the commands it ran, its summary.
 _BUILD_NOISE = re.compile(r"\[\d+/\d+\]|FAILED:|ninja: build stopped|Error building extension|.* -c \S+ -o ")
+# Threads of one process that ask at once build or load once: functools.cache alone lets each of them run the build.
+_building = threading.Lock()
 
 
 def extensions_dir() -> str:
@@ -57,6 +60,12 @@ def cpu_can_run_kernels() -> bool:
 @functools.cache
 def cpu_extension():
     """``torch.ops.sie_cpu``, built or loaded from the cache; None where it cannot run (the log says why)."""
+    with _building:
+        return _built_extension()
+
+
+@functools.cache
+def _built_extension():
     if not cpu_can_run_kernels():
         logger.info("sie's C++ CPU kernels need an x86 CPU with AVX512-BF16; PyTorch's ops run instead")
         return None

@@ -114,3 +114,39 @@ def test_the_kernels_share_their_work_among_torchs_threads(sie_cpu_ops):
     spent = {task: after[task] - before.get(task, 0.0) for task in after}
     others = sum(seconds for task, seconds in spent.items() if task != caller)
     assert others >= 0.25 * sum(spent.values()), spent
+
+
+def test_threads_that_ask_at_once_build_once(tmp_path, monkeypatch, caplog):
+    """Two threads of one process asking for the kernels together run one build (or one failure, logged once), not
+    one each after the other."""
+    import torch.utils.cpp_extension
+
+    from sie.kernels import cpu_extension as module
+
+    builds = []
+
+    def failing_build(**kwargs):
+        builds.append(kwargs["name"])
+        time.sleep(0.3)
+        raise RuntimeError("c++: not found")
+
+    monkeypatch.setattr(module, "cpu_can_run_kernels", lambda: True)
+    monkeypatch.setattr(torch.utils.cpp_extension, "_get_build_directory", lambda name, verbose: str(tmp_path))
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", failing_build)
+
+    def forget() -> None:  # the next call (here, or a later test's) builds or loads again
+        for cached in (module.cpu_extension, getattr(module, "_built_extension", module.cpu_extension)):
+            cached.cache_clear()
+
+    forget()
+    try:
+        with caplog.at_level("WARNING", logger="sie.kernels.cpu_extension"):
+            threads = [threading.Thread(target=module.cpu_extension) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        forget()
+    assert len(builds) == 1, builds
+    assert caplog.text.count("could not be built") == 1, caplog.text
