@@ -20,7 +20,8 @@ def load(model: str | None = None, **kwargs: Any) -> Reranker:
 
     Keyword arguments are those of ``Reranker``; each distinct combination is loaded once and reused.
     """
-    key = (model or DEFAULT_MODEL, tuple(sorted((name, str(value)) for name, value in kwargs.items())))
+    model = model or DEFAULT_MODEL  # a blank name too, in the key and in the load alike
+    key = (model, tuple(sorted((name, str(value)) for name, value in kwargs.items())))
     loaded = _loaded.get(key)
     if loaded is not None:  # no lock: another model loading must not hold up one that is ready
         return loaded
