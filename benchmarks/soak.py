@@ -27,7 +27,7 @@ import torch
 from sie import DEFAULT_MODEL
 from sie.testing.server import ServerProcess
 from sie.testing.soak import Soak, SoakResult
-from arguments import count
+from arguments import count, positive
 
 DEFAULT_OUT = Path(os.environ.get("OUT") or Path(__file__).resolve().parent / "out")
 
@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--clients", type=count, default=16)
-    parser.add_argument("--minutes", type=float, default=10.0, help="load after the warm-up")
-    parser.add_argument("--warmup", type=float, default=1.0, help="minutes of warm-up (load too, reported apart)")
-    parser.add_argument("--sample", type=float, default=1.0, help="seconds between memory samples")
-    parser.add_argument("--window", type=float, default=30.0, help="seconds per table row")
+    parser.add_argument("--minutes", type=positive, default=10.0, help="load after the warm-up")
+    parser.add_argument("--warmup", type=positive, default=1.0, help="minutes of warm-up (load too, reported apart)")
+    parser.add_argument("--sample", type=positive, default=1.0, help="seconds between memory samples")
+    parser.add_argument("--window", type=positive, default=30.0, help="seconds per table row")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)

@@ -16,6 +16,8 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
     ("bench_server.py", "--latency-requests", "0", "0 is not a positive number"),
     ("bench_rerank.py", "--repeats", "-3", "-3 is not a positive number"),
     ("soak.py", "--clients", "many", "'many' is not a whole number"),
+    ("soak.py", "--window", "0", "0 is not a positive number"),  # a ZeroDivisionError once the soak was over
+    ("soak.py", "--minutes", "nan", "nan is not a positive number"),
 ])
 def test_a_count_below_one_is_refused_naming_the_argument(script, argument, value, message):
     done = subprocess.run([sys.executable, script, argument, value], cwd=BENCHMARKS, capture_output=True, text=True,
