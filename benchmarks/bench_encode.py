@@ -90,6 +90,8 @@ def main() -> None:
                         help="also run each sie line with these token budgets, in the same rounds")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.min_words > args.max_words:  # refused before the models load, not in a traceback after
+        parser.error(f"--min-words {args.min_words} is above --max-words {args.max_words}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

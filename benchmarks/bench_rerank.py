@@ -213,6 +213,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
                         help="dtype of the --model-shape benchmark")
     args = parser.parse_args()
+    if args.min_tokens > args.max_tokens:  # refused before the models load, not in a traceback after
+        parser.error(f"--min-tokens {args.min_tokens} is above --max-tokens {args.max_tokens}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model_shape:

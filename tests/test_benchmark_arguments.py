@@ -24,3 +24,15 @@ def test_a_count_below_one_is_refused_naming_the_argument(script, argument, valu
                           timeout=120)
     assert done.returncode == 2
     assert f"argument {argument}: {message}" in done.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("script", "arguments", "message"), [
+    ("bench_rerank.py", ["--min-tokens", "300", "--max-tokens", "250"], "--min-tokens 300 is above --max-tokens 250"),
+    ("bench_encode.py", ["--min-words", "50", "--max-words", "20"], "--min-words 50 is above --max-words 20"),
+])
+def test_a_range_whose_low_end_is_above_its_high_end_is_refused(script, arguments, message):
+    """It used to load the models, then end in numpy's ValueError (low >= high)."""
+    done = subprocess.run([sys.executable, script, *arguments], cwd=BENCHMARKS, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1].endswith(f"error: {message}")
