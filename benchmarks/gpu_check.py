@@ -104,9 +104,10 @@ PARITY_FACTOR = {"card": 1.5, "tiny": 3.0}
 # rotary embedding dropped (Qwen3) 0.24. The dry run's fp32 rows (1e-4) are the sharp check there.
 TINY_DECODER_LIMIT = 0.1
 PARITY_CAP = {"card": 0.1, "tiny": 0.25}
-# Each stage's default time limit, in seconds: 505 s in all. With gpu_check.sh's 90 s for the kernel tests, a run in
-# which every stage stalls still ends within one 10-minute device call; a healthy run takes a fraction of that. A run
-# that is expected to take longer (a slower card, a cold Triton cache) raises them with --limit.
+# Each stage's default time limit, in seconds: 505 s in all. With gpu_check.sh's 90 s for the kernel tests and the
+# imports, a run in which every stage stalls would outlast one 10-minute device call: gpu_check.sh ends this process
+# at its --budget (585 s into the run) and prints the summary as it stood. A healthy run takes a fraction of that. A
+# run that is expected to take longer (a slower card, a cold Triton cache) raises them with --limit.
 STAGE_LIMITS = {"env": 15, "accuracy": 50, "checkpoints": 40, "parity": 80, "kernels": 60, "graphs": 40, "e2e": 80,
                 "decoders": 80, "server": 60}
 # The CPU dry run interprets every Triton kernel in Python, and its limits only catch a stall, as no device call

@@ -9,6 +9,9 @@
 #      MiniLM-L12 / BERT-base / XLM-R-large shaped models (fp32, fp16, bf16), the kernel benchmark and the
 #      end-to-end benchmark, each stage under its own time limit (505 s in all on a GPU by default), then a summary
 #      table, printed last. Every random input comes from one seed, printed first and in the summary.
+#      On a GPU it is ended --budget seconds (default 585) after this script began, as the device call's 10 minutes
+#      would end it: the kernel tests' 90 s, the stages' 505 s, the imports and a stall's --grace add up past them.
+#      The summary as it stood is then printed from summary.txt. --budget 0: no limit (the --cpu default).
 # Results (logs, JSON, kernels.png, summary.txt, <stage>.traceback.txt for a stage that failed) go to $OUT when
 # set, else benchmarks/out/gpu_check. Other options are passed to gpu_check.py (see its --help), e.g.
 # --seed N to replay a run, --limit parity=300 to give a stage more time.
@@ -17,7 +20,8 @@
 #   benchmarks/gpu_check.sh --cpu    # dry run on CPU: Triton's interpreter, tiny shapes, the same code paths
 set -uo pipefail
 
-usage="usage: $0 [--cpu] [--pytest-timeout SECONDS] [gpu_check.py options: --seed N, --limit [STAGE=]SECONDS, ...]"
+usage="usage: $0 [--cpu] [--pytest-timeout SECONDS] [--budget SECONDS]
+    [gpu_check.py options: --seed N, --limit [STAGE=]SECONDS, ...]"
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 # $PYTHON, else the checkout's virtual environment (make setup), else the python on PATH (the GPU machine's).
@@ -27,6 +31,7 @@ fi
 DEVICE=cuda
 TINY=()
 PYTEST_TIMEOUT=90
+BUDGET=
 CHECK_ARGS=()
 # test_compile (marked slow) compiles for sm_90 without a GPU: redundant where the kernels run for real.
 PYTEST_TARGETS=(tests/kernels -m "not slow")
@@ -42,11 +47,16 @@ while [[ $# -gt 0 ]]; do
             [[ "${2:-}" =~ ^[0-9]+$ ]] || { echo "$usage" >&2; exit 2; }
             PYTEST_TIMEOUT=$2
             shift ;;
+        --budget)
+            [[ "${2:-}" =~ ^[0-9]+$ ]] || { echo "$usage" >&2; exit 2; }
+            BUDGET=$2
+            shift ;;
         -h|--help) echo "$usage"; exit 0 ;;
         *) CHECK_ARGS+=("$1") ;;
     esac
     shift
 done
+[[ -n $BUDGET ]] || { [[ $DEVICE == cuda ]] && BUDGET=585 || BUDGET=0; }
 RESULTS=${OUT:-$ROOT/benchmarks/out/gpu_check}
 mkdir -p "$RESULTS"
 # What an earlier run left that this one might not rewrite.
@@ -93,7 +103,12 @@ else
     echo "$PYTEST_STATUS"
 fi
 
-"$PYTHON" benchmarks/gpu_check.py --device "$DEVICE" --results "$RESULTS" --pytest-status "$PYTEST_STATUS" \
+CHECK=("$PYTHON" benchmarks/gpu_check.py)
+if [[ $BUDGET -gt 0 ]]; then
+    # SIGTERM to gpu_check.py and its children (timeout signals its process group), 5 s later SIGKILL.
+    CHECK=(timeout -k 5 $((BUDGET > SECONDS ? BUDGET - SECONDS : 1)) "${CHECK[@]}")
+fi
+"${CHECK[@]}" --device "$DEVICE" --results "$RESULTS" --pytest-status "$PYTEST_STATUS" \
     "${TINY[@]}" "${CHECK_ARGS[@]}" 2>&1 | tee "$RESULTS/gpu_check.log"
 CHECK_RC=${PIPESTATUS[0]}
 if ! grep -q '^== summary' "$RESULTS/gpu_check.log" && [[ -f "$RESULTS/summary.txt" ]]; then
@@ -101,6 +116,7 @@ if ! grep -q '^== summary' "$RESULTS/gpu_check.log" && [[ -f "$RESULTS/summary.t
     shopt -s nullglob
     STACKS=("$RESULTS"/*.traceback.txt)
     echo
+    [[ $CHECK_RC -eq 124 || $CHECK_RC -eq 137 ]] && echo "gpu_check.py ended: --budget $BUDGET s ran out"
     echo "== summary (gpu_check.py stopped early, exit $CHECK_RC; stacks in: ${STACKS[*]##*/})"
     cat "$RESULTS/summary.txt"
 fi
