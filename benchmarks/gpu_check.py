@@ -2,7 +2,8 @@
 
 Stages, each timed, bounded by its own time limit and recorded whatever the others do:
   env          device, versions, the backends "auto" resolves to per dtype
-  accuracy     every kernel on every available backend at realistic shapes vs float64 (fp32, fp16, bf16)
+  accuracy     every kernel on every available backend at realistic shapes vs float64 (fp32, fp16, bf16), outputs
+               poisoned (NaN) as in the kernel tests
   checkpoints  random MiniLM-L12, BERT-base and XLM-R-large shaped checkpoints
   parity       engine logits vs transformers on those checkpoints, fp32/fp16/bf16, backends auto and triton
   kernels      benchmarks/bench_kernels.py
@@ -78,6 +79,7 @@ from sie.testing.decoders import (
 from sie.testing.references import (
     TOLERANCE,
     packed_qkv,
+    poisoned_uninitialized_memory,
     reference_attention,
     reference_bias_gelu,
     reference_layer_norm,
@@ -676,7 +678,9 @@ def main(argv: list[str] | None = None) -> int:
         checkpoints: dict[str, Path] = {}  # filled by the checkpoints stage, read by parity and e2e
         stages.run("env", lambda log: stage_env(device))
         print(json.dumps(results.get("env"), indent=1), flush=True)
-        with torch.inference_mode():
+        # Every output poisoned, as in the kernel tests: a row a kernel leaves unwritten must not pass on the values
+        # another backend's output left in the same memory.
+        with torch.inference_mode(), poisoned_uninitialized_memory():
             stages.run("accuracy", lambda log: stage_accuracy(device, args.tiny, seeds["accuracy"], log))
         stages.run("checkpoints",
                    lambda log: make_checkpoints(Path(folder), args.tiny, seeds["checkpoints"], checkpoints, log))

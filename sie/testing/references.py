@@ -2,12 +2,35 @@
 
 Shared by the tests and benchmarks/gpu_check.py (no pytest here)."""
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
+import torch.utils.deterministic
 
 # Error relative to the reference's largest magnitude, vs float64 on the same (rounded) inputs.
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+@contextlib.contextmanager
+def poisoned_uninitialized_memory() -> Iterator[None]:
+    """While it lasts, torch.empty fills new memory with NaN (integers with their maximum), so an element a kernel
+    fails to write cannot pass as a value left behind by an earlier run (the caching allocator hands a freed output,
+    another backend's right answer, to the next one of its size)."""
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.utils.deterministic.fill_uninitialized_memory,
+    )
+    # fill_uninitialized_memory acts only in deterministic mode; warn_only keeps other ops running.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.utils.deterministic.fill_uninitialized_memory = saved[2]
 
 
 def relative_error(out: torch.Tensor, reference: torch.Tensor) -> float:

@@ -1,0 +1,37 @@
+"""benchmarks/gpu_check.py's accuracy stage poisons every output, as the kernel tests do: a kernel that leaves its
+output unwritten fails there, where it used to pass on the right answer another computation had left in the same
+memory."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_an_output_left_unwritten_fails_the_accuracy_stage(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    gpu_check = importlib.import_module("gpu_check")
+
+    def unwritten_bias_gelu(x, bias, *, backend):
+        del backend
+        right = F.gelu(x.float() + bias.float()).to(x.dtype)
+        del right  # its memory, holding the right answer, is free for the next tensor of its size
+        return torch.empty_like(x)
+
+    monkeypatch.setattr(gpu_check, "bias_gelu", unwritten_bias_gelu)
+    for stage in ("stage_parity", "stage_graphs", "stage_e2e", "stage_decoders"):
+        monkeypatch.setattr(gpu_check, stage, lambda *args: iter(()))
+    for stage in ("stage_env", "make_checkpoints", "stage_kernels", "stage_server"):
+        monkeypatch.setattr(gpu_check, stage, lambda *args: {})
+    assert gpu_check.main(["--device", "cpu", "--tiny", "--results", str(tmp_path), "--seed", "0"]) == 1
+    rows = json.loads((tmp_path / "gpu_check.json").read_text())["accuracy"]
+    gelu = [row for row in rows if row["op"] == "bias_gelu"]
+    assert gelu and all(row["error"] == float("inf") and not row["ok"] for row in gelu)
+    assert all(row["ok"] for row in rows if row["op"] != "bias_gelu")
+    assert not torch.are_deterministic_algorithms_enabled()  # restored for the stages after it
