@@ -351,17 +351,20 @@ def decoder_checkpoint(folder: Path, name: str, spec: tuple, tiny: bool, seed: i
 
 
 def decoder_reference(path: Path, recipe: str, pairs, dtype, device, max_length: int, score_ids, batch_size: int):
-    """transformers' causal LM on the reference recipe's token ids, left-padded."""
+    """transformers' causal LM on the reference recipe's token ids, left-padded. The returned call tokenizes too, as
+    sie's ``predict`` does: the e2e lines time the same work."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if recipe == "qwen3-reranker":
-        sequences = [qwen3_reranker_ids(tokenizer, q, d, None, max_length) for q, d in pairs]
-    else:
+
+    def sequences() -> list[list[int]]:
+        if recipe == "qwen3-reranker":
+            return [qwen3_reranker_ids(tokenizer, q, d, None, max_length) for q, d in pairs]
         budget = max_length - mxbai_template_length(tokenizer)
-        sequences = [mxbai_rerank_v2_ids(tokenizer, q, d, None, budget) for q, d in pairs]
+        return [mxbai_rerank_v2_ids(tokenizer, q, d, None, budget) for q, d in pairs]
+
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa").to(device).eval()
-    return lambda: left_padded_logits(model, sequences, tokenizer.pad_token_id, score_ids, batch_size)
+    return lambda: left_padded_logits(model, sequences(), tokenizer.pad_token_id, score_ids, batch_size)
 
 
 def stage_decoders(device: torch.device, tiny: bool, seed: int, folder: Path, log: Log) -> Iterator[dict]:

@@ -1,6 +1,6 @@
-"""benchmarks/gpu_check.py's accuracy stage poisons every output, as the kernel tests do: a kernel that leaves its
-output unwritten fails there, where it used to pass on the right answer another computation had left in the same
-memory."""
+"""benchmarks/gpu_check.py on the CPU: its accuracy stage poisons every output, as the kernel tests do (a kernel that
+leaves its output unwritten fails there, where it used to pass on the right answer another computation had left in
+the same memory), and its decoder baseline times the same work as sie."""
 
 from __future__ import annotations
 
@@ -35,3 +35,21 @@ def test_an_output_left_unwritten_fails_the_accuracy_stage(monkeypatch, tmp_path
     assert gelu and all(row["error"] == float("inf") and not row["ok"] for row in gelu)
     assert all(row["ok"] for row in rows if row["op"] != "bias_gelu")
     assert not torch.are_deterministic_algorithms_enabled()  # restored for the stages after it
+
+
+def test_the_decoder_baseline_tokenizes_in_the_timed_call(monkeypatch, tmp_path):
+    """The decoder e2e lines time sie's predict, tokenization included, against transformers' call: that call must
+    tokenize too (it used to tokenize once, before the timing)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    gpu_check = importlib.import_module("gpu_check")
+    from sie.testing import make_random_checkpoint
+
+    path = make_random_checkpoint(tmp_path / "qwen3", "qwen3", shape="tiny-gqa", max_position_embeddings=512, seed=0)
+    calls = []
+    tokenize = gpu_check.qwen3_reranker_ids
+    monkeypatch.setattr(gpu_check, "qwen3_reranker_ids", lambda *args: calls.append(1) or tokenize(*args))
+    run = gpu_check.decoder_reference(path, "qwen3-reranker", [("a query", "a document")], torch.float32,
+                                      torch.device("cpu"), 512, [0, 1], batch_size=4)
+    before = len(calls)
+    run()
+    assert len(calls) == before + 1
