@@ -64,7 +64,9 @@ rm -f "$RESULTS"/*.traceback.txt "$RESULTS/summary.txt" "$RESULTS/gpu_check.json
 export SIE_TEST_DEVICE=$DEVICE HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 
 echo "== install"
-if ! "$PYTHON" -c "import sie.kernels" 2>/dev/null; then
+# -P: not from the working directory, where the checkout's sie/ always imports, as it does not for gpu_check.py (a
+# script in benchmarks/): on a machine without sie installed the check passed and every stage failed to import it.
+if ! "$PYTHON" -P -c "import sie.kernels" 2>/dev/null; then
     # pyproject.toml names the build backend, so this editable install (PEP 660) needs no network; --no-index and no
     # version check make sure pip does not try.
     if ! timeout 120 "$PYTHON" -m pip install --quiet --no-index --disable-pip-version-check --no-deps \
@@ -74,7 +76,7 @@ if ! "$PYTHON" -c "import sie.kernels" 2>/dev/null; then
         export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
     fi
 fi
-"$PYTHON" -c "import sie.kernels" || { echo "sie is not importable" >&2; exit 1; }
+"$PYTHON" -P -c "import sie.kernels" || { echo "sie is not importable" >&2; exit 1; }
 # The server stage's packages, when carried as wheels (benchmarks/gpu_wheels.sh) to a machine that lacks them.
 if [[ -d .whl ]] && ! "$PYTHON" -c "import flask, gunicorn, prometheus_client" 2>/dev/null; then
     "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
