@@ -668,6 +668,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds past a stage's limit after which a stall ends the process (default %(default)s)")
     parser.add_argument("--pytest-status", default="skipped (not run)", help="e.g. 'ok 174 passed'")
     args = parser.parse_args(argv)
+    if args.seed is not None and args.seed < 0:  # numpy's generators take none: parity, graphs, e2e, decoders failed
+        parser.error(f"--seed must be 0 or more, got {args.seed}")
     device = torch.device(args.device)
     factor = CPU_LIMIT_FACTOR if device.type == "cpu" else 1
     limits = {stage: factor * seconds for stage, seconds in STAGE_LIMITS.items()}

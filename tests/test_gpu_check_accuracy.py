@@ -8,6 +8,7 @@ import importlib
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -53,3 +54,17 @@ def test_the_decoder_baseline_tokenizes_in_the_timed_call(monkeypatch, tmp_path)
     before = len(calls)
     run()
     assert len(calls) == before + 1
+
+
+def test_a_negative_seed_is_refused_before_any_stage(monkeypatch, tmp_path, capsys):
+    """numpy's generators refuse a negative seed: the parity, graphs, e2e and decoders stages failed on it."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    gpu_check = importlib.import_module("gpu_check")
+    for stage in ("stage_accuracy", "stage_parity", "stage_graphs", "stage_e2e", "stage_decoders"):
+        monkeypatch.setattr(gpu_check, stage, lambda *args: iter(()))
+    for stage in ("stage_env", "make_checkpoints", "stage_kernels", "stage_server"):
+        monkeypatch.setattr(gpu_check, stage, lambda *args: {})
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.main(["--device", "cpu", "--results", str(tmp_path), "--seed", "-1"])
+    assert exit_info.value.code == 2
+    assert "--seed must be 0 or more, got -1" in capsys.readouterr().err
