@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sie.dtypes import resolve_dtype
 from sie.encoder import Encoder
 from sie.reranker import DEFAULT_MODEL, Reranker
 
@@ -15,13 +17,20 @@ _encoders: dict[tuple, Encoder] = {}
 _loading = threading.Lock()
 
 
+def _cache_key(model: str | os.PathLike[str], kwargs: Mapping[str, Any]) -> tuple:
+    """One key per model as loaded: a path and its string, a dtype and its name, are one (two copies otherwise)."""
+    if kwargs.get("dtype") is not None:
+        kwargs = {**kwargs, "dtype": resolve_dtype(kwargs["dtype"])}
+    return (os.fspath(model), tuple(sorted((name, str(value)) for name, value in kwargs.items())))
+
+
 def load(model: str | None = None, **kwargs: Any) -> Reranker:
     """A Reranker for ``model`` (default: cross-encoder/ms-marco-MiniLM-L-12-v2), loaded once per process.
 
     Keyword arguments are those of ``Reranker``; each distinct combination is loaded once and reused.
     """
     model = model or DEFAULT_MODEL  # a blank name too, in the key and in the load alike
-    key = (model, tuple(sorted((name, str(value)) for name, value in kwargs.items())))
+    key = _cache_key(model, kwargs)
     loaded = _loaded.get(key)
     if loaded is not None:  # no lock: another model loading must not hold up one that is ready
         return loaded
@@ -56,7 +65,7 @@ def score(
 
 def load_encoder(model: str, **kwargs: Any) -> Encoder:
     """An Encoder for ``model``, loaded once per process (per distinct combination of ``Encoder``'s keywords)."""
-    key = (model, tuple(sorted((name, str(value)) for name, value in kwargs.items())))
+    key = _cache_key(model, kwargs)
     loaded = _encoders.get(key)
     if loaded is not None:
         return loaded
