@@ -29,7 +29,8 @@ from sie.encoding.params import (OUTPUT_DTYPES, EncodeParams, l2_normalize, pars
 from sie.errors import InvalidInputError, ModelNotFoundError, UnsupportedModelError
 from sie.hub import resolve_model
 from sie.inputs import check_utf8, is_integer, item_text, positive_int
-from sie.models import build_model, compute_dtype, family_of, head_dim_of, read_config, read_tokenizer, task_of
+from sie.models import (build_model, compute_dtype, family_of, folder_task, head_dim_of, read_config,
+                        read_tokenizer)
 from sie.models import pooling
 from sie.packing import PackedBatch, pack, plan_micro_batches
 from sie.reranker import (batch_token_budget, max_sequence_length, resolve_device,
@@ -69,8 +70,7 @@ def model_task(model: str | os.PathLike[str]) -> str:
         return "score"
     if not isinstance(architectures, list):  # a hand-written config's 5 or {...}: nothing a family runs
         return "score"
-    return task_of([name for name in architectures if isinstance(name, str)],
-                   sentence_transformers=(folder / "modules.json").is_file()) or "score"
+    return folder_task([name for name in architectures if isinstance(name, str)], folder) or "score"
 
 
 class Encoder:
@@ -114,7 +114,7 @@ class Encoder:
         self.family = family_of(config, task="encode")
         self.architecture = next(name for name in config.architectures if name in self.family.architectures)
         # Qwen3ForCausalLM is Qwen3-Reranker's name too: outside a sentence-transformers folder it is a reranker.
-        if task_of(config.architectures, sentence_transformers=(self.path / "modules.json").is_file()) == "score":
+        if folder_task(config.architectures, self.path) == "score":
             raise UnsupportedModelError(f"{self.model_id} is a reranker (a folder of {self.architecture} without "
                                         "sentence-transformers' modules.json); it runs with sie.Reranker "
                                         "(POST /v1/score), not sie.Encoder (POST /v1/encode)")

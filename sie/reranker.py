@@ -36,7 +36,7 @@ from sie.inputs import (
     top_k_of,
 )
 from sie.kernels.cpu_extension import cpu_extension
-from sie.models import build_model, family_of, head_dim_of, read_config, read_tokenizer, task_of
+from sie.models import build_model, family_of, folder_task, head_dim_of, read_config, read_tokenizer
 from sie.packing import PackedBatch, pack, plan_micro_batches
 from sie.quantization import INT8_WEIGHTS, cpu_has_int8_dot_products
 from sie.recipes import Recipe, no_recipe_error, resolve_recipe
@@ -254,8 +254,7 @@ class Reranker:
         recipe = resolve_recipe(self.model_id, self.path, requested)
         # Qwen3ForCausalLM is Qwen3-Embedding's name too: its sentence-transformers folder is no reranker short of a
         # recipe, it is an embedding model.
-        embedding_folder = (self.path / "modules.json").is_file()
-        if recipe is None and task_of(config.architectures, sentence_transformers=embedding_folder) == "encode":
+        if recipe is None and folder_task(config.architectures, self.path) == "encode":
             raise UnsupportedModelError(f"{self.model_id} is an embedding model (a sentence-transformers folder of "
                                         f"{config.architectures[0]}); it runs with sie.Encoder (POST /v1/encode), "
                                         "not sie.Reranker (POST /v1/score)")

@@ -8,6 +8,8 @@ family per task: Qwen3ForCausalLM is both Qwen3-Reranker's (scoring) and Qwen3-E
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from sie.errors import UnsupportedModelError
@@ -63,6 +65,11 @@ def task_of(architectures: list[str] | tuple[str, ...] | None, sentence_transfor
                 return next(iter(tasks))
             return "encode" if sentence_transformers else "score"
     return None
+
+
+def folder_task(architectures: list[str] | tuple[str, ...] | None, folder: str | os.PathLike[str]) -> str | None:
+    """``task_of`` for the checkpoint in ``folder``: a sentence-transformers folder when it has ``modules.json``."""
+    return task_of(architectures, sentence_transformers=(Path(folder) / "modules.json").is_file())
 
 
 def family_of(config: Any, task: str = "score") -> ModelFamily:
