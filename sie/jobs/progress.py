@@ -65,7 +65,8 @@ class LineProgress(_Display):
         self.done = part.stop
         of = f"/{self.total:,}" if self.total is not None else ""
         rejected = f", {part.rejected:,} set aside" if part.rejected else ""
-        self._write(f"part {part.index}: rows {part.start:,}-{part.stop - 1:,}: {part.scored:,} scored{rejected} "
+        rows = f"rows {part.start:,}-{part.stop - 1:,}" if part.stop > part.start else "no rows"  # an empty input's
+        self._write(f"part {part.index}: {rows}: {part.scored:,} scored{rejected} "
                     f"at {part.scored / max(seconds, 1e-9):,.0f} pairs/s; {self.done:,}{of} rows done")
 
     def _write(self, line: str) -> None:
