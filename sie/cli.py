@@ -105,6 +105,16 @@ def _score_file(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dtype_name(value: str) -> str:
+    """A dtype as ``sie serve --dtype`` reads it: ``bfloat16``, or ``torch.bfloat16`` as torch prints it."""
+    return value.strip().removeprefix("torch.")
+
+
+def _device_name(value: str) -> str:
+    """A device as ``sie serve --device`` reads it: any case (``CPU``), spaces dropped."""
+    return value.strip().lower()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sie.dtypes import DTYPES
     from sie.jobs.scoring import DEFAULT_CHUNK_ROWS
@@ -121,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--model", "-m", default=None, help=f"model id or folder (default {DEFAULT_MODEL})")
     rerank.add_argument("--top-k", "-k", type=int, default=None)
     rerank.add_argument("--raw-scores", action="store_true", help="print logits instead of sigmoid scores")
-    rerank.add_argument("--device", default="auto")
+    rerank.add_argument("--device", type=_device_name, default="auto")
     rerank.add_argument("--instruction", default=None,
                         help="a decoder reranker's instruction (its recipe's default when left out)")
     rerank.add_argument("--recipe", default=None,
@@ -143,10 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--id-column", action="append", default=[], metavar="COLUMN",
                        help="write only this column (repeatable) and the score, instead of every input column")
     score.add_argument("--score-column", default="score", help="name of the new column (default score)")
-    score.add_argument("--dtype", choices=DTYPES, default=None,
+    score.add_argument("--dtype", type=_dtype_name, choices=DTYPES, default=None,
                        help="default float16 on CUDA, bfloat16 on a CPU with native bf16 (the default model int8 "
                             "where that is faster), else float32")
-    score.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    score.add_argument("--device", type=_device_name, default="auto", help="auto, cpu, cuda, cuda:N")
     score.add_argument("--max-batch-tokens", type=int, default=None, help="token budget of one packed batch")
     score.add_argument("--recipe", default=None,
                        help="a decoder reranker's prompt recipe (qwen3-reranker, mxbai-rerank-v2 or a recipe file) "

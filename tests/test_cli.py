@@ -125,3 +125,13 @@ def test_rerank_into_a_reader_that_stops_early_exits_quietly(random_bert_path):
         stderr = process.stderr.read()
         assert process.wait(timeout=300) == 141, stderr  # 128 + SIGPIPE, as a shell reports `yes | head`
     assert "Broken pipe" not in stderr and "Traceback" not in stderr, stderr
+
+
+def test_dtype_and_device_are_spelled_as_sie_serve_reads_them():
+    """score-file and rerank took only exact names where `sie serve` also takes torch's spelling and any case."""
+    from sie.cli import build_parser
+
+    args = build_parser().parse_args(["score-file", "in.parquet", "-o", "out.parquet", "--dtype", "torch.bfloat16",
+                                      "--device", " CPU"])
+    assert (args.dtype, args.device) == ("bfloat16", "cpu")
+    assert build_parser().parse_args(["rerank", "-q", "q", "--device", "Cuda:1", "-"]).device == "cuda:1"
