@@ -287,9 +287,10 @@ def stage_graphs(device: torch.device, seed: int, checkpoints: dict[str, Path], 
                              dummy_lengths(encoded.lengths[indices], bucket), bucket.max_seqlen)
                 mismatches += not torch.equal(reranker._graphed(batch, bucket), reranker._forward(batch))
         # A bucket whose capture failed runs eagerly (logged as a warning): eager against eager proves nothing.
-        uncaptured = sum(graph is None for graph in reranker._graphed._graphs.values())
-        log(f"{name}: {mismatches} micro-batches differ between replay and eager; {uncaptured} of "
-            f"{len(reranker._graphed._graphs)} buckets not captured")
+        captured = reranker._graphed.captured
+        uncaptured = list(captured.values()).count(False)
+        log(f"{name}: {mismatches} micro-batches differ between replay and eager; {uncaptured} of {len(captured)} "
+            "buckets not captured")
         yield {"model": name, "mismatched micro-batches": mismatches, "uncaptured buckets": uncaptured,
                "ok": mismatches == 0 and uncaptured == 0}
         del reranker

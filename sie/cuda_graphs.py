@@ -90,6 +90,11 @@ class GraphedForward:
         self._graphs: dict[Bucket, tuple[torch.cuda.CUDAGraph, PackedBatch, torch.Tensor] | None] = {}
         self._pool = torch.cuda.graph_pool_handle()
 
+    @property
+    def captured(self) -> dict[Bucket, bool]:
+        """Each bucket met so far and whether its graph was captured (False: it runs eagerly)."""
+        return {bucket: graph is not None for bucket, graph in self._graphs.items()}
+
     def __call__(self, batch: PackedBatch, bucket: Bucket) -> torch.Tensor:
         """Relevance logits ``(bucket.sequences,)`` of ``batch``, which is padded to ``bucket``."""
         if bucket not in self._graphs:
