@@ -19,7 +19,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import statistics
 from collections.abc import Callable
 from datetime import date
@@ -32,7 +31,7 @@ from transformers import AutoConfig
 import sie
 from sie.testing.fidelity import fidelity_queries
 from arguments import count
-from timing import matmul_peak, peaks_text, seconds_of
+from timing import cpu_model, encoder_flops, matmul_peak, peaks_text, seconds_of
 
 try:
     from sentence_transformers import SentenceTransformer
@@ -57,17 +56,6 @@ def make_sentences(count: int, min_words: int, max_words: int, seed: int) -> lis
         start = int(rng.integers(0, len(words) - int(length)))
         sentences.append(" ".join(words[start:start + int(length)]))
     return sentences
-
-
-def encoder_flops(config, lengths: np.ndarray) -> float:
-    """Useful FLOPs of a BERT encoder over sequences of ``lengths`` tokens (no padding counted).
-
-    Per token and layer: 2 * (4 * hidden^2 + 2 * hidden * intermediate) for the projections and FFN;
-    per sequence and layer: 4 * L^2 * hidden for QK^T and PV (the varlen sum of L_i^2).
-    """
-    hidden, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    tokens = float(lengths.sum())
-    return layers * (tokens * 2 * (4 * hidden * hidden + 2 * hidden * inter) + 4 * hidden * float((lengths**2).sum()))
 
 
 def min_cosine(ours: np.ndarray, reference: np.ndarray) -> float:
@@ -147,7 +135,7 @@ def main() -> None:
               f"{ratio:>10.2f} {cosine:>9.6f}")
     if args.json:
         args.json.write_text(json.dumps({
-            "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+            "date": date.today().isoformat(), "machine": cpu_model(),
             "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "model": label, "sentences": args.sentences, "tokens": int(lengths.sum()),
             "load_average": [load_before[0], load_after[0]], "peaks": peaks, "results": results,

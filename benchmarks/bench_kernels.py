@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from sie.kernels import available_backends, bias_gelu, gated_activation, layer_norm, rms_norm, varlen_attention
 from sie.kernels.flash import flash_implementation
 from arguments import count
-from timing import median_seconds
+from timing import device_name, median_seconds
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # The mix the padded-SDPA target is stated on (about 40% of a padded batch is padding).
@@ -259,10 +258,6 @@ def plot(rows: list[Row], title: str, path: Path) -> bool:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return True
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
 
 
 def main(argv: list[str] | None = None) -> dict:

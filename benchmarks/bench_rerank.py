@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import platform
 import statistics
 from collections.abc import Callable
 from datetime import date
@@ -38,7 +37,7 @@ import sie
 from sie.testing import padded_logits
 from sie.testing.fidelity import fidelity_queries, onnx_runtime_session
 from arguments import count
-from timing import attention_share, matmul_peak, op_profile, peaks_text, seconds_of
+from timing import cpu_model, encoder_flops, attention_share, matmul_peak, op_profile, peaks_text, seconds_of
 
 QUERY = "how do vaccines train the immune system to recognise a virus"
 
@@ -63,17 +62,6 @@ def make_documents(tokenizer, count: int, min_tokens: int, max_tokens: int, seed
                              max_length=max_tokens)
         documents.append(text[: encoding["offset_mapping"][int(target) - 1][1]])
     return documents
-
-
-def encoder_flops(config, lengths: np.ndarray) -> float:
-    """Useful FLOPs of a BERT encoder over sequences of ``lengths`` tokens (no padding counted).
-
-    Per token and layer: 2 * (4 * hidden^2 + 2 * hidden * intermediate) for the projections and FFN;
-    per sequence and layer: 4 * L^2 * hidden for QK^T and PV (the varlen sum of L_i^2).
-    """
-    hidden, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    tokens = float(lengths.sum())
-    return layers * (tokens * 2 * (4 * hidden * hidden + 2 * hidden * inter) + 4 * hidden * float((lengths**2).sum()))
 
 
 def transformers_padded(path: Path, device: torch.device, dtype: torch.dtype, batch_size: int = 32):
@@ -179,7 +167,7 @@ def decoder_bench(args: argparse.Namespace) -> None:
 
     if args.json:
         args.json.write_text(json.dumps({
-            "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+            "date": date.today().isoformat(), "machine": cpu_model(),
             "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "shape": args.model_shape, "recipe": recipe, "dtype": args.dtype, "pairs": args.documents,
             "lengths": [int(lengths.min()), int(lengths.max())],
@@ -294,7 +282,7 @@ def main() -> None:
 
     if args.json:
         args.json.write_text(json.dumps({
-            "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+            "date": date.today().isoformat(), "machine": cpu_model(),
             "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "pairs": args.documents, "lengths": [int(lengths.min()), int(lengths.max())], "peaks": peaks,
             "results": results, "bf16_top1_same": [same_top1, num_queries],

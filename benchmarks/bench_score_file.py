@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import platform
 import statistics
 import tempfile
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from sie.jobs.score_file import ScoreFileOptions, score_file
 from sie.dtypes import DTYPES
 from sie.testing.fidelity import fidelity_queries
 from arguments import count
-from timing import seconds_of
+from timing import cpu_model, seconds_of
 
 TARGET = 0.9
 
@@ -97,7 +96,7 @@ def main() -> None:
     yardstick = seconds.pop("predict (in process, one call)")
     print(f"# {args.pairs} pairs of {lengths.min()}-{lengths.max()} tokens (mean {lengths.mean():.0f}), {args.model}, "
           f"{device}, {reranker.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}; chunks of {args.chunk_rows} rows, median of {args.repeats}")
+          f"{cpu_model()}; chunks of {args.chunk_rows} rows, median of {args.repeats}")
     print(f"{'line':<34} {'seconds':>8} {'pairs/s':>9} {'x predict':>10}")
     for name, value in {"predict (in process, one call)": yardstick, **seconds}.items():
         print(f"{name:<34} {value:>8.2f} {args.pairs / value:>9.1f} {yardstick / value:>10.3f}")
@@ -106,7 +105,7 @@ def main() -> None:
 
     if args.json:
         args.json.write_text(json.dumps({
-            "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+            "date": date.today().isoformat(), "machine": cpu_model(),
             "device": str(device), "dtype": str(reranker.dtype), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "model": args.model, "pairs": args.pairs,
             "chunk_rows": args.chunk_rows, "lengths": [int(lengths.min()), int(lengths.max())],

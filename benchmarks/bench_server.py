@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -38,6 +37,7 @@ from sie.testing.server import HttpClient, ServerProcess
 from sie.testing.soak import read_gauge
 from sie.testing.words import random_text
 from arguments import count
+from timing import device_name
 
 DEFAULT_OUT = Path(os.environ.get("OUT") or Path(__file__).resolve().parent / "out")
 
@@ -159,7 +159,7 @@ def main() -> None:
     requests = make_requests(rng, args.requests, args.docs, args.words)
     singles = make_requests(rng, args.latency_requests, 1, args.words)
     reranker = Reranker(args.model, device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None)
-    device = torch.cuda.get_device_name() if reranker.device.type == "cuda" else platform.processor() or "cpu"
+    device = device_name(reranker.device)
 
     # The baseline runs before and after the server lines and counts as their mean, so that a machine whose
     # load drifts during the run (a shared CI runner) tilts neither side.

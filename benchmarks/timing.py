@@ -8,6 +8,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from sie.reranker import cpu_has_native_bf16
@@ -23,6 +24,22 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name for a CUDA device ("NVIDIA H200"), else the CPU's model name."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+
+
+def encoder_flops(config, lengths: np.ndarray) -> float:
+    """Useful FLOPs of a BERT encoder over sequences of ``lengths`` tokens (no padding counted).
+
+    Per token and layer: 2 * (4 * hidden^2 + 2 * hidden * intermediate) for the projections and FFN;
+    per sequence and layer: 4 * L^2 * hidden for QK^T and PV (the varlen sum of L_i^2).
+    """
+    hidden, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    tokens = float(lengths.sum())
+    return layers * (tokens * 2 * (4 * hidden * hidden + 2 * hidden * inter) + 4 * hidden * float((lengths**2).sum()))
 
 
 def synchronize(device: torch.device) -> None:
