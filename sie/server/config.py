@@ -120,6 +120,7 @@ class ServerConfig:
     write_timeout_s: float = 60.0
     max_connections: int = 4096
     load_on_demand: bool = True
+    max_on_demand_models: int = 0
     graceful_timeout_s: int = 30
     log_level: str = "info"
     access_log: bool = False
@@ -153,6 +154,9 @@ class ServerConfig:
             if not 0 <= getattr(self, name) <= most:
                 raise ValueError(f"{env_name(name)} ({SETTINGS[name].flag}) must be from 0 to {most:g}, not "
                                  f"{getattr(self, name)}")
+        if self.max_on_demand_models < 0:
+            raise ValueError(f"{env_name('max_on_demand_models')} (--max-on-demand-models) must be 0 (no limit) or "
+                             f"more, not {self.max_on_demand_models}")
         # mallopt takes a C int: a negative threshold was ignored without a word, a larger one wrapped around.
         if not 0 <= self.malloc_mmap_threshold <= 2**31 - 1:
             raise ValueError(f"{env_name('malloc_mmap_threshold')} (--malloc-mmap-threshold) must be from 0 (glibc's "
@@ -252,6 +256,10 @@ SETTINGS: dict[str, Setting] = {
                                "--max-connections"),
     "load_on_demand": Setting(_bool, "load a locally available model at its first request (503 MODEL_LOADING "
                                      "meanwhile) instead of answering 404", "--load-on-demand"),
+    "max_on_demand_models": Setting(int, "models loaded on demand that a worker holds at once; loading one more "
+                                         "first unloads the least recently used, once its queued requests have "
+                                         "run (0: no limit; configured models are never unloaded)",
+                                    "--max-on-demand-models"),
     "graceful_timeout_s": Setting(int, "seconds in-flight requests get to finish on shutdown",
                                   "--graceful-timeout"),
     "log_level": Setting(str, "log level: debug, info, warning, error, critical", "--log-level"),

@@ -93,6 +93,13 @@ class Metrics:
         """Reports ``depth()`` as the model's queue depth at every scrape."""
         self.queue_depth.labels(model, self._worker).set_function(depth)
 
+    def untrack_queue(self, model: str) -> None:
+        """Stops reporting the queue depth of ``model`` (unloaded), and drops what the gauge held of it."""
+        try:
+            self.queue_depth.remove(model, self._worker)
+        except KeyError:  # never tracked: its load failed
+            pass
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)

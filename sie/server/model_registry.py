@@ -2,7 +2,8 @@
 
 ``/readyz`` answers 503 until every configured model is loaded. A request for a model that is installed
 in the sie models directory but not loaded starts loading it (``load_on_demand``) and gets 503
-``MODEL_LOADING`` meanwhile, which sie-sdk retries; any other model gets 404 listing what is available. A model that
+``MODEL_LOADING`` meanwhile, which sie-sdk retries; any other model gets 404 listing what is available. Past
+``max_on_demand_models`` such models, loading one more first unloads the one least recently asked for. A model that
 failed to load answers 502 until its folder changes (a copy that was not finished, a file replaced): the next request
 then loads it again.
 A model scores (a ``Reranker``) or encodes (an ``Encoder`` behind ``encode_runner.EncodeRunner``), as its
@@ -11,9 +12,11 @@ config's architecture says.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +86,8 @@ class ModelRegistry:
         self._served: dict[str, ServedModel] = {}
         self._loading: set[str] = set()
         self._failed: dict[str, LoadFailure] = {}
+        # Models loaded or loading on demand (not configured), the least recently asked for first.
+        self._on_demand: OrderedDict[str, None] = OrderedDict()
 
     def start(self) -> None:
         """Loads the configured models one after another on a background thread."""
@@ -96,6 +101,8 @@ class ModelRegistry:
             self._load(name)
 
     def _load(self, name: str) -> None:
+        if name not in self._config.models:
+            self._make_room_for(name)
         folder = folder_state(name)
         task = "score"  # a model that does not resolve counts as a reranker (model_task)
         try:
@@ -120,6 +127,7 @@ class ModelRegistry:
             logger.exception("loading model %s failed", name)
             with self._lock:
                 self._loading.discard(name)
+                self._on_demand.pop(name, None)
                 # Clients see the first line, without the server's directories; the log above has it all.
                 self._failed[name] = LoadFailure(f"{type(error).__name__}: {without_local_paths(first_line(error))}",
                                                  folder, task)
@@ -129,6 +137,36 @@ class ModelRegistry:
             self._served[name] = ServedModel(name, reranker, batcher, encoding)
             self._loading.discard(name)
         logger.info("serving %s on %s (%s), backends %s", name, loaded.device, loaded.dtype, loaded.backends)
+
+    def _make_room_for(self, name: str) -> None:
+        """Counts ``name`` among the models loaded on demand and, past ``max_on_demand_models``, unloads the least
+        recently asked for of those loaded (not those still loading) before ``name`` loads, so that the worker
+        never holds both."""
+        with self._lock:
+            self._on_demand[name] = None
+            self._on_demand.move_to_end(name)
+            excess = len(self._on_demand) - self._config.max_on_demand_models
+            if not self._config.max_on_demand_models or excess <= 0:
+                return
+            unloaded = [self._served.pop(other) for other in [other for other in self._on_demand
+                                                              if other in self._served][:excess]]
+            for model in unloaded:
+                del self._on_demand[model.name]
+        while unloaded:
+            self._unload(unloaded.pop())
+        # What the unloaded models held goes back to the OS now, not at some later collection or trim.
+        gc.collect()
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+        self.heap_trimmer.when_idle()
+
+    def _unload(self, model: ServedModel) -> None:
+        """Stops ``model``'s batcher once its queued requests have run (a request that reaches it later gets 503
+        QUEUE_FULL, which sie-sdk retries; the retry loads the model again) and forgets it."""
+        logger.info("unloading %s, the least recently used of more than %d models loaded on demand", model.name,
+                    self._config.max_on_demand_models)
+        model.batcher.close(timeout=self._config.graceful_timeout_s)
+        self._metrics.untrack_queue(model.name)
 
     def _after_batch(self, name: str, stats: BatchStats) -> None:
         self._metrics.observe_batch(name, stats)
@@ -186,6 +224,8 @@ class ModelRegistry:
         self._retry_if_changed(name)
         with self._lock:
             known = self._known(name, task)
+            if name in self._on_demand:
+                self._on_demand.move_to_end(name)
         if known is not None:
             return known
         installed = local_models()

@@ -50,7 +50,8 @@ def test_environment_overrides_defaults_and_overrides_win():
                                              ("max_batch_wait_ms", "-1"), ("max_batch_wait_ms", "inf"),
                                              ("malloc_trim_interval_s", "nan"), ("graceful_timeout_s", "-1"),
                                              ("max_batch_tokens", "0"), ("malloc_mmap_threshold", "-1"),
-                                             ("malloc_mmap_threshold", str(2**32 + 1))])
+                                             ("malloc_mmap_threshold", str(2**32 + 1)),
+                                             ("max_on_demand_models", "-1")])
 def test_a_bad_value_names_its_variable_and_flag(name, value):
     with pytest.raises(ValueError, match=rf"{env_name(name)} \({SETTINGS[name].flag}\)"):
         ServerConfig.from_env({env_name(name): value})

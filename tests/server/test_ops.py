@@ -6,14 +6,17 @@ The endpoints' answers are checked in process; start-up (a worker that answers w
 
 from __future__ import annotations
 
+import gc
 import json
 import time
+import weakref
 
 import pytest
 import torch
 
 from sie.reranker import default_dtype
 from sie.testing.checkpoints import make_random_checkpoint
+from sie.server.state import EXTENSION
 from sie.testing.embedders import make_random_embedder
 from tests.server.conftest import TINY_BERT, TINY_XLMR, tiny_server, wait_ready
 
@@ -172,6 +175,37 @@ def test_a_model_that_failed_to_load_loads_again_once_its_folder_changed(make_ap
     assert _until_not_loading(on_demand, "POST", later, body).status == 502
     later_weights.write_bytes(later_whole)
     assert _until_not_loading(on_demand, "POST", later, body).status == 200
+
+
+def test_past_max_on_demand_models_the_least_recently_used_is_unloaded(make_app, tmp_path, monkeypatch):
+    """Every installed model asked for stayed loaded, so a worker serving a folder of many models grew until the OS
+    killed it. With --max-on-demand-models 1, loading a second one unloads the first, freeing it; the configured
+    model stays; the unloaded one loads again when asked for, with the same scores."""
+    models_dir = tmp_path / "models"
+    make_random_checkpoint(models_dir / "test/pinned", "bert", seed=5)
+    make_random_checkpoint(models_dir / "test/first", "bert", seed=6)
+    make_random_checkpoint(models_dir / "test/second", "xlm-roberta", seed=7)
+    monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
+    served = make_app(models=["test/pinned"], max_on_demand_models=1)
+    assert wait_ready(served).status == 200
+    registry = served.app.extensions[EXTENSION].registry
+    body = {"query": "what", "items": ["python", "rain"]}
+
+    def states() -> dict[str, str]:
+        return {model["name"]: model["state"] for model in served.get("/v1/models").data()["models"]}
+
+    first = _until_not_loading(served, "POST", "/v1/score/test/first", body)
+    assert first.status == 200
+    first_model = weakref.ref(registry.get("test/first").reranker)
+    assert _until_not_loading(served, "POST", "/v1/score/test/second", body).status == 200
+    assert states() == {"test/pinned": "loaded", "test/first": "available", "test/second": "loaded"}
+    gc.collect()
+    assert first_model() is None, "the unloaded model is still held: its memory is not freed"
+    assert 'model="test/first"' not in served.get("/metrics").body.decode().split("sie_queue_depth", 1)[1]
+
+    again = _until_not_loading(served, "POST", "/v1/score/test/first", body)
+    assert again.status == 200 and again.data()["scores"] == first.data()["scores"]
+    assert states() == {"test/pinned": "loaded", "test/first": "loaded", "test/second": "available"}
 
 
 def test_a_locally_installed_model_loads_on_demand(client):
