@@ -12,6 +12,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 from sie import Encoder, Reranker
 from sie.models.modernbert import ENCODER, FAMILY
 from sie.testing import make_random_checkpoint
+from sie.testing.checkpoints import Shape
 from sie.testing.embedders import make_random_embedder
 from sie.testing.words import random_pairs, random_text
 from tests.models.test_bert import ShapeRecorder
@@ -27,6 +28,11 @@ VARIANTS = {
     "local-last": dict(shape="tiny", config={}),
     "biases": dict(shape="tiny-modernbert", config={"norm_bias": True, "attention_bias": True, "mlp_bias": True,
                                                    "classifier_bias": True, "classifier_activation": "silu"}),
+    # five layers, every other one global; an odd window (8 keys on each side, as transformers halves it); rotary
+    # bases other than the defaults, one per kind of layer (the older config keys, which transformers converts)
+    "every-other": dict(shape=Shape(num_layers=5, hidden=32, heads=2, intermediate=48),
+                        config={"global_attn_every_n_layers": 2, "local_attention": WINDOW + 1,
+                                "global_rope_theta": 500.0, "local_rope_theta": 40.0}),
 }
 
 
