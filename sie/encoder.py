@@ -54,8 +54,8 @@ RawOutputs = dict[str, Any]
 
 def model_task(model: str | os.PathLike[str]) -> str:
     """What ``model`` does, ``"encode"`` (an Encoder) or ``"score"`` (a Reranker), by its config's ``architectures``;
-    for a name both run (Qwen3ForCausalLM), ``"encode"`` when the folder is a sentence-transformers one
-    (``modules.json``: Qwen3-Embedding), else ``"score"`` (Qwen3-Reranker).
+    for a name both run (Qwen3ForCausalLM), ``"encode"`` when the folder is a sentence-transformers embedding one
+    (``modules.json``, no CrossEncoder's: Qwen3-Embedding), else ``"score"`` (Qwen3-Reranker).
 
     A model that does not resolve, or whose architecture no family runs, counts as ``"score"``: loading it as a
     Reranker then fetches the default model or raises the error that says why.
@@ -113,10 +113,11 @@ class Encoder:
         config = read_config(self.path)
         self.family = family_of(config, task="encode")
         self.architecture = next(name for name in config.architectures if name in self.family.architectures)
-        # Qwen3ForCausalLM is Qwen3-Reranker's name too: outside a sentence-transformers folder it is a reranker.
+        # Qwen3ForCausalLM is Qwen3-Reranker's name too: outside a sentence-transformers embedding folder (a
+        # CrossEncoder's is none) it is a reranker.
         if folder_task(config.architectures, self.path) == "score":
-            raise UnsupportedModelError(f"{self.model_id} is a reranker (a folder of {self.architecture} without "
-                                        "sentence-transformers' modules.json); it runs with sie.Reranker "
+            raise UnsupportedModelError(f"{self.model_id} is a reranker (a folder of {self.architecture} that is no "
+                                        "sentence-transformers embedding model's); it runs with sie.Reranker "
                                         "(POST /v1/score), not sie.Encoder (POST /v1/encode)")
         self.settings = read_embedder_config(self.path, m3_heads=has_m3_heads(self.path))
         hf_tokenizer = read_tokenizer(self.path, config)

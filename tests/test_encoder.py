@@ -432,3 +432,23 @@ def test_qwen3_for_causal_lm_is_an_embedding_model_in_a_sentence_transformers_fo
         Reranker(str(qwen3_embedders["body"]), device="cpu")
     with pytest.raises(UnsupportedModelError, match=r"is a reranker .*sie\.Reranker"):
         Encoder(str(reranker), device="cpu")
+
+
+def test_a_sentence_transformers_cross_encoder_folder_of_qwen3_for_causal_lm_is_a_reranker(tmp_path):
+    """sentence-transformers (5.4 on) saves a causal-LM reranker as a CrossEncoder folder: a modules.json too
+    (Transformer, LogitScore), with model_type CrossEncoder. It is a reranker, not Qwen3-Embedding's kind of folder."""
+    from sentence_transformers import CrossEncoder
+
+    source = make_random_checkpoint(tmp_path / "reranker", "qwen3", shape="tiny-gqa")
+    folder = tmp_path / "cross-encoder"
+    CrossEncoder(str(source), local_files_only=True).save(str(folder))
+    assert (folder / "modules.json").is_file() and config_architectures(folder) == ["Qwen3ForCausalLM"]
+    assert sie.encoder.model_task(str(folder)) == "score"
+    with pytest.raises(UnsupportedModelError, match="none is known for it"):
+        Reranker(str(folder), device="cpu")
+    pairs = [("what is python", "a programming language"), ("q", "")]
+    scores = Reranker(str(folder), device="cpu", dtype=torch.float32, recipe="qwen3-reranker").predict(pairs)
+    expected = Reranker(str(source), device="cpu", dtype=torch.float32, recipe="qwen3-reranker").predict(pairs)
+    np.testing.assert_array_equal(scores, expected)
+    with pytest.raises(UnsupportedModelError, match=r"is a reranker .*sie\.Reranker"):
+        Encoder(str(folder), device="cpu")

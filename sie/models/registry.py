@@ -8,6 +8,7 @@ family per task: Qwen3ForCausalLM is both Qwen3-Reranker's (scoring) and Qwen3-E
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,22 @@ def task_of(architectures: list[str] | tuple[str, ...] | None, sentence_transfor
 
 
 def folder_task(architectures: list[str] | tuple[str, ...] | None, folder: str | os.PathLike[str]) -> str | None:
-    """``task_of`` for the checkpoint in ``folder``: a sentence-transformers folder when it has ``modules.json``."""
-    return task_of(architectures, sentence_transformers=(Path(folder) / "modules.json").is_file())
+    """``task_of`` for the checkpoint in ``folder``: a sentence-transformers embedding folder when it has
+    ``modules.json`` and is no CrossEncoder's (``is_cross_encoder_folder``)."""
+    folder = Path(folder)
+    embedding_folder = (folder / "modules.json").is_file() and not is_cross_encoder_folder(folder)
+    return task_of(architectures, sentence_transformers=embedding_folder)
+
+
+def is_cross_encoder_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a sentence-transformers CrossEncoder's: ``config_sentence_transformers.json`` says
+    ``"model_type": "CrossEncoder"``, as sentence-transformers itself reads it. Since 5.4 it saves a causal-LM
+    reranker (Qwen3-Reranker) so, with a ``modules.json`` (Transformer, LogitScore) like an embedding model's."""
+    try:
+        settings = json.loads((folder / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(settings, dict) and settings.get("model_type") == "CrossEncoder"
 
 
 def family_of(config: Any, task: str = "score") -> ModelFamily:
