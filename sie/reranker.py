@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import numbers
 import os
@@ -151,13 +152,22 @@ def max_sequence_length(family_limit: int, tokenizer) -> int:
     return family_limit
 
 
-def declared_activation(config: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+def declared_activation(config: Any, folder: Path | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """The activation sentence-transformers' ``CrossEncoder.predict`` applies by default on this checkpoint: the one
-    its config names (``sentence_transformers.activation_fn``, or the older ``sbert_ce_default_activation_function``)
-    when that is a torch class, as the ms-marco cross-encoders name ``Identity`` (logits); else the sigmoid. A class
+    a sentence-transformers folder's ``config_sentence_transformers.json`` names (``activation_fn``, where
+    sentence-transformers 6 saves it; read only beside a ``modules.json``, as sentence-transformers reads it), else
+    its config (``sentence_transformers.activation_fn``, or the older ``sbert_ce_default_activation_function``) when
+    that is a torch class, as the ms-marco cross-encoders name ``Identity`` (logits); else the sigmoid. A class
     outside torch is not imported (sentence-transformers asks for trust_remote_code): the sigmoid, with a warning."""
+    declared = None
+    if folder is not None and (Path(folder) / "modules.json").is_file():
+        try:
+            saved = json.loads((Path(folder) / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = None
+        declared = saved.get("activation_fn") if isinstance(saved, dict) else None
     settings = getattr(config, "sentence_transformers", None)
-    declared = settings.get("activation_fn") if isinstance(settings, dict) else None
+    declared = declared or (settings.get("activation_fn") if isinstance(settings, dict) else None)
     declared = declared or getattr(config, "sbert_ce_default_activation_function", None)
     if not declared:
         return torch.sigmoid
@@ -232,7 +242,7 @@ class Reranker:
         self.model, self.kernels = build_model(self.path, self.family, config, self.device, self.dtype, backend,
                                                head_dim_of(config))
         self.architecture = next(name for name in config.architectures if name in self.family.architectures)
-        self.activation_fn = declared_activation(config)
+        self.activation_fn = declared_activation(config, self.path)
         use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         self._graphed = GraphedForward(self._forward, self.device) if use_graphs else None
         self._overlap = self.device.type == "cuda" if overlap_tokenization is None else overlap_tokenization

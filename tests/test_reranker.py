@@ -259,18 +259,27 @@ def test_max_length_must_leave_room_for_a_document_token(random_xlm_roberta_path
     ("sbert_ce_default_activation_function", "torch.nn.modules.activation.Softsign"),  # the older key
     (None, None),  # none named: the sigmoid
     ("sentence_transformers", "my_package.Scaled"),  # not torch's: not imported, the sigmoid
+    # Where sentence-transformers 6 saves a CrossEncoder's activation; it wins over config.json's (Softsign here).
+    ("config_sentence_transformers.json", "torch.nn.modules.linear.Identity"),
 ])
 def test_predict_and_rank_apply_the_activation_the_checkpoint_names(random_bert_path, tmp_path, rng, key, declared):
     """As sentence-transformers' CrossEncoder reads it; rerank and the score API keep their sigmoid scores."""
     import shutil
 
     from sentence_transformers import CrossEncoder
+    from sentence_transformers.util import import_from_string
 
     folder = tmp_path / "model"
-    shutil.copytree(random_bert_path, folder)
+    if key == "config_sentence_transformers.json":  # saved by sentence-transformers itself, modules.json and all
+        CrossEncoder(str(random_bert_path), activation_fn=import_from_string(declared)()).save(str(folder))
+        assert json.loads((folder / key).read_text())["activation_fn"] == declared
+    else:
+        shutil.copytree(random_bert_path, folder)
     config = json.loads((folder / "config.json").read_text())
     if key == "sentence_transformers":
         config[key] = {"activation_fn": declared}
+    elif key == "config_sentence_transformers.json":
+        config["sbert_ce_default_activation_function"] = "torch.nn.modules.activation.Softsign"
     elif key is not None:
         config[key] = declared
     (folder / "config.json").write_text(json.dumps(config))
