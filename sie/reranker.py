@@ -237,6 +237,12 @@ class Reranker:
         self.tokenizer, self.recipe = self._tokenizer(config, hf_tokenizer, recipe)
         # The arguments are checked before the weights load: a bad one costs no wait.
         default_length = min(self.tokenizer.default_max_length or self.model_max_length, self.model_max_length)
+        if max_length is None and default_length <= self.tokenizer.num_special_tokens:
+            # A recipe's budget (or a model's limit) below its template's tokens: no pair fits it.
+            source = "the model's" if default_length == self.model_max_length else f"recipe {self.recipe.name}'s"
+            raise UnsupportedModelError(f"{self.model_id}: {source} max_length {default_length} leaves a pair no "
+                                        f"room: the template alone is {self.tokenizer.num_special_tokens} tokens; "
+                                        "give a larger max_length")
         self.max_length = default_length if max_length is None else self._check_max_length(max_length, "max_length")
         self.max_batch_tokens = batch_token_budget(max_batch_tokens, self.device)
         self.model, self.kernels = build_model(self.path, self.family, config, self.device, self.dtype, backend,

@@ -232,3 +232,16 @@ def test_mxbai_refuses_without_truncation_a_query_its_reference_would_cut(checkp
     kept = reranker.encode(short, documents, truncate=False)
     expected = reference_ids(tokenizer, "mxbai-rerank-v2", [(short, d) for d in documents], None, MAX_LENGTH)
     assert [ids.tolist() for ids in np.split(kept.input_ids, np.cumsum(kept.lengths)[:-1])] == expected
+
+
+def test_a_recipe_budget_that_leaves_a_pair_no_room_is_refused_when_loaded(checkpoints, tmp_path):
+    # Qwen3's max_length counts the template: a budget below it would cut the pair from the wrong end, and every
+    # pair would come out longer than max_length.
+    import shutil
+
+    folder = Path(shutil.copytree(checkpoints["qwen3-lm"], tmp_path / "fine-tune"))
+    (folder / RECIPE_FILE).write_text(json.dumps({"base": "qwen3-reranker", "max_length": 40}))
+    with pytest.raises(UnsupportedModelError, match=r"max_length 40 .* no room"):
+        Reranker(str(folder), device="cpu")
+    reranker = Reranker(str(folder), device="cpu", max_length=MAX_LENGTH)  # an explicit budget stands
+    assert reranker.encode("what is python", ["python " * 500]).num_tokens == MAX_LENGTH
