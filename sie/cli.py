@@ -80,9 +80,9 @@ def _kernels_build(args: argparse.Namespace) -> int:
 
 def _score_file(args: argparse.Namespace) -> int:
     from sie.jobs.progress import progress_for
-    from sie.jobs.score_file import ScoreFileOptions, check_arguments, score_file
+    from sie.jobs.score_file import ScoreFileOptions, check_arguments, resumable_job, score_file
     from sie.dtypes import resolve_dtype
-    from sie.reranker import Reranker
+    from sie.reranker import Reranker, resolve_device
 
     options = ScoreFileOptions(
         query_column=args.query_column, document_column=args.document_column, id_columns=tuple(args.id_column),
@@ -90,8 +90,15 @@ def _score_file(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, keep_parts=args.keep_parts,
     )
     check_arguments(Path(args.input).resolve(), Path(args.output).resolve(), options)  # before the model loads
-    reranker = Reranker(args.model, device=args.device, dtype=resolve_dtype(args.dtype),
-                        max_batch_tokens=args.max_batch_tokens, recipe=args.recipe)
+    dtype, max_batch_tokens = resolve_dtype(args.dtype), args.max_batch_tokens
+    # A resume goes on in the job's dtype and token budget where it names none (the defaults may have changed since
+    # the job started), on the job's device type only: another device is refused as another job.
+    job = resumable_job(Path(args.output).resolve(), options)
+    if job and job["device"] == resolve_device(args.device, dtype or resolve_dtype(job["dtype"])).type:
+        dtype = dtype or resolve_dtype(job["dtype"])
+        max_batch_tokens = job["max_batch_tokens"] if max_batch_tokens is None else max_batch_tokens
+    reranker = Reranker(args.model, device=args.device, dtype=dtype, max_batch_tokens=max_batch_tokens,
+                        recipe=args.recipe)
     try:
         with progress_for(sys.stderr) as progress:
             result = score_file(args.input, args.output, reranker, options, progress)

@@ -194,6 +194,14 @@ def check_arguments(input: Path, output: Path, options: ScoreFileOptions) -> tup
     return input_format, output_format
 
 
+def resumable_job(output: Path, options: ScoreFileOptions) -> dict:
+    """The fingerprint of the job that OUTPUT's parts folder holds, which a run goes on with unless ``overwrite``
+    (empty when there is none): the CLI reads it before the model loads, so that a resume which names no dtype or
+    token budget repeats the job's, not defaults that may have changed since it started."""
+    manifest = None if options.overwrite else Manifest.load(_Paths.beside(output, options.rejects).manifest)
+    return manifest.fingerprint if manifest is not None else {}
+
+
 def _check_writable(path: Path, field: str) -> None:
     """Refuses a file ``path`` that could not be written: a folder, or one under a file or in a folder this process
     cannot write in; else that shows only once the model has loaded, as an error naming a lock file or a parent."""

@@ -11,7 +11,9 @@ import sys
 import time
 
 import pyarrow.parquet as pq
+import torch
 
+from sie import Reranker
 from sie.jobs.score_file import ScoreFileOptions, score_file
 from tests.jobs.files import pairs_table, write_input
 
@@ -118,3 +120,32 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_model_loads(tmp_
                               text=True, timeout=300, env={**os.environ, "SIE_MODELS_DIR": str(tmp_path)})
         assert done.returncode == 2 and re.search(words, done.stderr), done.stderr
         assert "nobody/absent" not in done.stderr, "the model was looked for first"
+
+
+def test_a_resume_that_names_no_dtype_or_budget_goes_on_with_the_jobs(random_bert_path, tmp_path):
+    """A job started in another dtype or token budget than today's defaults (the default model's default dtype
+    became int8 on some CPUs, the CPU budget 2048) was refused on resume (`dtype: 'bfloat16' -> 'int8'`) unless the
+    user named the job's own; a resume that names neither now goes on with the job's. One that names another is
+    still refused."""
+    records = pairs_table(0, 300, max_words=10).to_pylist()
+    records[250]["document"] = None  # stops the first run after part 1
+    source = tmp_path / "pairs.jsonl"
+    source.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    output = tmp_path / "scores.parquet"
+    command = [*SIE, "score-file", str(source), "-o", str(output), "-m", str(random_bert_path), "--device", "cpu",
+               "--chunk-rows", "100"]
+    first = subprocess.run([*command, "--dtype", "float64", "--max-batch-tokens", "512"], capture_output=True,
+                           text=True, timeout=300)
+    assert first.returncode == 2 and "row 250" in first.stderr, first.stderr
+
+    other = subprocess.run([*command, "--dtype", "float32", "--on-error", "skip"], capture_output=True, text=True,
+                           timeout=300)
+    assert other.returncode == 2 and "dtype: 'float64' -> 'float32'" in other.stderr, other.stderr
+    resumed = subprocess.run([*command, "--on-error", "skip"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "(200 of them by an earlier run)" in resumed.stdout
+
+    reranker = Reranker(random_bert_path, device="cpu", dtype=torch.float64, max_batch_tokens=512)
+    reference = score_file(source, tmp_path / "reference.parquet", reranker,
+                           ScoreFileOptions(chunk_rows=100, on_error="skip"))
+    assert pq.read_table(output).equals(pq.read_table(reference.output))
