@@ -167,6 +167,10 @@ def check_arguments(input: Path, output: Path, options: ScoreFileOptions) -> tup
     rejects), ``on_error`` and ``chunk_rows``."""
     input_format = file_format(input, INPUT_FORMATS, "input")
     output_format = file_format(output, OUTPUT_FORMATS, "output")
+    if input.is_dir():  # a data set written as a folder of files (Spark's, Ray's): one job per file
+        files = sorted(path.name for path in input.iterdir() if path.suffix.lower() in INPUT_FORMATS)
+        raise InvalidInputError("input", f"{input} is a folder: name one file"
+                                + (f" of it, such as {files[0]} ({len(files)} there)" if files else ""))
     if not input.is_file():
         raise InvalidInputError("input", f"{input}: no such file")
     # A job replaces OUTPUT and (with --overwrite) replaces or deletes the rejects file: either one naming the input

@@ -404,3 +404,14 @@ def test_an_output_or_rejects_file_naming_the_input_or_output_is_refused_before_
             score_file(path, output, tiny_reranker, ScoreFileOptions(on_error="skip", rejects=rejects, overwrite=True))
     assert path.read_bytes() == before
     assert sorted(tmp_path.iterdir()) == [path]
+
+
+def test_an_input_folder_is_refused_as_a_folder_not_as_missing(tiny_reranker, seed, tmp_path):
+    """A Parquet data set written as a folder (Spark's, Ray's `pairs.parquet/`) was refused as 'no such file'."""
+    folder = tmp_path / "pairs.parquet"
+    folder.mkdir()
+    write_input(folder / "part-0.parquet", pairs_table(seed, 10))
+    with pytest.raises(InvalidInputError, match=r"pairs.parquet is a folder: name one file .*part-0.parquet"):
+        score_file(folder, tmp_path / "scores.parquet", tiny_reranker)
+    with pytest.raises(InvalidInputError, match="absent.parquet: no such file"):
+        score_file(tmp_path / "absent.parquet", tmp_path / "scores.parquet", tiny_reranker)
