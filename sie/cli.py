@@ -103,7 +103,9 @@ def _score_file(args: argparse.Namespace) -> int:
         with progress_for(sys.stderr) as progress:
             result = score_file(args.input, args.output, reranker, options, progress)
     except KeyboardInterrupt:
-        print("sie: interrupted; the same command goes on after the last complete part", file=sys.stderr)
+        # Not with --overwrite, which would delete the parts and start over.
+        same = "the same command without --overwrite" if args.overwrite else "the same command"
+        print(f"sie: interrupted; {same} goes on after the last complete part", file=sys.stderr)
         return 130
     resumed = f" ({result.resumed_rows:,} of them by an earlier run)" if result.resumed_rows else ""
     print(f"scored {result.scored:,} of {result.rows:,} rows{resumed} into {result.output} in {result.seconds:.1f} s")

@@ -149,3 +149,27 @@ def test_a_resume_that_names_no_dtype_or_budget_goes_on_with_the_jobs(random_ber
     reference = score_file(source, tmp_path / "reference.parquet", reranker,
                            ScoreFileOptions(chunk_rows=100, on_error="skip"))
     assert pq.read_table(output).equals(pq.read_table(reference.output))
+
+
+def test_an_interrupted_overwrite_says_how_to_go_on_without_starting_over(random_bert_path, tmp_path):
+    """Ctrl-C said 'the same command goes on after the last complete part'; with --overwrite the same command
+    deletes the parts and starts over."""
+    source = write_input(tmp_path / "pairs.parquet", pairs_table(0, 1000, max_words=20))
+    command = [*SIE, "score-file", str(source), "--output", str(tmp_path / "scores.parquet"), "--model",
+               str(random_bert_path), "--device", "cpu", "--chunk-rows", "100"]
+    child = subprocess.Popen([*command, "--overwrite"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in child.stderr:
+            if line.startswith("part 1:"):
+                break
+        else:
+            raise AssertionError(f"the run ended before part 1 (exit {child.wait()})")
+        child.send_signal(signal.SIGINT)
+        stderr = child.stderr.read()
+    finally:
+        child.wait()
+        child.stderr.close()
+    assert child.returncode == 130, stderr
+    assert "interrupted; the same command without --overwrite goes on after the last complete part" in stderr
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and "of them by an earlier run" in resumed.stdout, resumed.stderr[-3000:]
