@@ -354,6 +354,7 @@ class PartFormat(Protocol):
     suffix: str
 
     def write(self, path: Path, rows: Rows, scores: np.ndarray, score_column: str) -> None: ...
+    def unify(self, schema: pa.Schema | None, part: Path) -> pa.Schema | None: ...
     def combine(self, parts: Sequence[Path], path: Path, score_column: str) -> None: ...
 
 
@@ -369,6 +370,12 @@ class ParquetParts:
             raise InvalidInputError("rows", f"these JSON values do not fit Parquet columns ({error}); write JSONL "
                                     "output (OUTPUT ending in .jsonl) to keep them as they are") from None
 
+    def unify(self, schema: pa.Schema | None, part: Path) -> pa.Schema:
+        """``schema`` (the parts' before ``part``, None for none) unified with ``part``'s: checked as each part is
+        written, so that a type no Parquet column can share with an earlier part's (an id a number in one chunk
+        of JSONL input, text in another) stops the run there, not once every row is scored."""
+        return _unified([*([schema] if schema is not None else []), pq.read_schema(part)])
+
     def combine(self, parts: Sequence[Path], path: Path, score_column: str) -> None:
         """One Parquet file holding every part in order, read one part at a time.
 
@@ -378,17 +385,22 @@ class ParquetParts:
         if not parts:
             pq.write_table(pa.table({score_column: pa.array([], pa.float32())}), path)
             return
-        try:
-            schema = pa.unify_schemas([pq.read_schema(part) for part in parts], promote_options="permissive")
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-            raise InvalidInputError("rows", f"a column holds values of types that do not fit one Parquet column "
-                                    f"({error}); write JSONL output to keep them as they are") from None
+        schema = _unified([pq.read_schema(part) for part in parts])
         # The score stays the last column even when a later part brings a column the first ones lacked.
         schema = pa.schema([*(f for f in schema if f.name != score_column), schema.field(score_column)],
                            metadata=schema.metadata)
         with pq.ParquetWriter(path, schema) as writer:
             for part in parts:
                 writer.write_table(_conform(pq.read_table(part), schema))
+
+
+def _unified(schemas: Sequence[pa.Schema]) -> pa.Schema:
+    """One schema for tables of ``schemas``; InvalidInputError, asking for JSONL output, where it cannot be."""
+    try:
+        return pa.unify_schemas(list(schemas), promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise InvalidInputError("rows", f"a column holds values of types that do not fit one Parquet column "
+                                f"({error}); write JSONL output to keep them as they are") from None
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -406,6 +418,9 @@ class JsonlParts:
             for record, score in zip(rows.to_records(), scores.tolist(), strict=True):
                 stream.write(_json_line({**record, score_column: score}))
                 stream.write("\n")
+
+    def unify(self, schema: pa.Schema | None, part: Path) -> None:
+        """Nothing to check: JSON lines need no common types."""
 
     def combine(self, parts: Sequence[Path], path: Path, score_column: str) -> None:
         with open(path, "wb") as stream:

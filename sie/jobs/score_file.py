@@ -147,9 +147,13 @@ def _run(
     if not (manifest.finished and paths.output.exists()):
         if progress is not None:
             progress.start(count_rows(input_path, input_format), resumed_rows)
+        schema = None  # the parts' so far, where the output needs one (Parquet)
+        for done in manifest.parts:
+            schema = parts.unify(schema, paths.part(done.index, parts.suffix))
         for chunk in read_chunks(input_path, input_format, options.chunk_rows, start=manifest.next_row):
             started = time.perf_counter()
             part = _score_part(chunk, len(manifest.parts), reranker, parts, paths, input_path, options)
+            schema = parts.unify(schema, paths.part(part.index, parts.suffix))
             manifest.parts.append(part)
             manifest.save(paths.manifest)
             if progress is not None:

@@ -415,3 +415,31 @@ def test_an_input_folder_is_refused_as_a_folder_not_as_missing(tiny_reranker, se
         score_file(folder, tmp_path / "scores.parquet", tiny_reranker)
     with pytest.raises(InvalidInputError, match="absent.parquet: no such file"):
         score_file(tmp_path / "absent.parquet", tmp_path / "scores.parquet", tiny_reranker)
+
+
+
+def test_json_types_no_parquet_column_holds_fail_at_the_part_that_brings_them(tiny_reranker, tmp_path):
+    """An id that is a number in one chunk and text in a later one failed only once every row was scored, when
+    the parts were joined: hours of scoring for a file whose output must be JSONL anyway. Now the part that brings
+    the second type stops the run, in a resumed run too (against the parts of the run before)."""
+    path = tmp_path / "pairs.jsonl"
+    output = tmp_path / "s.parquet"
+    parts = tmp_path / "s.parquet.parts"
+
+    def write(ids, bad_row=None):
+        path.write_text("".join(json.dumps({"id": i, "query": "q", "document": 7 if row == bad_row else "d"}) + "\n"
+                                for row, i in enumerate(ids)), encoding="utf-8")
+
+    write([1, "b", 3, 4, 5, 6])
+    with pytest.raises(InvalidInputError, match="Field id has incompatible types: int64 vs string.*write JSONL"):
+        score_file(path, output, tiny_reranker, ScoreFileOptions(chunk_rows=1))
+    assert len(json.loads((parts / "manifest.json").read_text())["parts"]) == 1
+    assert not (parts / "part-00002.parquet").exists(), "the run went on past the part that brought the conflict"
+
+    write([1, 2, 3, "d", 5, 6], bad_row=2)  # stops at row 2 with parts 0 and 1, then goes on with skip
+    with pytest.raises(InvalidInputError, match="row 2"):
+        score_file(path, output, tiny_reranker, ScoreFileOptions(chunk_rows=1, overwrite=True))
+    with pytest.raises(InvalidInputError, match="Field id has incompatible types: int64 vs string"):
+        score_file(path, output, tiny_reranker, ScoreFileOptions(chunk_rows=1, on_error="skip"))
+    assert len(json.loads((parts / "manifest.json").read_text())["parts"]) == 3
+    assert not (parts / "part-00004.parquet").exists(), "the resumed run went on past the conflict"
