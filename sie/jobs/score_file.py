@@ -64,7 +64,7 @@ class ScoreFileOptions:
     score_column: str = "score"
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     on_error: str = "fail"
-    rejects: Path | None = None
+    rejects: str | os.PathLike[str] | None = None
     overwrite: bool = False
     keep_parts: bool = False
 
@@ -97,9 +97,9 @@ class _Paths:
     rejects: Path
 
     @classmethod
-    def beside(cls, output: Path, rejects: Path | None) -> _Paths:
+    def beside(cls, output: Path, rejects: str | os.PathLike[str] | None) -> _Paths:
         return cls(output, output.with_name(output.name + ".parts"),
-                   rejects or output.with_name(output.stem + ".rejects.jsonl"))
+                   Path(rejects).resolve() if rejects is not None else output.with_name(output.stem + ".rejects.jsonl"))
 
     @property
     def lock(self) -> Path:

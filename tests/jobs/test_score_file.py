@@ -443,3 +443,12 @@ def test_json_types_no_parquet_column_holds_fail_at_the_part_that_brings_them(ti
         score_file(path, output, tiny_reranker, ScoreFileOptions(chunk_rows=1, on_error="skip"))
     assert len(json.loads((parts / "manifest.json").read_text())["parts"]) == 3
     assert not (parts / "part-00004.parquet").exists(), "the resumed run went on past the conflict"
+
+
+def test_a_rejects_file_may_be_named_by_a_string(tiny_reranker, tmp_path):
+    """ScoreFileOptions(rejects="bad.jsonl") failed with AttributeError: 'str' object has no attribute 'resolve'."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"query": "q", "document": "d"}\n{"query": "q", "document": null}\n', encoding="utf-8")
+    result = score_file(path, tmp_path / "s.jsonl", tiny_reranker,
+                        ScoreFileOptions(on_error="skip", rejects=str(tmp_path / "bad.jsonl")))
+    assert (result.scored, result.rejected, result.rejects) == (1, 1, tmp_path / "bad.jsonl")
