@@ -315,8 +315,11 @@ class Reranker:
         if instruction is not None:
             check_utf8(instruction, "instruction")
         one_query = isinstance(query, str) or len(set(queries)) == 1  # named as InputTooLongError names it
+        checked: set[str] = set()  # each distinct query once: one long query for many documents is one scan
         for index, (text, document) in enumerate(zip(queries, documents, strict=True)):
-            check_utf8(text, "query" if one_query else f"items[{index}].query")
+            if text not in checked:
+                check_utf8(text, "query" if one_query else f"items[{index}].query")
+                checked.add(text)
             check_utf8(document, f"items[{index}]")
         try:
             return self.tokenizer.encode(queries, documents, limit, truncate=truncate, instruction=instruction)
