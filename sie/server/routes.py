@@ -31,13 +31,21 @@ from sie.inputs import (
 from sie.server.connection import client_gone_check
 from sie.server.errors import TooManyItemsError
 from sie.server.state import state
-from sie.server.wire import check_encodable, decode_body, encode_response, read_body, wants_msgpack
+from sie.server.wire import (
+    check_content_encoding,
+    check_encodable,
+    decode_body,
+    encode_response,
+    read_body,
+    wants_msgpack,
+)
 
 scoring = Blueprint("scoring", __name__)
 
 
 def request_map() -> dict[str, Any]:
     """The request's body, read within ``max_body_bytes`` and decoded by its Content-Type (msgpack or JSON)."""
+    check_content_encoding(request.headers.get("Content-Encoding"))
     body = read_body(request.stream, request.content_length, state().config.max_body_bytes)
     return decode_body(body, request.content_type)
 

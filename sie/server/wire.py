@@ -41,6 +41,13 @@ def read_body(stream: IO[bytes], content_length: int | None, limit: int) -> byte
             raise PayloadTooLargeError(f"request body is more than the limit of {limit} bytes")
 
 
+def check_content_encoding(encoding: str | None) -> None:
+    """InvalidInputError naming ``Content-Encoding`` unless the body comes as it is: a compressed one (gzip) is not
+    decompressed here, and decoding its bytes as msgpack or JSON would fail with a message that hides why."""
+    if encoding and encoding.strip().lower() != "identity":
+        raise InvalidInputError("Content-Encoding", f"{encoding!r:.80} is not supported; send the body uncompressed")
+
+
 def is_msgpack(media_type: str | None) -> bool:
     """True for application/msgpack and its aliases (x-msgpack, vnd.msgpack)."""
     return media_type is not None and "msgpack" in media_type.lower()

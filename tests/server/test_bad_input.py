@@ -7,6 +7,7 @@ refused before it is read, and that its worker survives every bad request.
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 
@@ -77,6 +78,9 @@ CASES = [
     ("query too long with truncate false", _packed({"query": "a " * 600, "items": ["a"],
                                                     "options": {"truncate": False}}),
      MSGPACK, 400, "INPUT_TOO_LONG", "query", "512"),
+    # A compressed body was read as msgpack or JSON, and refused for its bytes ("not valid UTF-8"), hiding why.
+    ("gzip-compressed body", gzip.compress(json.dumps(GOOD).encode()),
+     {**JSON, "Content-Encoding": "gzip"}, 400, "INVALID_INPUT", "Content-Encoding", "uncompressed"),
     ("more items than max_items", _packed({"query": "q", "items": ["a"] * 1001}), MSGPACK, 413, "TOO_MANY_ITEMS",
      None, "1000"),
 ]
