@@ -100,13 +100,14 @@ def parse_options(options: Mapping[str, Any] | None, field: str = "options") -> 
     if unknown:
         raise InvalidInputError(field, f"unknown option(s) {', '.join(unknown)}; supported: {', '.join(SCORE_OPTIONS)}")
     check_profile(options.get("profile"), f"{field}.profile")
-    top_k = options.get("top_k")
-    max_length = options.get("max_length")
+    # A null option is its default, as a missing one is.
+    top_k, raw_scores, max_length, truncate = (options.get(key) for key in ("top_k", "raw_scores", "max_length",
+                                                                             "truncate"))
     return ScoreOptions(
         top_k=None if top_k is None else positive_int(top_k, f"{field}.top_k"),
-        raw_scores=parse_bool(options.get("raw_scores", False), f"{field}.raw_scores"),
+        raw_scores=False if raw_scores is None else parse_bool(raw_scores, f"{field}.raw_scores"),
         max_length=None if max_length is None else positive_int(max_length, f"{field}.max_length"),
-        truncate=parse_bool(options.get("truncate", True), f"{field}.truncate"),
+        truncate=True if truncate is None else parse_bool(truncate, f"{field}.truncate"),
     )
 
 

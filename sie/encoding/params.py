@@ -104,14 +104,16 @@ def parse_encode_params(params: Mapping[str, Any] | None, field: str = "params")
                                                               f"got {dtype!r:.80}")
     option = _name(field, "options")
     check_profile(options.get("profile"), f"{option}.profile")
-    is_query, normalize, max_length = (options.get(key) for key in ("is_query", "normalize", "max_length"))
+    # A null option is its default, as a missing one is.
+    is_query, max_length, truncate, normalize = (options.get(key) for key in ("is_query", "max_length", "truncate",
+                                                                               "normalize"))
     return EncodeParams(
         output_types=_output_types(params.get("output_types"), _name(field, "output_types")),
         instruction=instruction,
         output_dtype=dtype or "float32",
         is_query=None if is_query is None else parse_bool(is_query, f"{option}.is_query"),
         max_length=None if max_length is None else positive_int(max_length, f"{option}.max_length"),
-        truncate=parse_bool(options.get("truncate", True), f"{option}.truncate"),
+        truncate=True if truncate is None else parse_bool(truncate, f"{option}.truncate"),
         normalize=None if normalize is None else parse_bool(normalize, f"{option}.normalize"),
     )
 

@@ -19,6 +19,7 @@ from flask import Flask
 from sie import Encoder
 from sie.server import create_app
 from sie.server.state import EXTENSION
+from sie.encoding.params import ENCODE_OPTIONS
 from sie.testing import make_random_checkpoint
 from sie.testing.embedders import make_random_embedder
 from sie.testing.words import random_text
@@ -141,6 +142,15 @@ def test_output_dtypes_on_the_wire(client, m3, output_dtype, wire_type, width):
     expected = m3.embed(["python is a language"], output_types=["dense", "multivector"], output_dtype=output_dtype)[0]
     np.testing.assert_array_equal(array(dense), expected["dense"])
     np.testing.assert_array_equal(array(multivector), expected["multivector"])
+
+
+def test_a_null_option_is_its_default(client):
+    """truncate, like the other options, means its default when null (it was refused: "must be a boolean")."""
+    plain = client.post(f"/v1/encode/{TINY_EMBEDDER}", {"items": ["rain in paris"]}).data()
+    params = {"options": dict.fromkeys(ENCODE_OPTIONS)}
+    reply = client.post(f"/v1/encode/{TINY_EMBEDDER}", {"items": ["rain in paris"], "params": params})
+    assert reply.status == 200, reply.body
+    assert reply.data()["items"] == plain["items"]
 
 
 def test_is_query_and_instruction_pick_the_prompt(client, embedder):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sie import Reranker
-from sie.inputs import scores_from_logits
+from sie.inputs import SCORE_OPTIONS, scores_from_logits
 from tests.server.conftest import TINY_BERT, wait_ready
 from sie.testing.words import random_text
 
@@ -84,6 +84,16 @@ def test_options_top_k_raw_scores_and_instruction(client, tiny_reranker, rng):
     order = np.argsort(-logits, kind="stable")[:3]
     assert [entry["item_id"] for entry in result["scores"]] == [f"doc-{i}" for i in order]
     np.testing.assert_allclose([entry["score"] for entry in result["scores"]], logits[order], rtol=0, atol=1e-5)
+
+
+def test_a_null_option_is_its_default(client, rng):
+    """As a null top_k or max_length already was: raw_scores and truncate were refused when null ("must be a
+    boolean, got None"), and clients that write every field of their options send the unset ones as null."""
+    body = _request(rng, 3)
+    plain = client.post(PATH, body).data()
+    reply = client.post(PATH, {**body, "options": dict.fromkeys(SCORE_OPTIONS)})
+    assert reply.status == 200, reply.body
+    assert reply.data()["scores"] == plain["scores"]
 
 
 def test_max_length_truncates_and_truncate_false_refuses(client, tiny_reranker):
