@@ -180,7 +180,9 @@ def test_bad_batch_size_top_k_and_max_length_are_refused_naming_them_and_numpy_i
     best = reranker.rerank("What is Python?", GUIDE_DOCUMENTS, top_k=np.int64(2), max_length=np.int64(64))
     assert [r["index"] for r in best] == [r["index"] for r in reranker.rerank("What is Python?", GUIDE_DOCUMENTS)][:2]
     assert len(reranker.score("What is Python?", GUIDE_DOCUMENTS, options={"top_k": np.int64(1)})["scores"]) == 1
-    np.testing.assert_array_equal(reranker.predict(pairs, batch_size=np.int64(1)), reranker.predict(pairs))
+    # Batches of one pack other shapes than one batch of all: the matmuls may round differently (2e-9 seen).
+    np.testing.assert_allclose(reranker.predict(pairs, batch_size=np.int64(1)), reranker.predict(pairs),
+                               rtol=1e-5, atol=1e-6)
     assert reranker.encode("What is Python?", GUIDE_DOCUMENTS, max_length=np.int64(8)).lengths.max() == 8
 
 
