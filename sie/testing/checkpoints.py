@@ -190,7 +190,10 @@ def _encoder(arch: str, dims: Shape, max_position_embeddings: int, base_model: b
                   intermediate_size=dims.intermediate, num_labels=1)
     if arch == "bert":
         prefix, tokenizer = "Bert", _bert_tokenizer()
-        specials = dict(unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
+        # Segment ids as BertTokenizer gives them (the document's are 1): PreTrainedTokenizerFast alone leaves them
+        # out, and a parity test would then never see the token type embeddings' second row.
+        specials = dict(unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
+                        model_input_names=["input_ids", "token_type_ids", "attention_mask"])
         settings = dict(vocab_size=tokenizer.get_vocab_size(), max_position_embeddings=max_position_embeddings)
     elif arch == "xlm-roberta":
         prefix, tokenizer = "XLMRoberta", _xlm_roberta_tokenizer()
