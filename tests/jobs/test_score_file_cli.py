@@ -20,6 +20,18 @@ from tests.jobs.files import pairs_table, write_input
 SIE = [sys.executable, "-m", "sie.cli"]
 
 
+def started_past_part(command: list[str], part: int, stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
+    """``command`` running, once its progress says part ``part`` is written (not a terminal: one line per part on
+    stderr, so the test knows how far the run got); AssertionError when it ends before. SIGINT acts as in a
+    terminal even where the tests run as a background job, which inherits it ignored."""
+    child = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in child.stderr:
+        if line.startswith(f"part {part}:"):
+            return child
+    raise AssertionError(f"the run ended before part {part} (exit {child.wait()})")
+
+
 def test_a_run_killed_mid_way_and_started_again_writes_what_an_uninterrupted_run_does(
     tiny_reranker, random_bert_path, rng, tmp_path
 ):
@@ -28,14 +40,8 @@ def test_a_run_killed_mid_way_and_started_again_writes_what_an_uninterrupted_run
     command = [*SIE, "score-file", str(source), "--output", str(output), "--model", str(random_bert_path),
                "--device", "cpu", "--chunk-rows", "250"]
     kill_after = int(rng.integers(1, 12))
-    # Not a terminal: one progress line per part on stderr, so the test knows how far the run got.
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = started_past_part(command, kill_after)
     try:
-        for line in child.stderr:
-            if line.startswith(f"part {kill_after}:"):
-                break
-        else:
-            raise AssertionError(f"the run ended before part {kill_after} (exit {child.wait()})")
         time.sleep(float(rng.uniform(0, 0.05)))  # anywhere in the next part: reading, scoring or writing it
         child.kill()
     finally:
@@ -61,13 +67,8 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(random_
     output = tmp_path / "scores.parquet"
     command = [*SIE, "score-file", str(source), "--output", str(output), "--model", str(random_bert_path),
                "--device", "cpu", "--chunk-rows", "250"]
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = started_past_part(command, 1, stdout=subprocess.PIPE)
     try:
-        for line in first.stderr:
-            if line.startswith("part 1:"):
-                break
-        else:
-            raise AssertionError(f"the first run ended before its first part (exit {first.wait()})")
         first.send_signal(signal.SIGSTOP)
         second = subprocess.run(command, capture_output=True, text=True, timeout=300)
     finally:
@@ -157,13 +158,8 @@ def test_an_interrupted_overwrite_says_how_to_go_on_without_starting_over(random
     source = write_input(tmp_path / "pairs.parquet", pairs_table(0, 1000, max_words=20))
     command = [*SIE, "score-file", str(source), "--output", str(tmp_path / "scores.parquet"), "--model",
                str(random_bert_path), "--device", "cpu", "--chunk-rows", "100"]
-    child = subprocess.Popen([*command, "--overwrite"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = started_past_part([*command, "--overwrite"], 1)
     try:
-        for line in child.stderr:
-            if line.startswith("part 1:"):
-                break
-        else:
-            raise AssertionError(f"the run ended before part 1 (exit {child.wait()})")
         child.send_signal(signal.SIGINT)
         stderr = child.stderr.read()
     finally:
