@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--raw-scores", action="store_true", help="print logits instead of sigmoid scores")
     rerank.add_argument("--device", type=_device_name, default="auto")
     rerank.add_argument("--instruction", default=None,
-                        help="a decoder reranker's instruction (its recipe's default when left out)")
+                        help="the task's instruction: a decoder reranker's prompt takes it (its recipe's default "
+                             "when left out); a cross-encoder reads '{instruction} {query}' as the query")
     rerank.add_argument("--recipe", default=None,
                         help="a decoder reranker's prompt recipe, when neither its folder nor its Hub id names one")
     rerank.add_argument("--width", type=int, default=100, help="table width in characters")
