@@ -134,8 +134,11 @@ class ModelRegistry:
             return
         self._metrics.track_queue(name, lambda: batcher.depth)
         with self._lock:
+            # Models asked for at once each made room before any of the others had loaded: the last to load unloads.
+            past_limit = self._take_past_limit() if name in self._on_demand else []
             self._served[name] = ServedModel(name, reranker, batcher, encoding)
             self._loading.discard(name)
+        self._unload(past_limit)
         logger.info("serving %s on %s (%s), backends %s", name, loaded.device, loaded.dtype, loaded.backends)
 
     def _make_room_for(self, name: str) -> None:
@@ -145,24 +148,35 @@ class ModelRegistry:
         with self._lock:
             self._on_demand[name] = None
             self._on_demand.move_to_end(name)
-            excess = len(self._on_demand) - self._config.max_on_demand_models
-            if not self._config.max_on_demand_models or excess <= 0:
-                return
-            unloaded = [self._served.pop(other) for other in [other for other in self._on_demand
-                                                              if other in self._served][:excess]]
-            for model in unloaded:
-                del self._on_demand[model.name]
-        while unloaded:
-            self._unload(unloaded.pop())
+            past_limit = self._take_past_limit()
+        self._unload(past_limit)
+
+    def _take_past_limit(self) -> list[ServedModel]:
+        """Under the lock: takes out of service, least recently asked for first, the models loaded on demand that
+        those loaded or loading on demand exceed ``max_on_demand_models`` by."""
+        excess = len(self._on_demand) - self._config.max_on_demand_models
+        if not self._config.max_on_demand_models or excess <= 0:
+            return []
+        taken = [self._served.pop(other) for other in [other for other in self._on_demand
+                                                       if other in self._served][:excess]]
+        for model in taken:
+            del self._on_demand[model.name]
+        return taken
+
+    def _unload(self, models: list[ServedModel]) -> None:
+        """Stops each model's batcher once its queued requests have run (a request that reaches it later gets 503
+        QUEUE_FULL, which sie-sdk retries; the retry loads the model again), forgets it and frees its memory."""
+        if not models:
+            return
+        while models:  # popped from the caller's list, so that nothing here holds them at the collection below
+            self._stop(models.pop())
         # What the unloaded models held goes back to the OS now, not at some later collection or trim.
         gc.collect()
         if torch.cuda.is_initialized():
             torch.cuda.empty_cache()
         self.heap_trimmer.when_idle()
 
-    def _unload(self, model: ServedModel) -> None:
-        """Stops ``model``'s batcher once its queued requests have run (a request that reaches it later gets 503
-        QUEUE_FULL, which sie-sdk retries; the retry loads the model again) and forgets it."""
+    def _stop(self, model: ServedModel) -> None:
         logger.info("unloading %s, the least recently used of more than %d models loaded on demand", model.name,
                     self._config.max_on_demand_models)
         model.batcher.close(timeout=self._config.graceful_timeout_s)

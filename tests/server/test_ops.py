@@ -208,6 +208,26 @@ def test_past_max_on_demand_models_the_least_recently_used_is_unloaded(make_app,
     assert states() == {"test/pinned": "loaded", "test/first": "loaded", "test/second": "available"}
 
 
+def test_models_asked_for_at_once_still_end_within_max_on_demand_models(make_app, tmp_path, monkeypatch):
+    """Three models asked for at once each made room before any of the others had loaded (only loaded models are
+    unloaded), so all three stayed loaded with --max-on-demand-models 1, and no later load ever came to unload them."""
+    models_dir = tmp_path / "models"
+    make_random_checkpoint(models_dir / "test/pinned", "bert", seed=5)
+    for seed, name in enumerate(["first", "second", "third"]):
+        make_random_checkpoint(models_dir / f"test/{name}", "bert", seed=6 + seed)
+    monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
+    served = make_app(models=["test/pinned"], max_on_demand_models=1)
+    assert wait_ready(served).status == 200
+    body = {"query": "what", "items": ["python", "rain"]}
+    paths = [f"/v1/score/test/{name}" for name in ["first", "second", "third"]]
+    assert [served.post(path, body).data()["detail"]["code"] for path in paths] == ["MODEL_LOADING"] * 3
+    for path in paths:
+        _until_not_loading(served, "POST", path, body)
+
+    loaded = [model["name"] for model in served.get("/v1/models").data()["models"] if model["state"] == "loaded"]
+    assert len(loaded) == 2 and "test/pinned" in loaded, loaded
+
+
 def test_a_locally_installed_model_loads_on_demand(client):
     path = f"/v1/score/{TINY_XLMR}"
     body = {"query": "what", "items": ["python", "rain"]}
