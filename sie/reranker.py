@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import numbers
 import os
@@ -37,7 +36,15 @@ from sie.inputs import (
     top_k_of,
 )
 from sie.kernels.cpu_extension import cpu_extension
-from sie.models import build_model, family_of, folder_task, head_dim_of, read_config, read_tokenizer
+from sie.models import (
+    build_model,
+    family_of,
+    folder_task,
+    head_dim_of,
+    read_config,
+    read_tokenizer,
+    sentence_transformers_settings,
+)
 from sie.packing import PackedBatch, pack, plan_micro_batches
 from sie.quantization import INT8_WEIGHTS, cpu_has_int8_dot_products
 from sie.recipes import Recipe, no_recipe_error, resolve_recipe
@@ -161,11 +168,7 @@ def declared_activation(config: Any, folder: Path | None = None) -> Callable[[to
     outside torch is not imported (sentence-transformers asks for trust_remote_code): the sigmoid, with a warning."""
     declared = None
     if folder is not None and (Path(folder) / "modules.json").is_file():
-        try:
-            saved = json.loads((Path(folder) / "config_sentence_transformers.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            saved = None
-        declared = saved.get("activation_fn") if isinstance(saved, dict) else None
+        declared = sentence_transformers_settings(folder).get("activation_fn")
     settings = getattr(config, "sentence_transformers", None)
     declared = declared or (settings.get("activation_fn") if isinstance(settings, dict) else None)
     declared = declared or getattr(config, "sbert_ce_default_activation_function", None)

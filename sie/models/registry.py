@@ -80,11 +80,16 @@ def is_cross_encoder_folder(folder: Path) -> bool:
     """Whether ``folder`` is a sentence-transformers CrossEncoder's: ``config_sentence_transformers.json`` says
     ``"model_type": "CrossEncoder"``, as sentence-transformers itself reads it. Since 5.4 it saves a causal-LM
     reranker (Qwen3-Reranker) so, with a ``modules.json`` (Transformer, LogitScore) like an embedding model's."""
+    return sentence_transformers_settings(folder).get("model_type") == "CrossEncoder"
+
+
+def sentence_transformers_settings(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """``folder``'s ``config_sentence_transformers.json``; empty when there is none or it is no JSON object."""
     try:
-        settings = json.loads((folder / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+        settings = json.loads((Path(folder) / "config_sentence_transformers.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(settings, dict) and settings.get("model_type") == "CrossEncoder"
+        return {}
+    return settings if isinstance(settings, dict) else {}
 
 
 def family_of(config: Any, task: str = "score") -> ModelFamily:
