@@ -108,6 +108,7 @@ class Batcher:
         self._admitted = 0  # holders of a slot whose job has not started running
         self._tokenizing = 0  # holders of a slot that have not submitted yet
         self._stopped = False
+        self._refusal = "the server is shutting down"  # what a request that comes once it stopped is told
         self._thread = threading.Thread(target=self._loop, name=f"sie-batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -120,7 +121,7 @@ class Batcher:
         """Admits one request; raises QueueFullError when ``max_queue`` requests are already waiting."""
         with self._cond:
             if self._stopped:
-                raise QueueFullError("the server is shutting down")
+                raise QueueFullError(self._refusal)
             if self._admitted >= self.max_queue:
                 raise QueueFullError(f"the queue is full ({self.max_queue} requests waiting); retry shortly")
             self._admitted += 1
@@ -154,11 +155,13 @@ class Batcher:
                 self._admitted -= 1
             return True
 
-    def close(self, timeout: float | None = None) -> None:
-        """Refuses new requests and stops the consumer once the admitted ones have run, those still tokenizing
-        included (it would otherwise be gone when they submit, and they would wait out their deadline for a 504)."""
+    def close(self, timeout: float | None = None, refusal: str = "the server is shutting down") -> None:
+        """Refuses new requests (QueueFullError saying ``refusal``) and stops the consumer once the admitted ones have
+        run, those still tokenizing included (it would otherwise be gone when they submit, and they would wait out
+        their deadline for a 504)."""
         with self._cond:
             self._stopped = True
+            self._refusal = refusal
             self._cond.notify_all()
         self._thread.join(timeout)
 

@@ -179,7 +179,9 @@ class ModelRegistry:
     def _stop(self, model: ServedModel) -> None:
         logger.info("unloading %s, the least recently used of more than %d models loaded on demand", model.name,
                     self._config.max_on_demand_models)
-        model.batcher.close(timeout=self._config.graceful_timeout_s)
+        model.batcher.close(timeout=self._config.graceful_timeout_s,
+                            refusal=f"model {model.name!r} was unloaded to make room for another; retry to load it "
+                                    "again")
         self._metrics.untrack_queue(model.name)
 
     def _after_batch(self, name: str, stats: BatchStats) -> None:

@@ -16,6 +16,7 @@ import torch
 
 from sie.reranker import default_dtype
 from sie.testing.checkpoints import make_random_checkpoint
+from sie.server.errors import QueueFullError
 from sie.server.state import EXTENSION
 from sie.testing.embedders import make_random_embedder
 from tests.server.conftest import TINY_BERT, TINY_XLMR, tiny_server, wait_ready
@@ -226,6 +227,28 @@ def test_models_asked_for_at_once_still_end_within_max_on_demand_models(make_app
 
     loaded = [model["name"] for model in served.get("/v1/models").data()["models"] if model["state"] == "loaded"]
     assert len(loaded) == 2 and "test/pinned" in loaded, loaded
+
+
+def test_a_request_that_reaches_a_model_as_it_is_unloaded_is_not_told_the_server_is_shutting_down(make_app, tmp_path,
+                                                                                                monkeypatch):
+    """A request that looked its model up just before --max-on-demand-models unloaded it got 503 QUEUE_FULL 'the
+    server is shutting down' from the stopped batcher, on a server that was not."""
+    models_dir = tmp_path / "models"
+    make_random_checkpoint(models_dir / "test/pinned", "bert", seed=5)
+    make_random_checkpoint(models_dir / "test/first", "bert", seed=6)
+    make_random_checkpoint(models_dir / "test/second", "bert", seed=7)
+    monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
+    served = make_app(models=["test/pinned"], max_on_demand_models=1)
+    assert wait_ready(served).status == 200
+    registry = served.app.extensions[EXTENSION].registry
+    body = {"query": "what", "items": ["python", "rain"]}
+    assert _until_not_loading(served, "POST", "/v1/score/test/first", body).status == 200
+    looked_up = registry.get("test/first")
+    assert _until_not_loading(served, "POST", "/v1/score/test/second", body).status == 200
+
+    with pytest.raises(QueueFullError) as refused:
+        looked_up.batcher.slot()
+    assert "shutting down" not in str(refused.value) and "test/first" in str(refused.value)
 
 
 def test_a_locally_installed_model_loads_on_demand(client):
