@@ -152,8 +152,8 @@ class ModelRegistry:
         self._unload(past_limit)
 
     def _take_past_limit(self) -> list[ServedModel]:
-        """Under the lock: takes out of service, least recently asked for first, the models loaded on demand that
-        those loaded or loading on demand exceed ``max_on_demand_models`` by."""
+        """Under the lock: takes out of service (and out of the queue-depth gauge), least recently asked for first,
+        the models loaded on demand that those loaded or loading on demand exceed ``max_on_demand_models`` by."""
         excess = len(self._on_demand) - self._config.max_on_demand_models
         if not self._config.max_on_demand_models or excess <= 0:
             return []
@@ -161,11 +161,13 @@ class ModelRegistry:
                                                        if other in self._served][:excess]]
         for model in taken:
             del self._on_demand[model.name]
+            # Now, not once its queue has run: by then the model may have loaded again, with a gauge of its own.
+            self._metrics.untrack_queue(model.name)
         return taken
 
     def _unload(self, models: list[ServedModel]) -> None:
         """Stops each model's batcher once its queued requests have run (a request that reaches it later gets 503
-        QUEUE_FULL, which sie-sdk retries; the retry loads the model again), forgets it and frees its memory."""
+        QUEUE_FULL, which sie-sdk retries; the retry loads the model again) and frees its memory."""
         if not models:
             return
         while models:  # popped from the caller's list, so that nothing here holds them at the collection below
@@ -182,7 +184,6 @@ class ModelRegistry:
         model.batcher.close(timeout=self._config.graceful_timeout_s,
                             refusal=f"model {model.name!r} was unloaded to make room for another; retry to load it "
                                     "again")
-        self._metrics.untrack_queue(model.name)
 
     def _after_batch(self, name: str, stats: BatchStats) -> None:
         self._metrics.observe_batch(name, stats)

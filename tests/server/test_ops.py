@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import threading
 import time
 import weakref
 
@@ -249,6 +250,39 @@ def test_a_request_that_reaches_a_model_as_it_is_unloaded_is_not_told_the_server
     with pytest.raises(QueueFullError) as refused:
         looked_up.batcher.slot()
     assert "shutting down" not in str(refused.value) and "test/first" in str(refused.value)
+
+
+def test_a_model_loaded_again_while_its_unload_drains_keeps_its_queue_depth_gauge(make_app, tmp_path, monkeypatch):
+    """An unload dropped the model's queue-depth gauge only once its queued requests had run: when the model loaded
+    again meanwhile, that dropped the new gauge, and /metrics left out a loaded model for good."""
+    models_dir = tmp_path / "models"
+    make_random_checkpoint(models_dir / "test/pinned", "bert", seed=5)
+    for seed, name in enumerate(["first", "second", "third"]):
+        make_random_checkpoint(models_dir / f"test/{name}", "bert", seed=6 + seed)
+    monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
+    served = make_app(models=["test/pinned"], max_on_demand_models=2)
+    assert wait_ready(served).status == 200
+    registry = served.app.extensions[EXTENSION].registry
+    body = {"query": "what", "items": ["python", "rain"]}
+    assert _until_not_loading(served, "POST", "/v1/score/test/first", body).status == 200
+    batcher = registry.get("test/first").batcher
+    assert _until_not_loading(served, "POST", "/v1/score/test/third", body).status == 200
+    draining, drained = threading.Event(), threading.Event()
+
+    def slow_close(*args, **kwargs):  # the first model's queue takes a while to run
+        draining.set()
+        drained.wait(30)
+        type(batcher).close(batcher, *args, **kwargs)
+
+    monkeypatch.setattr(batcher, "close", slow_close)
+    assert served.post("/v1/score/test/second", body).status == 503  # unloads the first, which drains
+    assert draining.wait(30)
+    assert _until_not_loading(served, "POST", "/v1/score/test/first", body).status == 200  # unloads the third
+    drained.set()
+    assert _until_not_loading(served, "POST", "/v1/score/test/second", body).status == 200
+
+    gauges = served.get("/metrics").body.decode().split("sie_queue_depth", 1)[1]
+    assert 'model="test/first"' in gauges and 'model="test/third"' not in gauges
 
 
 def test_a_locally_installed_model_loads_on_demand(client):
