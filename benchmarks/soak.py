@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +27,7 @@ from sie import DEFAULT_MODEL
 from sie.testing.server import ServerProcess
 from sie.testing.soak import Soak, SoakResult
 from arguments import count, positive
+from timing import cpu_model
 
 DEFAULT_OUT = Path(os.environ.get("OUT") or Path(__file__).resolve().parent / "out")
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                       sample_s=args.sample, seed=args.seed).run()
     table, data = report(result, warmup_s, args.window)
     header = (f"soak: {args.model}, {args.clients} clients, {args.warmup:g} min warm-up + {args.minutes:g} min, "
-              f"serve flags {' '.join(serve_flags) or '(none)'}; {platform.processor() or platform.machine()}, "
+              f"serve flags {' '.join(serve_flags) or '(none)'}; {cpu_model()}, "
               f"{os.cpu_count()} cores, torch {torch.__version__}")
     print(header)
     print(table)

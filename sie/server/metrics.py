@@ -95,10 +95,7 @@ class Metrics:
 
     def untrack_queue(self, model: str) -> None:
         """Stops reporting the queue depth of ``model`` (unloaded), and drops what the gauge held of it."""
-        try:
-            self.queue_depth.remove(model, self._worker)
-        except KeyError:  # never tracked: its load failed
-            pass
+        self.queue_depth.remove(model, self._worker)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
