@@ -179,19 +179,27 @@ def test_a_model_that_failed_to_load_loads_again_once_its_folder_changed(make_ap
     assert _until_not_loading(on_demand, "POST", later, body).status == 200
 
 
+ON_DEMAND_BODY = {"query": "what", "items": ["python", "rain"]}
+
+
+def limited_app(make_app, tmp_path, monkeypatch, limit: int, names=("first", "second", "third")):
+    """A ready app with --max-on-demand-models ``limit``, configured with ``test/pinned``, whose models folder also
+    holds ``test/<name>`` for each of ``names`` (random BERT checkpoints, loaded on demand); and its registry."""
+    models_dir = tmp_path / "models"
+    for seed, name in enumerate(["pinned", *names]):
+        make_random_checkpoint(models_dir / f"test/{name}", "bert", seed=5 + seed)
+    monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
+    served = make_app(models=["test/pinned"], max_on_demand_models=limit)
+    assert wait_ready(served).status == 200
+    return served, served.app.extensions[EXTENSION].registry
+
+
 def test_past_max_on_demand_models_the_least_recently_used_is_unloaded(make_app, tmp_path, monkeypatch):
     """Every installed model asked for stayed loaded, so a worker serving a folder of many models grew until the OS
     killed it. With --max-on-demand-models 1, loading a second one unloads the first, freeing it; the configured
     model stays; the unloaded one loads again when asked for, with the same scores."""
-    models_dir = tmp_path / "models"
-    make_random_checkpoint(models_dir / "test/pinned", "bert", seed=5)
-    make_random_checkpoint(models_dir / "test/first", "bert", seed=6)
-    make_random_checkpoint(models_dir / "test/second", "xlm-roberta", seed=7)
-    monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
-    served = make_app(models=["test/pinned"], max_on_demand_models=1)
-    assert wait_ready(served).status == 200
-    registry = served.app.extensions[EXTENSION].registry
-    body = {"query": "what", "items": ["python", "rain"]}
+    served, registry = limited_app(make_app, tmp_path, monkeypatch, 1, names=("first", "second"))
+    body = ON_DEMAND_BODY
 
     def states() -> dict[str, str]:
         return {model["name"]: model["state"] for model in served.get("/v1/models").data()["models"]}
@@ -213,14 +221,8 @@ def test_past_max_on_demand_models_the_least_recently_used_is_unloaded(make_app,
 def test_models_asked_for_at_once_still_end_within_max_on_demand_models(make_app, tmp_path, monkeypatch):
     """Three models asked for at once each made room before any of the others had loaded (only loaded models are
     unloaded), so all three stayed loaded with --max-on-demand-models 1, and no later load ever came to unload them."""
-    models_dir = tmp_path / "models"
-    make_random_checkpoint(models_dir / "test/pinned", "bert", seed=5)
-    for seed, name in enumerate(["first", "second", "third"]):
-        make_random_checkpoint(models_dir / f"test/{name}", "bert", seed=6 + seed)
-    monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
-    served = make_app(models=["test/pinned"], max_on_demand_models=1)
-    assert wait_ready(served).status == 200
-    body = {"query": "what", "items": ["python", "rain"]}
+    served, _ = limited_app(make_app, tmp_path, monkeypatch, 1)
+    body = ON_DEMAND_BODY
     paths = [f"/v1/score/test/{name}" for name in ["first", "second", "third"]]
     assert [served.post(path, body).data()["detail"]["code"] for path in paths] == ["MODEL_LOADING"] * 3
     for path in paths:
@@ -234,15 +236,8 @@ def test_a_request_that_reaches_a_model_as_it_is_unloaded_is_not_told_the_server
                                                                                                 monkeypatch):
     """A request that looked its model up just before --max-on-demand-models unloaded it got 503 QUEUE_FULL 'the
     server is shutting down' from the stopped batcher, on a server that was not."""
-    models_dir = tmp_path / "models"
-    make_random_checkpoint(models_dir / "test/pinned", "bert", seed=5)
-    make_random_checkpoint(models_dir / "test/first", "bert", seed=6)
-    make_random_checkpoint(models_dir / "test/second", "bert", seed=7)
-    monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
-    served = make_app(models=["test/pinned"], max_on_demand_models=1)
-    assert wait_ready(served).status == 200
-    registry = served.app.extensions[EXTENSION].registry
-    body = {"query": "what", "items": ["python", "rain"]}
+    served, registry = limited_app(make_app, tmp_path, monkeypatch, 1, names=("first", "second"))
+    body = ON_DEMAND_BODY
     assert _until_not_loading(served, "POST", "/v1/score/test/first", body).status == 200
     looked_up = registry.get("test/first")
     assert _until_not_loading(served, "POST", "/v1/score/test/second", body).status == 200
@@ -255,15 +250,8 @@ def test_a_request_that_reaches_a_model_as_it_is_unloaded_is_not_told_the_server
 def test_a_model_loaded_again_while_its_unload_drains_keeps_its_queue_depth_gauge(make_app, tmp_path, monkeypatch):
     """An unload dropped the model's queue-depth gauge only once its queued requests had run: when the model loaded
     again meanwhile, that dropped the new gauge, and /metrics left out a loaded model for good."""
-    models_dir = tmp_path / "models"
-    make_random_checkpoint(models_dir / "test/pinned", "bert", seed=5)
-    for seed, name in enumerate(["first", "second", "third"]):
-        make_random_checkpoint(models_dir / f"test/{name}", "bert", seed=6 + seed)
-    monkeypatch.setenv("SIE_MODELS_DIR", str(models_dir))
-    served = make_app(models=["test/pinned"], max_on_demand_models=2)
-    assert wait_ready(served).status == 200
-    registry = served.app.extensions[EXTENSION].registry
-    body = {"query": "what", "items": ["python", "rain"]}
+    served, registry = limited_app(make_app, tmp_path, monkeypatch, 2)
+    body = ON_DEMAND_BODY
     assert _until_not_loading(served, "POST", "/v1/score/test/first", body).status == 200
     batcher = registry.get("test/first").batcher
     assert _until_not_loading(served, "POST", "/v1/score/test/third", body).status == 200
