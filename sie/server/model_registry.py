@@ -144,7 +144,7 @@ class ModelRegistry:
     def _make_room_for(self, name: str) -> None:
         """Counts ``name`` among the models loaded on demand and, past ``max_on_demand_models``, unloads the least
         recently asked for of those loaded (not those still loading) before ``name`` loads, so that the worker
-        never holds both."""
+        does not hold both; loads that overlap may, until the last of them ends (``_load`` then unloads)."""
         with self._lock:
             self._on_demand[name] = None
             self._on_demand.move_to_end(name)
