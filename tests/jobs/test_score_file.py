@@ -417,7 +417,6 @@ def test_an_input_folder_is_refused_as_a_folder_not_as_missing(tiny_reranker, se
         score_file(tmp_path / "absent.parquet", tmp_path / "scores.parquet", tiny_reranker)
 
 
-
 def test_json_types_no_parquet_column_holds_fail_at_the_part_that_brings_them(tiny_reranker, tmp_path):
     """An id that is a number in one chunk and text in a later one failed only once every row was scored, when
     the parts were joined: hours of scoring for a file whose output must be JSONL anyway. Now the part that brings

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -237,8 +238,6 @@ def test_mxbai_refuses_without_truncation_a_query_its_reference_would_cut(checkp
 def test_a_recipe_budget_that_leaves_a_pair_no_room_is_refused_when_loaded(checkpoints, tmp_path):
     # Qwen3's max_length counts the template: a budget below it would cut the pair from the wrong end, and every
     # pair would come out longer than max_length.
-    import shutil
-
     folder = Path(shutil.copytree(checkpoints["qwen3-lm"], tmp_path / "fine-tune"))
     (folder / RECIPE_FILE).write_text(json.dumps({"base": "qwen3-reranker", "max_length": 40}))
     with pytest.raises(UnsupportedModelError, match=r"max_length 40 .* no room"):
